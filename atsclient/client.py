@@ -1,0 +1,289 @@
+"""Clients for atsd: ``ATSClient`` (synchronous, with the methods and return shapes of
+kissats' ``BaseATSClient``) and ``AsyncATSClient`` (the same methods as coroutines, many
+requests in flight on one DEALER socket).
+
+Both follow ZeroMQ's Lazy Pirate pattern: wait ``timeout`` seconds for a reply, send again
+(up to ``retries`` times) and then raise ``Unreachable`` naming the address. Every request
+carries a ``request_id`` that stays the same across its retries, so a retried mutating call
+that did reach the daemon is answered with its first reply instead of acting twice.
+
+The methods are written once, in ``_Methods``: each builds a request and says how to read
+the reply; the two clients differ only in how ``_do`` sends it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import time
+import uuid
+
+import msgpack
+import zmq
+import zmq.asyncio
+
+from .errors import ResourceUnavailable, Unreachable, from_reply
+
+DEFAULT_SERVER = "tcp://127.0.0.1:5555"
+
+
+def _pack(request: dict) -> bytes:
+    return msgpack.packb(request, use_bin_type=True)
+
+
+def _unpack(data: bytes) -> dict:
+    return msgpack.unpackb(data, raw=False)
+
+
+def _identity(x):
+    return x
+
+
+class _Methods:
+    """The command methods both clients share. Each client's ``_do(request, read, accept)`` sends
+    ``request`` and returns ``read(reply)``; an error reply raises, unless its code is in
+    ``accept``, in which case ``read`` gets the error reply."""
+
+    def call(self, command: str, **args):
+        """Send any command; returns the reply's result keys (``ok`` included)."""
+        return self._do({"command": command, **args})
+
+    # --- kissats BaseATSClient ---
+
+    def get_all_resources(self):
+        return self._do({"command": "get_all_resources"}, lambda r: r["resource_list"])
+
+    def get_available_resources(self):
+        return self._do({"command": "get_available_resources"}, lambda r: r["resource_list"])
+
+    def get_resource_availability(self, resource: str, start_time: float | None = None,
+                                  end_time: float | None = None):
+        """dict with ``available``, ``avail_start``, ``avail_end`` (the soonest window of the
+        same length when not available at the time asked)."""
+        start = time.time() if start_time is None else start_time
+        end = start + 3600 if end_time is None else end_time
+        return self._do({"command": "check_available", "resource": resource,
+                         "start_time": start, "end_time": end})
+
+    get_resource_availablity = get_resource_availability   # kissats' spelling
+
+    def get_resource_config(self, resource: str):
+        return self._do({"command": "get_config", "resource": resource})
+
+    def request_reservation(self, resource, res_config=None, time_needed=None,
+                            reservation_duration=3600.0, next_available=True,
+                            reservation_mode="exclusive", slots=None):
+        """``(pre_reservation_id, time_available, expire_time)``. ``resource`` may be a list
+        of names, booked together in one window."""
+        request = {"command": "request_reservation",
+                   "time_needed": time.time() if time_needed is None else time_needed,
+                   "reservation_duration": reservation_duration,
+                   "resource_config": res_config, "reservation_mode": reservation_mode,
+                   "next_available": next_available}
+        if isinstance(resource, (list, tuple)):
+            request["resources"] = list(resource)
+        else:
+            request["resource"] = str(resource)
+        if slots is not None:
+            request["slots"] = slots
+        return self._do(request, lambda r: (r["pre_reservation_id"], r["time_available"],
+                                             r["expire_time"]))
+
+    def get_future_reservation(self, resource, time_needed=None, duration=3600.0, config=None,
+                               next_available=True):
+        """What kissats' ResourceReservation calls: a pre-reservation of ``resource``."""
+        return self.request_reservation(resource, config, time_needed, duration,
+                                        next_available)
+
+    def claim_reservation(self, pre_reservation_id: str):
+        """dict with ``reservation_id``, ``expire_time``, ``resource_config``; when the
+        claim came late, the fresh offer: ``pre_reservation_id``, ``new_avail``,
+        ``new_expire``. Raises ResourceUnavailable when there is neither."""
+        def read(reply):
+            if reply.get("ok") or reply.get("pre_reservation_id"):
+                return reply
+            raise ResourceUnavailable(reply["error"]["message"], reply)
+        return self._do({"command": "claim_reservation",
+                         "pre_reservation_id": pre_reservation_id}, read, accept=("claim_late",))
+
+    def release_resource(self, reservation_id: str):
+        """True when released; False when it had already ended or is unknown."""
+        return self._do({"command": "release_reservation", "reservation_id": reservation_id},
+                        lambda r: bool(r.get("release_status", False)),
+                        accept=("conflict", "not_found"))
+
+    def server_communicate(self, server_request: dict):
+        """Send a request as kissats does (a dict with ``command``) and return the reply as
+        it is, errors included."""
+        return self._do(dict(server_request), accept=_ALL_CODES)
+
+    # --- atsd's own ---
+
+    def release_reservation(self, reservation_id: str):
+        return self._do({"command": "release_reservation", "reservation_id": reservation_id},
+                        lambda r: r["release_status"])
+
+    def extend_reservation(self, reservation_id: str, extra_s: float):
+        """The new end time."""
+        return self._do({"command": "extend_reservation", "reservation_id": reservation_id,
+                         "extra_s": extra_s}, lambda r: r["expire_time"])
+
+    def list_reservations(self, resource=None, owner=None, start_time=None, end_time=None):
+        request = {"command": "list_reservations", "resource": resource, "owner": owner,
+                   "start_time": start_time, "end_time": end_time}
+        return self._do(_without_none(request), lambda r: r["reservations"])
+
+    def list_resources(self, type=None, tags=None):
+        return self._do(_without_none({"command": "list_resources", "type": type,
+                                       "tags": tags}), lambda r: r["resources"])
+
+    def get_events(self, since_seq: int, topics=None, limit=None):
+        return self._do(_without_none({"command": "get_events", "since_seq": since_seq,
+                                       "topics": topics, "limit": limit}))
+
+    def get_version(self):
+        return self._do({"command": "get_version"})
+
+
+_ALL_CODES = ("bad_request", "not_found", "unavailable", "conflict", "too_early", "claim_late",
+              "forbidden", "unauthenticated", "overloaded", "backend_error", "internal")
+
+
+def _without_none(request: dict) -> dict:
+    return {k: v for k, v in request.items() if v is not None}
+
+
+def _read_reply(reply: dict, read, accept):
+    if not reply.get("ok") and reply.get("error", {}).get("code") not in accept:
+        raise from_reply(reply)
+    return read(reply)
+
+
+class _Connection:
+    """What both clients need to reach a daemon: address, identity, timeouts."""
+
+    def __init__(self, server: str = DEFAULT_SERVER, timeout: float = 5.0, retries: int = 3,
+                 user: str | None = None) -> None:
+        self.server = server
+        self.timeout = timeout
+        self.retries = retries
+        self.user = user or getpass.getuser()
+
+    def _stamp(self, request: dict) -> dict:
+        request.setdefault("request_id", uuid.uuid4().hex)
+        request.setdefault("user", self.user)
+        return request
+
+    def _unreachable(self) -> Unreachable:
+        return Unreachable(f"no reply from atsd at {self.server} after {self.retries} "
+                           f"tries of {self.timeout:g}s")
+
+
+class ATSClient(_Connection, _Methods):
+    """Synchronous client: one request at a time on a REQ socket (REQ_RELAXED and
+    REQ_CORRELATE, so a lost reply cannot wedge it)."""
+
+    def __init__(self, server: str = DEFAULT_SERVER, timeout: float = 5.0, retries: int = 3,
+                 user: str | None = None, context: zmq.Context | None = None) -> None:
+        super().__init__(server, timeout, retries, user)
+        self._ctx = context or zmq.Context.instance()
+        self._sock = None
+
+    @property
+    def ats_server(self) -> str:
+        return self.server
+
+    def _socket(self) -> zmq.Socket:
+        if self._sock is None:
+            sock = self._ctx.socket(zmq.REQ)
+            sock.setsockopt(zmq.REQ_RELAXED, 1)
+            sock.setsockopt(zmq.REQ_CORRELATE, 1)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(self.server)
+            self._sock = sock
+        return self._sock
+
+    def _do(self, request, read=_identity, accept=()):
+        data = _pack(self._stamp(request))
+        sock = self._socket()
+        for _ in range(self.retries):
+            sock.send(data)
+            if sock.poll(self.timeout * 1000, zmq.POLLIN):
+                return _read_reply(_unpack(sock.recv()), read, accept)
+        self.close()          # a fresh socket next time, not one with a stale request
+        raise self._unreachable()
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close(0)
+            self._sock = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class AsyncATSClient(_Connection, _Methods):
+    """asyncio client: any number of requests in flight on one DEALER socket, replies
+    matched to callers by request_id."""
+
+    def __init__(self, server: str = DEFAULT_SERVER, timeout: float = 5.0, retries: int = 3,
+                 user: str | None = None, context: zmq.asyncio.Context | None = None) -> None:
+        super().__init__(server, timeout, retries, user)
+        self._ctx = context or zmq.asyncio.Context.instance()
+        self._sock = None
+        self._waiting: dict[str, asyncio.Future] = {}
+        self._reader: asyncio.Task | None = None
+
+    def _socket(self):
+        if self._sock is None:
+            sock = self._ctx.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(self.server)
+            self._sock = sock
+            self._reader = asyncio.get_running_loop().create_task(self._read_replies())
+        return self._sock
+
+    async def _read_replies(self) -> None:
+        while True:
+            frames = await self._sock.recv_multipart()
+            reply = _unpack(frames[-1])
+            future = self._waiting.pop(reply.get("request_id"), None)
+            if future is not None and not future.done():
+                future.set_result(reply)
+
+    async def _do(self, request, read=_identity, accept=()):
+        request = self._stamp(request)
+        data = _pack(request)
+        sock = self._socket()
+        rid = request["request_id"]
+        future = asyncio.get_running_loop().create_future()
+        self._waiting[rid] = future
+        try:
+            for _ in range(self.retries):
+                await sock.send_multipart([b"", data])
+                try:
+                    reply = await asyncio.wait_for(asyncio.shield(future), self.timeout)
+                except asyncio.TimeoutError:
+                    continue
+                return _read_reply(reply, read, accept)
+        finally:
+            self._waiting.pop(rid, None)
+        raise self._unreachable()
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+            self._reader = None
+        if self._sock is not None:
+            self._sock.close(0)
+            self._sock = None
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.close()

@@ -1,0 +1,84 @@
+"""Exceptions named after the wire error codes, so callers catch what they mean
+(``ResourceUnavailable``, ``Forbidden``) instead of comparing strings."""
+
+from __future__ import annotations
+
+
+class ATSError(Exception):
+    """The daemon refused a request; ``code`` is the wire error code, ``reply`` the reply."""
+
+    code = "internal"
+
+    def __init__(self, message: str, reply: dict | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reply = reply or {}
+
+
+class BadRequest(ATSError):
+    code = "bad_request"
+
+
+class NotFound(ATSError):
+    code = "not_found"
+
+
+class ResourceUnavailable(ATSError):
+    """kissats raises this name where a resource cannot be had."""
+
+    code = "unavailable"
+
+
+class Conflict(ATSError):
+    code = "conflict"
+
+
+class TooEarly(ATSError):
+    code = "too_early"
+
+
+class ClaimLate(ATSError):
+    code = "claim_late"
+
+
+class Forbidden(ATSError):
+    code = "forbidden"
+
+
+class Unauthenticated(ATSError):
+    code = "unauthenticated"
+
+
+class Overloaded(ATSError):
+    code = "overloaded"
+
+
+class BackendError(ATSError):
+    code = "backend_error"
+
+
+class InternalError(ATSError):
+    code = "internal"
+
+
+class Unreachable(ATSError):
+    """No reply from the daemon within the timeout, after every retry."""
+
+    code = "unreachable"
+
+
+class ResourceRetryExceeded(ATSError):
+    """kissats' name: a ResourceReservation tried more often than max_retry."""
+
+    code = "retry_exceeded"
+
+
+BY_CODE = {cls.code: cls for cls in (BadRequest, NotFound, ResourceUnavailable, Conflict,
+                                     TooEarly, ClaimLate, Forbidden, Unauthenticated,
+                                     Overloaded, BackendError, InternalError)}
+
+
+def from_reply(reply: dict) -> ATSError:
+    error = reply.get("error") or {}
+    cls = BY_CODE.get(error.get("code"), InternalError)
+    return cls(error.get("message", "unknown error"), reply)

@@ -1,0 +1,54 @@
+"""The command table: every wire command is one function, registered here with its argument
+schema. A command's docstring is its protocol documentation and the CLI's help for it.
+
+A command function takes a ``Call`` (who asks, when, and the daemon's state) and its
+validated arguments, and returns the reply's result keys, or a coroutine that does (for
+commands that wait: a checkout with ``wait_s``, a Slurm call). It raises an ``EngineError``
+to refuse; protocol.py turns that into the error reply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ..engine.lab import Caller
+from ..protocol import Arg
+
+
+@dataclass(slots=True)
+class Call:
+    app: Any            # atsd.app.App
+    caller: Caller
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    name: str
+    func: Callable[..., Any]
+    args: dict[str, Arg]
+    mutating: bool      # changes state: its reply is cached under request_id and committed
+    admin: bool         # only the admin role may call it
+
+    @property
+    def doc(self) -> str:
+        return (self.func.__doc__ or "").strip()
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def command(name: str, *, mutating: bool = False, admin: bool = False, **args: Arg):
+    def register(func):
+        if name in COMMANDS:
+            raise RuntimeError(f"command {name} registered twice")
+        COMMANDS[name] = Command(name, func, args, mutating, admin)
+        return func
+    return register
+
+
+def load_all() -> dict[str, Command]:
+    """Import every command module, which fills the table."""
+    from . import calendar, info  # noqa: F401
+    return COMMANDS

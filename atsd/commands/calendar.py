@@ -1,0 +1,102 @@
+"""Calendar reservations (KISS ATS): request, claim, release, extend, look up."""
+
+from __future__ import annotations
+
+from ..engine.errors import BadRequest, Forbidden
+from ..protocol import (BOOL, CONFIG, POSITIVE_DURATION, TEXT, TIME, count,
+                        list_of, one_of, optional, required)
+from . import Call, command
+
+MODE = one_of("exclusive", "shared")
+SLOTS = count(1, 1_000_000)
+
+
+@command("check_available", resource=required(TEXT), start_time=optional(TIME),
+         end_time=optional(TIME), reservation_mode=optional(MODE, "exclusive"),
+         slots=optional(SLOTS))
+def check_available(call: Call, resource: str, start_time: float | None,
+                    end_time: float | None, reservation_mode: str, slots: int | None) -> dict:
+    """Whether the resource is free over [start_time, end_time) (default: now, for an hour);
+    when not, avail_start/avail_end give the soonest window as long."""
+    start = call.now if start_time is None else start_time
+    end = start + 3600 if end_time is None else end_time
+    if end <= start:
+        raise BadRequest("end_time must be after start_time")
+    return call.app.calendar.check_available(resource, start, end, reservation_mode, slots)
+
+
+@command("request_reservation", mutating=True,
+         resource=optional(TEXT), resources=optional(list_of(TEXT, 64)),
+         time_needed=optional(TIME), reservation_duration=optional(POSITIVE_DURATION, 3600.0),
+         resource_config=optional(CONFIG), configuration=optional(CONFIG),
+         reservation_mode=optional(MODE, "exclusive"), next_available=optional(BOOL, True),
+         slots=optional(SLOTS), maintenance=optional(BOOL, False))
+def request_reservation(call: Call, resource: str | None, resources: list[str] | None,
+                        time_needed: float | None, reservation_duration: float,
+                        resource_config: dict | None, configuration: dict | None,
+                        reservation_mode: str, next_available: bool, slots: int | None,
+                        maintenance: bool) -> dict:
+    """Book [time_needed, +reservation_duration) as a pre-reservation, or the earliest window
+    after it that fits when next_available. ``resources`` (a list) books several together in
+    one window under one id. Claim it between time_available and expire_time. A config that
+    differs from what the resource will have adds its reconfigure_s before time_available.
+    ``maintenance`` (admin) takes the window at once and warns its holders (revocation)."""
+    if (resource is None) == (resources is None):
+        raise BadRequest("give resource or resources, not both and not neither")
+    if resource_config is not None and configuration is not None and resource_config != configuration:
+        raise BadRequest("resource_config and configuration differ")
+    names = [resource] if resource is not None else resources
+    if not names:
+        raise BadRequest("resources must name at least one resource")
+    config = resource_config if resource_config is not None else configuration
+    start = call.now if time_needed is None else time_needed
+    if maintenance:
+        if not call.caller.admin:
+            raise Forbidden("maintenance reservations are for admins")
+        r = call.app.maintenance(call.caller, names, start, reservation_duration, call.now)
+    else:
+        r = call.app.calendar.request(call.caller, names, start, reservation_duration, config,
+                                      reservation_mode, next_available, slots, call.now)
+    return {"pre_reservation_id": r.id, "time_available": r.start, "expire_time": r.expire_time,
+            "end_time": r.end}
+
+
+@command("claim_reservation", mutating=True, pre_reservation_id=required(TEXT))
+def claim_reservation(call: Call, pre_reservation_id: str) -> dict:
+    """Turn a pre-reservation into a reservation held until its end. Before time_available:
+    too_early (with time_available). After expire_time: claim_late, with a fresh offer
+    (pre_reservation_id, new_avail, new_expire) when one exists."""
+    r = call.app.calendar.claim(call.caller, pre_reservation_id, call.now)
+    return {"reservation_id": r.id, "reservation_ID": r.id, "expire_time": r.end,
+            "resource_config": r.config if r.config is not None else
+            call.app.lab.resources[r.resources[0]].config}
+
+
+@command("release_reservation", mutating=True, reservation_id=required(TEXT))
+def release_reservation(call: Call, reservation_id: str) -> dict:
+    """End a pre-reservation or a reservation now and free its slots."""
+    call.app.calendar.release(call.caller, reservation_id, call.now)
+    return {"release_status": True}
+
+
+@command("extend_reservation", mutating=True, reservation_id=required(TEXT),
+         extra_s=required(POSITIVE_DURATION))
+def extend_reservation(call: Call, reservation_id: str, extra_s: float) -> dict:
+    """Move the end of a reservation (or the lease of an allocation) later by extra_s, when
+    that time is free; else unavailable with max_extension, the longest that fits."""
+    r = call.app.calendar.extend(call.caller, reservation_id, extra_s, call.now)
+    return {"expire_time": r.end}
+
+
+@command("list_reservations", resource=optional(TEXT), owner=optional(TEXT),
+         start_time=optional(TIME), end_time=optional(TIME))
+def list_reservations(call: Call, resource: str | None, owner: str | None,
+                      start_time: float | None, end_time: float | None) -> dict:
+    """Live reservations, one row per resource booked, in start order; filtered by resource,
+    owner and a time window."""
+    if resource is not None:
+        call.app.lab.resource(resource)
+    if start_time is not None and end_time is not None and end_time <= start_time:
+        raise BadRequest("end_time must be after start_time")
+    return {"reservations": call.app.calendar.list(resource, owner, start_time, end_time)}
+

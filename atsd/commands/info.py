@@ -1,0 +1,60 @@
+"""Commands that describe the lab and its history without changing anything."""
+
+from __future__ import annotations
+
+from .. import __version__
+from ..engine.events import TOPICS
+from ..protocol import PROTOCOL_VERSION, TEXT, count, list_of, one_of, optional, required, CONFIG
+from . import Call, command
+
+
+@command("get_version")
+def get_version(call: Call) -> dict:
+    """The daemon's version and the wire protocol version it speaks."""
+    return {"version": __version__, "protocol": PROTOCOL_VERSION}
+
+
+@command("get_all_resources")
+def get_all_resources(call: Call) -> dict:
+    """Names of every resource in the inventory."""
+    return {"resource_list": list(call.app.lab.resources)}
+
+
+@command("get_available_resources")
+def get_available_resources(call: Call) -> dict:
+    """Names of the resources in service that nobody holds right now."""
+    return {"resource_list": [r.name for r in call.app.lab.resources.values()
+                              if r.in_service and r.timeline.used_slots(call.now) == 0]}
+
+
+def resource_row(res, now: float) -> dict:
+    used = res.timeline.used_slots(now)
+    state = ("out_of_service" if not res.in_service else
+             "free" if used == 0 else "full" if used >= res.slots else "partly_used")
+    return {"name": res.name, "type": res.type, "slots": res.slots, "free_slots": res.slots - used,
+            "config": res.config, "tags": res.tags, "state": state, "value": res.value}
+
+
+@command("list_resources", type=optional(TEXT), tags=optional(CONFIG))
+def list_resources(call: Call, type: str | None, tags: dict | None) -> dict:
+    """Every resource with its type, slots, config, tags and state now (free, partly_used,
+    full, out_of_service); filtered by type and by tags (all given tags must match)."""
+    rows = [resource_row(r, call.now) for r in call.app.lab.resources.values()
+            if (type is None or r.type == type)
+            and all(r.tags.get(k) == v for k, v in (tags or {}).items())]
+    return {"resources": rows}
+
+
+@command("get_config", resource=required(TEXT))
+def get_config(call: Call, resource: str) -> dict:
+    """The resource's current config."""
+    return {"resource": resource, "config": call.app.lab.resource(resource).config}
+
+
+@command("get_events", since_seq=required(count(0, 2**62)),
+         topics=optional(list_of(one_of(*TOPICS), 16)), limit=optional(count(1, 10_000), 1000))
+def get_events(call: Call, since_seq: int, topics: list[str] | None, limit: int) -> dict:
+    """Events with seq greater than since_seq, oldest first, at most limit. ``complete`` is
+    false when the log no longer reaches back to since_seq + 1 (events were dropped from it);
+    ``first_seq`` says where it starts."""
+    return call.app.events.since(since_seq, topics, limit)

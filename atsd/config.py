@@ -1,0 +1,249 @@
+"""The daemon's configuration file: read it, check every key, refuse it whole if anything is
+wrong. A lab daemon that starts half-configured (a typo'd key ignored, a resource silently
+dropped) is worse than one that does not start, so each error names the file, the key and
+the reason, and unknown keys are errors too.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .engine.lab import ResourceDef
+
+
+class ConfigError(Exception):
+    def __init__(self, path: Path | str, key: str, reason: str) -> None:
+        super().__init__(f"{path}: {key}: {reason}")
+        self.path, self.key, self.reason = str(path), key, reason
+
+
+@dataclass
+class QueueDef:
+    name: str
+    backend: str                 # local or slurm
+    hosts: list[str] = field(default_factory=list)   # local
+    partition: str | None = None                      # slurm
+
+
+@dataclass
+class Config:
+    path: Path | None = None
+    listen: str = "tcp://127.0.0.1:5555"
+    events: str = "tcp://127.0.0.1:5556"
+    state: Path = Path("atsd.db")
+    claim_window_s: float = 300.0
+    expiring_notice_s: float = 300.0
+    history_s: float = 7 * 86400.0
+    default_lease_s: float = 3600.0
+    countdown_interval_s: float = 60.0
+    event_log_size: int = 100_000
+    max_frame_bytes: int = 1024 * 1024
+    max_in_flight: int = 64          # requests one identity may have waiting for a reply
+    resources: list[ResourceDef] = field(default_factory=list)
+    resource_spec: Path | None = None
+    queues: dict[str, QueueDef] = field(default_factory=dict)
+    job_dirs: list[Path] = field(default_factory=list)
+    job_output_dir: Path = Path("jobs/out")
+    admins: list[str] = field(default_factory=list)
+    curve_secret_key: Path | None = None
+    curve_authorized_keys: Path | None = None
+
+    @property
+    def base(self) -> Path:
+        return self.path.parent if self.path else Path.cwd()
+
+
+NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,127}$")
+
+
+class _Reader:
+    """Checks values and raises ConfigError with the key path where they are wrong."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def fail(self, key: str, reason: str):
+        raise ConfigError(self.path, key, reason)
+
+    def map(self, value: Any, key: str) -> dict:
+        if not isinstance(value, dict):
+            self.fail(key, f"must be a mapping, not {type(value).__name__}")
+        return value
+
+    def keys(self, value: dict, key: str, allowed: set[str]) -> None:
+        for k in value:
+            if k not in allowed:
+                where = f"{key}.{k}" if key else str(k)
+                self.fail(where, f"unknown key (known: {', '.join(sorted(allowed))})")
+
+    def number(self, value: Any, key: str, lo: float = 0.0, positive: bool = False) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            self.fail(key, f"must be a number, not {value!r}")
+        if value < lo or (positive and value <= 0):
+            self.fail(key, f"must be {'more than' if positive else 'at least'} {lo:g}, not {value}")
+        return float(value)
+
+    def integer(self, value: Any, key: str, lo: int = 1) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+            self.fail(key, f"must be an integer of at least {lo}, not {value!r}")
+        return value
+
+    def text(self, value: Any, key: str) -> str:
+        if not isinstance(value, str) or not value:
+            self.fail(key, f"must be a non-empty string, not {value!r}")
+        return value
+
+    def name(self, value: Any, key: str) -> str:
+        value = self.text(value, key)
+        if not NAME.match(value):
+            self.fail(key, f"{value!r} is not a valid name (letters, digits, _ . : / -)")
+        return value
+
+    def endpoint(self, value: Any, key: str) -> str:
+        value = self.text(value, key)
+        if not re.match(r"^(tcp|ipc|inproc)://.+", value):
+            self.fail(key, f"{value!r} is not a ZeroMQ endpoint like tcp://127.0.0.1:5555")
+        return value
+
+    def names(self, value: Any, key: str) -> list[str]:
+        if not isinstance(value, list):
+            self.fail(key, "must be a list of names")
+        return [self.name(v, f"{key}[{i}]") for i, v in enumerate(value)]
+
+
+RESOURCE_KEYS = {"name", "type", "slots", "config", "reconfigure_s", "tags"}
+TOP_KEYS = {"listen", "events", "state", "claim_window_s", "expiring_notice_s", "history_s",
+            "default_lease_s", "countdown_interval_s", "event_log_size", "max_frame_bytes",
+            "max_in_flight", "resources", "resource_spec", "queues", "jobs", "security"}
+
+
+def _resource(r: _Reader, value: Any, key: str) -> ResourceDef:
+    value = r.map(value, key)
+    r.keys(value, key, RESOURCE_KEYS)
+    if "name" not in value:
+        r.fail(key, "missing key name")
+    name = r.name(value["name"], f"{key}.name")
+    return ResourceDef(
+        name=name,
+        type=r.name(value.get("type", name.split("-")[0]), f"{key}.type"),
+        slots=r.integer(value.get("slots", 1), f"{key}.slots"),
+        config=r.map(value.get("config", {}), f"{key}.config"),
+        reconfigure_s=r.number(value.get("reconfigure_s", 0), f"{key}.reconfigure_s"),
+        tags=r.map(value.get("tags", {}), f"{key}.tags"))
+
+
+def _queue(r: _Reader, name: str, value: Any) -> QueueDef:
+    key = f"queues.{name}"
+    value = r.map(value, key)
+    backend = value.get("backend", "local")
+    if backend == "local":
+        r.keys(value, key, {"backend", "hosts"})
+        hosts = r.names(value.get("hosts"), f"{key}.hosts") if "hosts" in value else []
+        if not hosts:
+            r.fail(f"{key}.hosts", "a local queue needs at least one host")
+        return QueueDef(name, "local", hosts=hosts)
+    if backend == "slurm":
+        r.keys(value, key, {"backend", "partition"})
+        return QueueDef(name, "slurm", partition=r.name(value.get("partition"), f"{key}.partition"))
+    r.fail(f"{key}.backend", f"must be local or slurm, not {backend!r}")
+
+
+def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
+    """Read and check ``path``; ``overrides`` (from command-line flags) win over the file."""
+    path = Path(path)
+    r = _Reader(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(path, "(file)", exc.strerror or str(exc)) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(path, "(file)", f"not valid YAML: {exc}") from None
+    data = {} if data is None else r.map(data, "(top level)")
+    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    r.keys(data, "", TOP_KEYS)
+    base = path.resolve().parent
+    cfg = Config(path=path.resolve())
+
+    for key in ("listen", "events"):
+        if key in data:
+            setattr(cfg, key, r.endpoint(data[key], key))
+    if "state" in data:
+        cfg.state = base / r.text(str(data["state"]), "state")
+    else:
+        cfg.state = base / cfg.state
+    for key in ("claim_window_s", "expiring_notice_s", "history_s", "default_lease_s",
+                "countdown_interval_s"):
+        if key in data:
+            setattr(cfg, key, r.number(data[key], key, positive=True))
+    for key in ("event_log_size", "max_frame_bytes", "max_in_flight"):
+        if key in data:
+            setattr(cfg, key, r.integer(data[key], key))
+
+    resources = data.get("resources", [])
+    if not isinstance(resources, list):
+        r.fail("resources", "must be a list")
+    cfg.resources = [_resource(r, v, f"resources[{i}]") for i, v in enumerate(resources)]
+
+    if "resource_spec" in data:
+        from .resource_spec import SpecError, load_spec
+        spec_path = base / r.text(data["resource_spec"], "resource_spec")
+        try:
+            spec = load_spec(spec_path)
+        except SpecError as exc:
+            r.fail("resource_spec", str(exc))
+        cfg.resource_spec = spec_path
+        cfg.resources += [ResourceDef(name=f"{i.type}/{i.id}", type=i.type, slots=i.slots)
+                          for i in spec.instances]
+
+    queues = r.map(data.get("queues", {}), "queues")
+    for qname, qvalue in queues.items():
+        cfg.queues[r.name(qname, "queues")] = _queue(r, qname, qvalue)
+    # a local queue's hosts are resources like any other (revocable, listable)
+    known = {d.name for d in cfg.resources}
+    for q in cfg.queues.values():
+        for host in q.hosts:
+            if host not in known:
+                cfg.resources.append(ResourceDef(name=host, type="host"))
+                known.add(host)
+
+    seen: set[str] = set()
+    for i, d in enumerate(cfg.resources):
+        if d.name in seen:
+            r.fail(f"resources[{i}].name", f"{d.name!r} is defined twice")
+        seen.add(d.name)
+
+    jobs = r.map(data.get("jobs", {}), "jobs")
+    r.keys(jobs, "jobs", {"allowed_dirs", "output_dir"})
+    dirs = jobs.get("allowed_dirs", [])
+    if not isinstance(dirs, list):
+        r.fail("jobs.allowed_dirs", "must be a list of directories")
+    cfg.job_dirs = [(base / r.text(d, f"jobs.allowed_dirs[{i}]")).resolve()
+                    for i, d in enumerate(dirs)]
+    cfg.job_output_dir = base / r.text(jobs.get("output_dir", "jobs/out"), "jobs.output_dir")
+
+    security = r.map(data.get("security", {}), "security")
+    r.keys(security, "security", {"admins", "curve"})
+    cfg.admins = r.names(security.get("admins", []), "security.admins")
+    if "curve" in security:
+        curve = r.map(security["curve"], "security.curve")
+        r.keys(curve, "security.curve", {"secret_key", "authorized_keys"})
+        for key in ("secret_key", "authorized_keys"):
+            if key not in curve:
+                r.fail(f"security.curve.{key}", "missing")
+        cfg.curve_secret_key = base / r.text(curve["secret_key"], "security.curve.secret_key")
+        cfg.curve_authorized_keys = base / r.text(curve["authorized_keys"],
+                                                  "security.curve.authorized_keys")
+        if not cfg.curve_secret_key.is_file():
+            r.fail("security.curve.secret_key", f"no such file {cfg.curve_secret_key}")
+        if not cfg.curve_authorized_keys.is_dir():
+            r.fail("security.curve.authorized_keys",
+                   f"no such directory {cfg.curve_authorized_keys}")
+    return cfg

@@ -1,0 +1,221 @@
+"""Calendar reservations, as KISS ATS defines them: request a window (a pre-reservation that
+lapses unless claimed in time), claim it, release it, extend it.
+
+A request for several resources books one window in which all of them are free, all or
+nothing, under one id. A requested config that differs from the one a resource will have
+then makes the window start ``reconfigure_s`` earlier than the holder gets it (the booking
+covers the reconfiguration; ``time_available`` is after it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import states
+from .errors import BadRequest, ClaimLate, Conflict, TooEarly, Unavailable
+from .lab import Caller, Lab, Reservation, Resource, new_id
+from .timeline import Booking
+
+# How many times the search for a common window may move forward before giving up; each
+# step passes at least one booking, so this only bounds pathological calendars.
+MAX_SEARCH_STEPS = 10_000
+
+
+@dataclass(slots=True)
+class Want:
+    """What a request asks of each resource."""
+
+    slots: int
+    exclusive: bool
+    config: dict | None
+    duration: float
+
+
+class Calendar:
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+
+    # --- queries ---
+
+    def _want(self, res: Resource, mode: str, slots: int | None, config: dict | None,
+              duration: float) -> Want:
+        if mode not in ("exclusive", "shared"):
+            raise BadRequest(f"reservation_mode must be exclusive or shared, not {mode!r}")
+        exclusive = mode == "exclusive"
+        n = res.slots if exclusive else (slots or 1)
+        if n > res.slots:
+            raise Unavailable(f"{res.name} has {res.slots} slots, {n} asked")
+        return Want(n, exclusive, config, duration)
+
+    def _lead(self, res: Resource, want: Want, t: float) -> float:
+        """Time needed to reconfigure ``res`` for ``want`` if it starts at ``t``."""
+        if want.config is None or want.config == res.timeline.config_at(t, res.config):
+            return 0.0
+        return res.reconfigure_s
+
+    def _window(self, picks: list[tuple[Resource, Want]], t: float) -> float:
+        return max(self._lead(r, w, t) for r, w in picks)
+
+    def _fits_at(self, picks, t: float, ignore: str | None = None) -> bool:
+        lead = self._window(picks, t)
+        return all(r.in_service and r.timeline.fits(t, t + lead + w.duration, w.slots,
+                                                     w.exclusive, w.config, ignore)
+                   for r, w in picks)
+
+    def earliest(self, picks: list[tuple[Resource, Want]], after: float) -> float | None:
+        """The earliest start at or after ``after`` when every pick fits at once."""
+        if not all(r.in_service for r, _ in picks):
+            return None
+        t = after
+        for _ in range(MAX_SEARCH_STEPS):
+            lead = self._window(picks, t)
+            moved = t
+            for r, w in picks:
+                s = r.timeline.earliest_fit(moved, lead + w.duration, w.slots, w.exclusive,
+                                            w.config)
+                if s is None:
+                    return None
+                moved = max(moved, s)
+            if moved == t and self._fits_at(picks, t):
+                return t
+            t = moved
+        return None
+
+    def check_available(self, resource: str, start: float, end: float, mode: str,
+                        slots: int | None) -> dict:
+        res = self.lab.resource(resource)
+        want = self._want(res, mode, slots, None, end - start)
+        if res.in_service and res.timeline.fits(start, end, want.slots, want.exclusive):
+            return {"available": True, "avail_start": start, "avail_end": end}
+        t = self.earliest([(res, want)], start)
+        return {"available": False, "avail_start": t,
+                "avail_end": None if t is None else t + (end - start)}
+
+    # --- requests ---
+
+    def request(self, caller: Caller, resources: list[str], time_needed: float,
+                duration: float, config: dict | None, mode: str, next_available: bool,
+                slots: int | None, now: float, kind: str = "pre") -> Reservation:
+        if len(set(resources)) != len(resources):
+            raise BadRequest("a resource is named twice in resources")
+        time_needed = max(time_needed, now)
+        picks = []
+        for name in resources:
+            res = self.lab.resource(name)
+            picks.append((res, self._want(res, mode, slots, config, duration)))
+        if self._fits_at(picks, time_needed):
+            t = time_needed
+        elif next_available:
+            t = self.earliest(picks, time_needed)
+            if t is None:
+                raise Unavailable(f"{', '.join(resources)}: no window of {duration:g}s fits")
+        else:
+            raise Unavailable(f"{', '.join(resources)}: busy at the time needed")
+        return self._book(caller, picks, t, mode, slots, config, now, kind)
+
+    def _book(self, caller: Caller, picks, t: float, mode: str, slots: int | None,
+              config: dict | None, now: float, kind: str) -> Reservation:
+        lead = self._window(picks, t)
+        duration = picks[0][1].duration
+        available = t + lead
+        end = available + duration
+        rid = new_id()
+        bookings = [Booking(rid, r.name, t, end, w.slots, w.exclusive, w.config)
+                    for r, w in picks]
+        pre = kind == "pre"
+        r = Reservation(
+            id=rid, kind=kind, owner=caller.user,
+            state=states.GRANTED if pre or available > now else states.ACTIVE,
+            start=available, end=end, mode=mode, slots=picks[0][1].slots, config=config,
+            bookings=bookings,
+            expire_time=min(available + self.lab.claim_window_s, end) if pre else None)
+        return self.lab.add(r, now)
+
+    def claim(self, caller: Caller, rid: str, now: float) -> Reservation:
+        r = self.lab.owned(rid, caller)
+        if r.kind != "pre":
+            raise Conflict(f"{rid} is a {r.kind} reservation, not a pre-reservation")
+        if r.state == states.GRANTED and now < r.start:
+            raise TooEarly(f"{rid} can be claimed from {r.start}", time_available=r.start,
+                           retry_after=r.start - now)
+        if r.state == states.GRANTED and now > r.expire_time:
+            self.lab.transition(r, "lapse", now)
+        if r.state == states.ENDED and r.reason == "lapsed":
+            raise self._late(caller, r, now)
+        states.next_state(r.state, "claim")   # refuses before anything changes
+        r.kind = "claimed"
+        self.lab.transition(r, "claim", now)
+        if r.config is not None:
+            for b in r.bookings:
+                self.lab.resources[b.resource].config = dict(r.config)
+        return r
+
+    def _late(self, caller: Caller, lapsed: Reservation, now: float) -> ClaimLate:
+        """A late claim gets a fresh offer like the lapsed one, from now, when one exists."""
+        picks = []
+        for name in lapsed.resources:
+            res = self.lab.resources[name]
+            picks.append((res, self._want(res, lapsed.mode, lapsed.slots, lapsed.config,
+                                          lapsed.end - lapsed.start)))
+        t = self.earliest(picks, now)
+        msg = f"pre-reservation {lapsed.id} lapsed at {lapsed.expire_time}"
+        if t is None:
+            return ClaimLate(msg)
+        fresh = self._book(caller, picks, t, lapsed.mode, lapsed.slots, lapsed.config, now,
+                           "pre")
+        return ClaimLate(msg, pre_reservation_id=fresh.id, new_avail=fresh.start,
+                         new_expire=fresh.expire_time)
+
+    def release(self, caller: Caller, rid: str, now: float) -> Reservation:
+        r = self.lab.owned(rid, caller)
+        if r.state == states.ENDED:
+            raise Conflict(f"{rid} already ended ({r.reason})")
+        self.lab.transition(r, "release", now)
+        return r
+
+    def extend(self, caller: Caller, rid: str, extra_s: float, now: float) -> Reservation:
+        r = self.lab.owned(rid, caller)
+        if r.state == states.ENDED:
+            raise Conflict(f"{rid} already ended ({r.reason})")
+        new_end = r.end + extra_s
+        if not self._extends_to(r, new_end):
+            raise Unavailable(f"{rid} cannot be extended by {extra_s:g}s",
+                              max_extension=self._longest_extension(r, new_end))
+        self.lab.set_end(r, new_end)
+        return r
+
+    def _extends_to(self, r: Reservation, end: float) -> bool:
+        return all(self.lab.resources[b.resource].timeline.fits(
+            r.end, end, b.slots, b.exclusive, b.config, ignore=r.id) for b in r.bookings)
+
+    def _longest_extension(self, r: Reservation, end: float) -> float:
+        """Whether more time fits changes only where another booking starts."""
+        starts = sorted({o.start for b in r.bookings
+                         for o in self.lab.resources[b.resource].timeline.overlapping(
+                             r.end, end, ignore=r.id)})
+        best = 0.0
+        for s in starts:
+            if s > r.end and self._extends_to(r, s):
+                best = s - r.end
+            elif s > r.end:
+                break
+        return best
+
+    def list(self, resource: str | None, owner: str | None, start: float | None,
+             end: float | None) -> list[dict]:
+        """One row per booking of each live reservation that matches, in start order."""
+        lo = float("-inf") if start is None else start
+        hi = float("inf") if end is None else end
+        rows = []
+        for r in self.lab.reservations.values():
+            if r.state == states.ENDED or (owner is not None and r.owner != owner):
+                continue
+            for b in r.bookings:
+                if (resource is None or b.resource == resource) and b.start < hi and b.end > lo:
+                    rows.append({
+                        "id": r.id, "kind": r.kind, "resource": b.resource,
+                        "start_time": b.start, "end_time": b.end,
+                        "reservation_mode": r.mode, "slots": b.slots, "owner": r.owner,
+                        "reservation_status": r.state, "expire_time": r.expire_time})
+        rows.sort(key=lambda row: (row["start_time"], row["resource"]))
+        return rows

@@ -1,0 +1,304 @@
+"""The lab: its resources, their timelines, every reservation, and the clock's to-do list.
+
+This is the state the feature modules (calendar, pool, batch, revocation) share. It does no
+I/O and reads no clock: every entry point takes ``now``, and what changed comes back out as
+events (``take_events``) and as the keys of changed records (``take_dirty``) that the server
+publishes and stores. ``next_deadline`` tells the server when to call ``advance`` again.
+"""
+
+from __future__ import annotations
+
+import heapq
+import secrets
+from dataclasses import dataclass, field
+from typing import Callable
+
+from . import states
+from .errors import Forbidden, NotFound
+from .events import RESERVATION_EXPIRING, RESERVATION_STATUS, Event
+from .timeline import Booking, Timeline
+
+
+@dataclass(slots=True)
+class Caller:
+    """Who is asking: the user name and whether they hold the admin role."""
+
+    user: str
+    admin: bool = False
+
+
+@dataclass(slots=True)
+class ResourceDef:
+    """A resource as the inventory (config file or resource spec) describes it."""
+
+    name: str
+    type: str
+    slots: int = 1
+    config: dict = field(default_factory=dict)
+    reconfigure_s: float = 0.0
+    tags: dict = field(default_factory=dict)
+
+
+@dataclass(slots=True, eq=False)
+class Resource:
+    name: str
+    type: str
+    slots: int
+    config: dict
+    reconfigure_s: float
+    tags: dict
+    timeline: Timeline
+    in_service: bool = True
+    value: float | None = None
+
+
+@dataclass(slots=True, eq=False)
+class Reservation:
+    """Bookings held together under one id, with one owner and one state."""
+
+    id: str
+    kind: str                   # pre, claimed, allocation, batch, maintenance
+    owner: str
+    state: str
+    start: float                # when the holder may use it (time_available)
+    end: float
+    mode: str                   # exclusive or shared
+    slots: int
+    config: dict | None
+    bookings: list[Booking]
+    expire_time: float | None = None   # a pre-reservation lapses then unless claimed
+    reason: str | None = None
+    ended_at: float | None = None
+    extra: dict = field(default_factory=dict)   # what one kind keeps (queue, hosts, ...)
+
+    @property
+    def resources(self) -> list[str]:
+        return [b.resource for b in self.bookings]
+
+    def to_record(self) -> dict:
+        return {
+            "id": self.id, "kind": self.kind, "owner": self.owner, "state": self.state,
+            "start": self.start, "end": self.end, "mode": self.mode, "slots": self.slots,
+            "config": self.config, "expire_time": self.expire_time, "reason": self.reason,
+            "ended_at": self.ended_at, "extra": self.extra,
+            "bookings": [[b.resource, b.start, b.end, b.slots, b.exclusive, b.config]
+                         for b in self.bookings],
+        }
+
+    @classmethod
+    def from_record(cls, rec: dict) -> Reservation:
+        bookings = [Booking(rec["id"], r, s, e, n, x, c) for r, s, e, n, x, c in rec["bookings"]]
+        fields = {k: v for k, v in rec.items() if k != "bookings"}
+        return cls(bookings=bookings, **fields)
+
+
+RESERVATION = "reservation"    # record kind of reservations in the store
+
+
+def new_id() -> str:
+    """Unguessable ids: holding an id must not be a way to guess another's."""
+    return secrets.token_urlsafe(12)
+
+
+class Lab:
+    def __init__(self, resources: list[ResourceDef], *, claim_window_s: float = 300.0,
+                 expiring_notice_s: float = 300.0, history_s: float = 7 * 86400.0) -> None:
+        self.claim_window_s = claim_window_s
+        self.expiring_notice_s = expiring_notice_s
+        self.history_s = history_s
+        self.resources: dict[str, Resource] = {
+            d.name: Resource(d.name, d.type, d.slots, dict(d.config), d.reconfigure_s,
+                             dict(d.tags), Timeline(d.slots))
+            for d in resources}
+        self.reservations: dict[str, Reservation] = {}
+        self._timers: list[tuple[float, int, str, str]] = []
+        self._timer_count = 0
+        self._events: list[Event] = []
+        self._dirty: set[tuple[str, str]] = set()
+        # cause -> handler(id, due, now); feature modules add theirs
+        self.timer_handlers: dict[str, Callable[[str, float, float], None]] = {
+            "start": self._on_start, "lapse": self._on_lapse, "expire": self._on_expire,
+            "expiring": self._on_expiring, "forget": self._on_forget,
+        }
+        # record kind -> (snapshot(id) -> record | None, restore(records, now))
+        self.tables: dict[str, tuple[Callable, Callable]] = {
+            RESERVATION: (self._snapshot_reservation, self._restore_reservations)}
+        # called with (reservation, now) after a reservation ended and freed its slots
+        self.on_freed: list[Callable[[Reservation, float], None]] = []
+        # called with (reservation, now) whenever a reservation changes state
+        self.on_status: list[Callable[[Reservation, str, float], None]] = []
+
+    # --- lookups and rights ---
+
+    def resource(self, name: str) -> Resource:
+        try:
+            return self.resources[name]
+        except KeyError:
+            raise NotFound(f"no resource named {name!r}") from None
+
+    def reservation(self, rid: str) -> Reservation:
+        try:
+            return self.reservations[rid]
+        except KeyError:
+            raise NotFound(f"no reservation {rid!r}") from None
+
+    def owned(self, rid: str, caller: Caller) -> Reservation:
+        """The reservation, if ``caller`` may act on it: its owner or an admin."""
+        r = self.reservation(rid)
+        if r.owner != caller.user and not caller.admin:
+            raise Forbidden(f"reservation {rid} belongs to {r.owner}")
+        return r
+
+    # --- changes ---
+
+    def add(self, r: Reservation, now: float) -> Reservation:
+        """Put a new reservation's bookings on the timelines (the caller checked they fit)."""
+        for b in r.bookings:
+            self.resources[b.resource].timeline.add(b)
+        self.reservations[r.id] = r
+        self.touch(RESERVATION, r.id)
+        self._publish_status(r, None, "granted" if r.state == states.GRANTED else "started", now)
+        self._schedule_for(r)
+        return r
+
+    def transition(self, r: Reservation, cause: str, now: float) -> None:
+        new, reason = states.next_state(r.state, cause)
+        previous = r.state
+        r.state = new
+        if new == states.ENDED:
+            r.reason = reason
+            r.ended_at = now
+            for b in r.bookings:
+                self.resources[b.resource].timeline.remove(b)
+            self.schedule(now + self.history_s, "forget", r.id)
+        else:
+            self._schedule_for(r)
+        self.touch(RESERVATION, r.id)
+        self._publish_status(r, previous, reason, now)
+        if new == states.ENDED:
+            for hook in self.on_freed:
+                hook(r, now)
+
+    def set_end(self, r: Reservation, end: float) -> None:
+        """Move a live reservation's end (extend, renew a lease); the caller checked it fits."""
+        for b in r.bookings:
+            tl = self.resources[b.resource].timeline
+            tl.remove(b)
+            b.end = end
+            tl.add(b)
+        r.end = end
+        self.touch(RESERVATION, r.id)
+        self._schedule_for(r)
+
+    def touch(self, kind: str, key: str) -> None:
+        self._dirty.add((kind, key))
+
+    def emit(self, topic: str, **payload) -> None:
+        self._events.append(Event(topic, payload))
+
+    def _publish_status(self, r: Reservation, previous: str | None, reason: str,
+                        now: float) -> None:
+        self.emit(RESERVATION_STATUS, reservation_id=r.id, reservation_status=r.state,
+                  previous=previous, reason=reason, owner=r.owner, resources=r.resources,
+                  kind=r.kind, start_time=r.start, end_time=r.end)
+        for hook in self.on_status:
+            hook(r, previous, now)
+
+    # --- the clock ---
+
+    def schedule(self, due: float, cause: str, key: str) -> None:
+        self._timer_count += 1
+        heapq.heappush(self._timers, (due, self._timer_count, cause, key))
+
+    def _schedule_for(self, r: Reservation) -> None:
+        """The timers a live reservation needs in its current state. Old ones are not
+        removed: each handler checks that its reason still holds when it fires."""
+        if r.state == states.GRANTED and r.expire_time is not None:
+            self.schedule(r.expire_time, "lapse", r.id)
+        elif r.state == states.GRANTED:
+            self.schedule(r.start, "start", r.id)
+        if r.state == states.ACTIVE:
+            self.schedule(r.end, "expire", r.id)
+            if r.end - self.expiring_notice_s > r.start:
+                self.schedule(r.end - self.expiring_notice_s, "expiring", r.id)
+
+    def next_deadline(self) -> float | None:
+        return self._timers[0][0] if self._timers else None
+
+    def advance(self, now: float) -> None:
+        """Do everything that fell due by ``now``, in due order."""
+        while self._timers and self._timers[0][0] <= now:
+            due, _, cause, key = heapq.heappop(self._timers)
+            self.timer_handlers[cause](key, due, now)
+
+    def _live(self, key: str) -> Reservation | None:
+        r = self.reservations.get(key)
+        return r if r is not None and r.state != states.ENDED else None
+
+    def _on_start(self, key: str, due: float, now: float) -> None:
+        r = self._live(key)
+        if r is not None and r.state == states.GRANTED and r.expire_time is None and r.start <= now:
+            self.transition(r, "start", now)
+
+    def _on_lapse(self, key: str, due: float, now: float) -> None:
+        r = self._live(key)
+        if r is not None and r.state == states.GRANTED and r.expire_time == due:
+            self.transition(r, "lapse", now)
+
+    def _on_expire(self, key: str, due: float, now: float) -> None:
+        r = self._live(key)
+        if r is not None and r.state == states.ACTIVE and r.end <= now:
+            self.transition(r, "expire", now)
+
+    def _on_expiring(self, key: str, due: float, now: float) -> None:
+        r = self._live(key)
+        if r is not None and r.state == states.ACTIVE and r.end - self.expiring_notice_s == due:
+            self.emit(RESERVATION_EXPIRING, reservation_id=r.id, owner=r.owner,
+                      resources=r.resources, end_time=r.end, remaining=r.end - now)
+
+    def _on_forget(self, key: str, due: float, now: float) -> None:
+        r = self.reservations.get(key)
+        if r is not None and r.state == states.ENDED and r.ended_at + self.history_s <= now:
+            del self.reservations[key]
+            self.touch(RESERVATION, key)
+
+    # --- what the server takes out ---
+
+    def take_events(self) -> list[Event]:
+        events, self._events = self._events, []
+        return events
+
+    def take_dirty(self) -> list[tuple[str, str, dict | None]]:
+        """Changed records as (kind, key, record or None when deleted), for the store."""
+        dirty, self._dirty = self._dirty, set()
+        return [(kind, key, self.tables[kind][0](key)) for kind, key in sorted(dirty)]
+
+    def discard_changes(self) -> None:
+        """Forget pending changes (used when a store commit failed and the lab is rebuilt)."""
+        self._dirty.clear()
+        self._events.clear()
+
+    # --- persistence ---
+
+    def _snapshot_reservation(self, key: str) -> dict | None:
+        r = self.reservations.get(key)
+        return r.to_record() if r is not None else None
+
+    def _restore_reservations(self, records: list[dict], now: float) -> None:
+        for rec in records:
+            r = Reservation.from_record(rec)
+            self.reservations[r.id] = r
+            if r.state == states.ENDED:
+                self.schedule(r.ended_at + self.history_s, "forget", r.id)
+                continue
+            # a resource removed from the inventory takes its bookings with it
+            r.bookings = [b for b in r.bookings if b.resource in self.resources]
+            for b in r.bookings:
+                self.resources[b.resource].timeline.add(b)
+            self._schedule_for(r)
+
+    def restore(self, records: dict[str, list[dict]], now: float) -> None:
+        """Rebuild from stored records; the caller then calls ``advance(now)`` so that what
+        fell due while the daemon was down happens now, with its events."""
+        for kind, (_, restore) in self.tables.items():
+            restore(records.get(kind, []), now)

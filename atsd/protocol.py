@@ -1,0 +1,244 @@
+"""Wire protocol v1: msgpack maps in, msgpack maps out, and the checks between.
+
+This module knows the shape of requests and replies and nothing of what commands do. Each
+command declares its arguments with the ``Arg`` kinds below; ``validate`` applies them, so
+that every refusal of bad input is a ``bad_request`` that names the key and the reason, and
+no command body ever sees a NaN, a negative duration or a key it did not declare.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import msgpack
+
+from .engine.errors import BadRequest, EngineError
+
+PROTOCOL_VERSION = 1
+
+ERROR_CODES = ("bad_request", "not_found", "unavailable", "conflict", "too_early",
+               "claim_late", "forbidden", "unauthenticated", "overloaded", "backend_error",
+               "internal")
+
+# Largest time and duration accepted: far enough for any lab (year 5138, ~31 years) and
+# small enough that adding them never overflows or loses all precision.
+MAX_TIME = 1e11
+MAX_DURATION = 1e9
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """msgpack limits applied while decoding, before any object is built."""
+
+    max_str_len: int = 64 * 1024
+    max_bin_len: int = 64 * 1024
+    max_array_len: int = 10_000
+    max_map_len: int = 1_000
+    max_depth: int = 8
+
+
+def decode(data: bytes, limits: Limits) -> dict:
+    try:
+        obj = msgpack.unpackb(data, raw=False, strict_map_key=True,
+                              max_str_len=limits.max_str_len, max_bin_len=limits.max_bin_len,
+                              max_array_len=limits.max_array_len,
+                              max_map_len=limits.max_map_len, max_ext_len=0)
+    except Exception as exc:  # msgpack raises many types for many kinds of garbage
+        raise BadRequest(f"request is not valid msgpack: {type(exc).__name__}") from None
+    if not isinstance(obj, dict):
+        raise BadRequest(f"request must be a msgpack map, not {type(obj).__name__}")
+    if depth(obj) > limits.max_depth:
+        raise BadRequest(f"request nests deeper than {limits.max_depth} levels")
+    return obj
+
+
+def depth(obj: Any) -> int:
+    if isinstance(obj, dict):
+        return 1 + max((depth(v) for v in obj.values()), default=0)
+    if isinstance(obj, list):
+        return 1 + max((depth(v) for v in obj), default=0)
+    return 0
+
+
+def encode(reply: dict) -> bytes:
+    return msgpack.packb(reply, use_bin_type=True)
+
+
+def ok_reply(result: dict, request_id: str | None) -> dict:
+    reply = {"ok": True, **result}
+    if request_id is not None:
+        reply["request_id"] = request_id
+    return reply
+
+
+def error_reply(code: str, message: str, request_id: str | None = None, **extra) -> dict:
+    reply = {"ok": False, "error": {"code": code, "message": message}, **extra}
+    if request_id is not None:
+        reply["request_id"] = request_id
+    return reply
+
+
+def reply_for(exc: EngineError, request_id: str | None) -> dict:
+    """The one place an engine refusal becomes a wire error."""
+    return error_reply(exc.code, exc.message, request_id, **exc.extra)
+
+
+# --- argument kinds: each checks one value and returns it, normalised ---
+
+def _number(value: Any, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise BadRequest(f"{key} must be a number, not {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise BadRequest(f"{key} must be finite, not {value}")
+    return value
+
+
+def TIME(value: Any, key: str) -> float:
+    value = _number(value, key)
+    if not 0 <= value <= MAX_TIME:
+        raise BadRequest(f"{key} must be an epoch time in seconds, not {value}")
+    return value
+
+
+def DURATION(value: Any, key: str) -> float:
+    value = _number(value, key)
+    if value < 0 or value > MAX_DURATION:
+        raise BadRequest(f"{key} must be a duration from 0 to {MAX_DURATION:g} s, not {value}")
+    return value
+
+
+def POSITIVE_DURATION(value: Any, key: str) -> float:
+    value = DURATION(value, key)
+    if value == 0:
+        raise BadRequest(f"{key} must be more than 0 s")
+    return value
+
+
+def FRACTION(value: Any, key: str) -> float:
+    value = _number(value, key)
+    if not 0 <= value <= 1:
+        raise BadRequest(f"{key} must be in [0, 1], not {value}")
+    return value
+
+
+def BOOL(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise BadRequest(f"{key} must be true or false, not {type(value).__name__}")
+    return value
+
+
+def count(lo: int, hi: int) -> Callable[[Any, str], int]:
+    def check(value: Any, key: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise BadRequest(f"{key} must be an integer, not {type(value).__name__}")
+        if not lo <= value <= hi:
+            raise BadRequest(f"{key} must be from {lo} to {hi}, not {value}")
+        return value
+    return check
+
+
+def TEXT(value: Any, key: str) -> str:
+    if not isinstance(value, str):
+        raise BadRequest(f"{key} must be a string, not {type(value).__name__}")
+    if not value or len(value) > 256:
+        raise BadRequest(f"{key} must be 1 to 256 characters")
+    return value
+
+
+def LONG_TEXT(value: Any, key: str) -> str:
+    if not isinstance(value, str):
+        raise BadRequest(f"{key} must be a string, not {type(value).__name__}")
+    return value
+
+
+def one_of(*choices: str) -> Callable[[Any, str], str]:
+    def check(value: Any, key: str) -> str:
+        if value not in choices:
+            raise BadRequest(f"{key} must be one of {', '.join(choices)}, not {value!r}")
+        return value
+    return check
+
+
+def CONFIG(value: Any, key: str) -> dict | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise BadRequest(f"{key} must be a map, not {type(value).__name__}")
+    return value
+
+
+def list_of(item: Callable[[Any, str], Any], max_len: int = 1000) -> Callable[[Any, str], list]:
+    def check(value: Any, key: str) -> list:
+        if not isinstance(value, list):
+            raise BadRequest(f"{key} must be a list, not {type(value).__name__}")
+        if len(value) > max_len:
+            raise BadRequest(f"{key} may hold at most {max_len} items")
+        return [item(v, f"{key}[{i}]") for i, v in enumerate(value)]
+    return check
+
+
+def map_of(**fields: Arg) -> Callable[[Any, str], dict]:
+    """A nested map with declared keys (items of ``nodelist``, ``request`` ...)."""
+    def check(value: Any, key: str) -> dict:
+        if not isinstance(value, dict):
+            raise BadRequest(f"{key} must be a map, not {type(value).__name__}")
+        return validate_args(value, fields, prefix=f"{key}.")
+    return check
+
+
+def ANY(value: Any, key: str) -> Any:
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Arg:
+    kind: Callable[[Any, str], Any]
+    required: bool = False
+    default: Any = None
+    nullable: bool = False    # null accepted and taken as "not given" (kissats sends nulls)
+
+
+def required(kind) -> Arg:
+    return Arg(kind, required=True)
+
+
+def optional(kind, default: Any = None) -> Arg:
+    return Arg(kind, default=default, nullable=True)
+
+
+ENVELOPE = ("command", "request_id", "user")
+
+
+def validate_args(request: dict, args: dict[str, Arg], prefix: str = "") -> dict:
+    unknown = [k for k in request if k not in args and (prefix or k not in ENVELOPE)]
+    if unknown:
+        raise BadRequest(f"unknown key {prefix}{sorted(map(str, unknown))[0]}")
+    out = {}
+    for key, arg in args.items():
+        value = request.get(key)
+        if value is None:
+            if key in request and not arg.nullable:
+                raise BadRequest(f"{prefix}{key} must not be null")
+            if arg.required:
+                raise BadRequest(f"missing key {prefix}{key}")
+            out[key] = arg.default
+        else:
+            out[key] = arg.kind(value, prefix + key)
+    return out
+
+
+def envelope(request: dict) -> tuple[str, str | None, str | None]:
+    """The command name, request_id and self-declared user of a decoded request."""
+    command = request.get("command")
+    request_id = request.get("request_id")
+    user = request.get("user")
+    if request_id is not None and (not isinstance(request_id, str) or not 0 < len(request_id) <= 128):
+        raise BadRequest("request_id must be a string of 1 to 128 characters")
+    if not isinstance(command, str):
+        raise BadRequest("missing key command" if command is None else "command must be a string")
+    if user is not None and (not isinstance(user, str) or not 0 < len(user) <= 64):
+        raise BadRequest("user must be a string of 1 to 64 characters")
+    return command, request_id, user

@@ -1,0 +1,297 @@
+"""The daemon's loop: a ROUTER for commands, a PUB for events, and the engine's clock.
+
+Each wake-up drains every request that is ready, answers them against the engine, lets the
+engine do what fell due, then commits all of it to SQLite in one transaction, and only
+then sends the replies and publishes the events. So a reply is never sent for a change that
+is not on disk (group commit keeps that cheap), and the loop sleeps exactly until the
+engine's next deadline when nobody asks anything.
+
+Commands that must wait (a Slurm call, a checkout that queues) return a coroutine; it runs
+as a task, and its reply joins the next wake-up's group like any other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import os
+import signal
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import zmq
+import zmq.asyncio
+
+from . import log as logmod
+from . import protocol
+from .app import App
+from .commands import Call, Command, load_all
+from .config import Config
+from .engine.errors import BadRequest, EngineError, Forbidden
+from .eventlog import EventLog
+from .store import Store
+
+REPLY_TTL_S = 86400.0        # how long a retried request_id gets its first reply again
+MAX_BATCH = 512              # requests answered per wake-up before committing
+
+log = logmod.get("atsd.server")
+
+
+@dataclass(slots=True)
+class Outgoing:
+    envelope: list[bytes]
+    data: bytes
+    cache_key: str | None      # set for a mutating request's reply
+    request_id: str | None
+
+
+class Server:
+    def __init__(self, config: Config, endpoints_file: Path | None = None) -> None:
+        self.config = config
+        self.endpoints_file = endpoints_file
+        self.commands = load_all()
+        self.limits = protocol.Limits()
+        self.store = Store(config.state)
+        self.app = self._load_app()
+        now = time.time()
+        self.replies = self.store.load_replies(now - REPLY_TTL_S)
+        self._new_replies: list[tuple[str, float, bytes]] = []
+        self._finished: list[Outgoing] = []
+        self._in_flight: Counter[bytes] = Counter()
+        self._tasks: set[asyncio.Task] = set()
+        self._last_reply_prune = now
+        self.stopping = False
+        self.endpoints: dict[str, str] = {}
+
+    def _load_app(self) -> App:
+        """Build the engine from the state file; what fell due while down happens at start."""
+        cfg = self.config
+        events = EventLog(cfg.event_log_size, self.store.last_seq(),
+                          self.store.load_events(cfg.event_log_size))
+        app = App(cfg, events)
+        now = time.time()
+        app.lab.restore(self.store.load_records(), now)
+        app.lab.advance(now)
+        return app
+
+    # --- sockets ---
+
+    def bind(self) -> None:
+        self.ctx = zmq.asyncio.Context()
+        self.router = self.ctx.socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.MAXMSGSIZE, self.config.max_frame_bytes)
+        self.router.setsockopt(zmq.LINGER, 1000)
+        self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        self.pub = self.ctx.socket(zmq.PUB)
+        self.pub.setsockopt(zmq.SNDHWM, 100_000)
+        self.pub.setsockopt(zmq.LINGER, 0)
+        for sock, endpoint in ((self.router, self.config.listen), (self.pub, self.config.events)):
+            try:
+                sock.bind(endpoint)
+            except zmq.ZMQError as exc:
+                raise OSError(f"cannot bind {endpoint}: {exc}") from None
+        # plain sockets over the same handles: draining and sending need no futures
+        self.router_sync = zmq.Socket.shadow(self.router.underlying)
+        self.pub_sync = zmq.Socket.shadow(self.pub.underlying)
+        self.wake_rx = self.ctx.socket(zmq.PAIR)
+        self.wake_rx.bind(f"inproc://wake-{id(self)}")
+        self.wake_tx = zmq.Context.shadow(self.ctx.underlying).socket(zmq.PAIR)
+        self.wake_tx.connect(f"inproc://wake-{id(self)}")
+        self.endpoints = {
+            "listen": self.router.getsockopt_string(zmq.LAST_ENDPOINT),
+            "events": self.pub.getsockopt_string(zmq.LAST_ENDPOINT),
+        }
+        if self.endpoints_file:
+            tmp = self.endpoints_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps({**self.endpoints, "pid": os.getpid()}))
+            tmp.replace(self.endpoints_file)
+        log.info("ready", **self.endpoints, state=str(self.config.state),
+                 resources=len(self.app.lab.resources))
+
+    def wake(self) -> None:
+        self.wake_tx.send(b"", zmq.NOBLOCK)
+
+    # --- the loop ---
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+        poller = zmq.asyncio.Poller()
+        poller.register(self.router, zmq.POLLIN)
+        poller.register(self.wake_rx, zmq.POLLIN)
+        wake_rx = zmq.Socket.shadow(self.wake_rx.underlying)
+        self.flush([], time.time())          # publish what recovery did
+        while not self.stopping:
+            deadline = self.app.lab.next_deadline()
+            timeout = -1 if deadline is None else max(0, int((deadline - time.time()) * 1000) + 1)
+            await poller.poll(timeout)
+            while True:
+                try:
+                    wake_rx.recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+            self.step(time.time())
+        await self.shutdown()
+
+    def stop(self) -> None:
+        if self.stopping:
+            return
+        log.info("stopping")
+        self.stopping = True
+        self.wake()
+
+    def step(self, now: float) -> None:
+        """One wake-up: answer what is ready, advance the clock, commit, send."""
+        out: list[Outgoing] = []
+        for _ in range(MAX_BATCH):
+            try:
+                frames = self.router_sync.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            reply = self.handle(frames, now)
+            if reply is not None:
+                out.append(reply)
+        out.extend(self._finished)
+        self._finished = []
+        self.app.lab.advance(now)
+        self.flush(out, now)
+
+    def flush(self, out: list[Outgoing], now: float) -> None:
+        lab = self.app.lab
+        records = lab.take_dirty()
+        numbered = self.app.events.number(lab.take_events(), now)
+        replies, self._new_replies = self._new_replies, []
+        forget = None
+        if now - self._last_reply_prune > 600:
+            forget, self._last_reply_prune = now - REPLY_TTL_S, now
+            self.replies = {k: v for k, v in self.replies.items() if v[0] >= forget}
+        if records or numbered or replies or forget:
+            try:
+                self.store.commit(records, numbered, replies, self.config.event_log_size, forget)
+            except Exception as exc:
+                self._commit_failed(exc, out, replies)
+                numbered = []
+        for o in out:
+            self.router_sync.send_multipart(o.envelope + [o.data], copy=False)
+        self.app.events.append(numbered)
+        for e in numbered:
+            self.pub_sync.send_multipart([e["topic"].encode(), protocol.encode(e)])
+
+    def _commit_failed(self, exc: Exception, out: list[Outgoing],
+                       replies: list[tuple[str, float, bytes]]) -> None:
+        """Nothing of this group reached the disk: its mutating requests are answered
+        ``internal`` and the engine is rebuilt from what the disk has, so memory and disk
+        agree again. Read-only replies are still true and go out as they are."""
+        log.error("commit_failed", error=str(exc), exc_type=type(exc).__name__)
+        for key, _, _ in replies:
+            self.replies.pop(key, None)
+        for o in out:
+            if o.cache_key is not None:
+                o.data = protocol.encode(protocol.error_reply(
+                    "internal", f"state could not be saved ({exc}); nothing was changed",
+                    o.request_id))
+        self.app = self._load_app()
+        self.app.lab.take_dirty()
+        self.app.lab.take_events()
+
+    # --- one request ---
+
+    def handle(self, frames: list, now: float) -> Outgoing | None:
+        identity = frames[0].bytes
+        envelope = [f.bytes for f in frames[:-1]]
+        request_id = None
+        cache_key = None
+        try:
+            request = protocol.decode(frames[-1].bytes, self.limits)
+            request_id = _request_id(request)
+            name, request_id, user = protocol.envelope(request)
+            cmd = self.commands.get(name)
+            if cmd is None:
+                raise BadRequest(f"unknown command {name!r}")
+            caller = self.app.caller(self._user(frames[-1], user))
+            if cmd.mutating and request_id is not None:
+                cache_key = f"{caller.user}\0{request_id}"
+                if cache_key in self.replies:
+                    return Outgoing(envelope, self.replies[cache_key][1], None, request_id)
+            if self._in_flight[identity] >= self.config.max_in_flight:
+                return self._reply(envelope, protocol.error_reply(
+                    "overloaded", f"more than {self.config.max_in_flight} requests in flight",
+                    request_id), None, request_id, now)
+            if cmd.admin and not caller.admin:
+                raise Forbidden(f"{name} is for admins; {caller.user} is not one")
+            args = protocol.validate_args(request, cmd.args)
+            result = cmd.func(Call(self.app, caller, now), **args)
+            if inspect.iscoroutine(result):
+                self._start_task(result, identity, envelope, cache_key, request_id, cmd)
+                return None
+            reply = protocol.ok_reply(result, request_id)
+        except EngineError as exc:
+            reply = protocol.reply_for(exc, request_id)
+        except Exception as exc:
+            log.exception("command_failed", request_id=request_id)
+            reply = protocol.error_reply("internal", f"{type(exc).__name__}: {exc}", request_id)
+        return self._reply(envelope, reply, cache_key, request_id, now)
+
+    def _user(self, frame, declared: str | None) -> str:
+        """With CURVE the key's user (ZAP User-Id); without it, whoever the client says."""
+        return declared or "anonymous"
+
+    def _reply(self, envelope, reply: dict, cache_key: str | None, request_id: str | None,
+               now: float) -> Outgoing:
+        data = protocol.encode(reply)
+        if cache_key is not None:
+            self.replies[cache_key] = (now, data)
+            self._new_replies.append((cache_key, now, data))
+        return Outgoing(envelope, data, cache_key, request_id)
+
+    def _start_task(self, coro, identity: bytes, envelope, cache_key, request_id,
+                    cmd: Command) -> None:
+        self._in_flight[identity] += 1
+
+        async def answer():
+            try:
+                reply = protocol.ok_reply(await coro, request_id)
+            except EngineError as exc:
+                reply = protocol.reply_for(exc, request_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.exception("command_failed", command=cmd.name, request_id=request_id)
+                reply = protocol.error_reply("internal", f"{type(exc).__name__}: {exc}",
+                                             request_id)
+            finally:
+                self._in_flight[identity] -= 1
+                if self._in_flight[identity] <= 0:
+                    del self._in_flight[identity]
+            self._finished.append(self._reply(envelope, reply, cache_key, request_id,
+                                              time.time()))
+            self.wake()
+
+        task = asyncio.get_running_loop().create_task(answer())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def shutdown(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.step(time.time())
+        for sock in (self.router, self.pub, self.wake_rx):
+            sock.close()
+        self.wake_tx.close()
+        self.ctx.term()
+        self.store.close()
+        log.info("stopped")
+
+
+def _request_id(request: dict) -> str | None:
+    """The request_id to echo even when the rest of the request is refused."""
+    rid = request.get("request_id")
+    return rid if isinstance(rid, str) and 0 < len(rid) <= 128 else None

@@ -1,0 +1,133 @@
+"""SQLite persistence: every acknowledged change is on disk before its reply leaves.
+
+The engine hands over changed records as (kind, key, record); they are kept as msgpack blobs
+in one table, so a new kind of record needs no new table. The event log and the replies of
+mutating requests (for safe retries by ``request_id``) go into the same transaction, so
+after a crash the state, the events that announced it and the replies that acknowledged it
+agree. One transaction per server wake-up (group commit) keeps this cheap.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import msgpack
+
+SCHEMA_VERSION = 2
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS records (kind TEXT, key TEXT, data BLOB, PRIMARY KEY (kind, key))
+    WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, data BLOB);
+CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, ts REAL, data BLOB) WITHOUT ROWID;
+"""
+
+
+def _migrate_1_to_2(db: sqlite3.Connection) -> None:
+    """Version 1 kept no reply cache; version 2 adds it (safe retries across restarts)."""
+    db.execute("CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, ts REAL, data BLOB)"
+               " WITHOUT ROWID")
+
+
+MIGRATIONS = {1: _migrate_1_to_2}
+
+
+class StoreError(Exception):
+    """The state file cannot be used; the message says why and what to do."""
+
+
+def pack(obj) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def unpack(data: bytes):
+    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+
+
+class Store:
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        try:
+            self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self._check_schema()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path}: not a usable atsd state file ({exc}); "
+                             "it was left as it is") from None
+
+    def _check_schema(self) -> None:
+        tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if not tables:
+            self.db.executescript(SCHEMA)
+            self.db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+            return
+        if "meta" not in tables or "records" not in tables:
+            raise StoreError(f"{self.path}: not an atsd state file (tables: "
+                             f"{', '.join(sorted(tables))}); it was left as it is")
+        row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        version = row[0] if row else None
+        if not isinstance(version, int):
+            raise StoreError(f"{self.path}: state file has no schema version; left as it is")
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{self.path}: state file schema {version} is newer than this "
+                             f"atsd's ({SCHEMA_VERSION}); upgrade atsd. The file was left as it is")
+        self.db.execute("BEGIN IMMEDIATE")
+        while version < SCHEMA_VERSION:
+            MIGRATIONS[version](self.db)
+            version += 1
+        self.db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (version,))
+        self.db.execute("COMMIT")
+
+    def load_records(self) -> dict[str, list[dict]]:
+        out: dict[str, list[dict]] = {}
+        for kind, data in self.db.execute("SELECT kind, data FROM records"):
+            out.setdefault(kind, []).append(unpack(data))
+        return out
+
+    def load_events(self, limit: int) -> list[dict]:
+        rows = self.db.execute("SELECT data FROM events ORDER BY seq DESC LIMIT ?", (limit,))
+        return [unpack(d) for (d,) in reversed(rows.fetchall())]
+
+    def last_seq(self) -> int:
+        row = self.db.execute("SELECT value FROM meta WHERE key='last_seq'").fetchone()
+        return row[0] if row else 0
+
+    def load_replies(self, since: float) -> dict[str, tuple[float, bytes]]:
+        rows = self.db.execute("SELECT key, ts, data FROM replies WHERE ts >= ?", (since,))
+        return {key: (ts, data) for key, ts, data in rows}
+
+    def commit(self, records: list[tuple[str, str, dict | None]], events: list[dict],
+               replies: list[tuple[str, float, bytes]], keep_events: int,
+               forget_replies_before: float | None = None) -> None:
+        """Write one group of changes atomically; raises sqlite3.Error and rolls back."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            upserts = [(k, key, pack(rec)) for k, key, rec in records if rec is not None]
+            deletes = [(k, key) for k, key, rec in records if rec is None]
+            if upserts:
+                db.executemany("INSERT OR REPLACE INTO records VALUES (?, ?, ?)", upserts)
+            if deletes:
+                db.executemany("DELETE FROM records WHERE kind=? AND key=?", deletes)
+            if events:
+                db.executemany("INSERT INTO events VALUES (?, ?)",
+                               [(e["seq"], pack(e)) for e in events])
+                last = events[-1]["seq"]
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('last_seq', ?)", (last,))
+                if last % 1000 < len(events):   # trim now and then, not on every commit
+                    db.execute("DELETE FROM events WHERE seq <= ?", (last - keep_events,))
+            if replies:
+                db.executemany("INSERT OR REPLACE INTO replies VALUES (?, ?, ?)", replies)
+            if forget_replies_before is not None:
+                db.execute("DELETE FROM replies WHERE ts < ?", (forget_replies_before,))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        self.db.close()
