@@ -51,29 +51,33 @@ class Store:
         self.path = Path(path)
         try:
             self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=FULL")
             self._check_schema()
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path}: not a usable atsd state file ({exc}); "
                              "it was left as it is") from None
 
     def _check_schema(self) -> None:
+        """Refuse a file we cannot use before writing a byte to it (switching to WAL would)."""
         tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if tables and ("meta" not in tables or "records" not in tables):
+            raise StoreError(f"{self.path}: not an atsd state file (tables: "
+                             f"{', '.join(sorted(tables))}); it was left as it is")
+        version = None
+        if tables:
+            row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            version = row[0] if row else None
+            if not isinstance(version, int):
+                raise StoreError(f"{self.path}: state file has no schema version; left as it is")
+            if version > SCHEMA_VERSION:
+                raise StoreError(f"{self.path}: state file schema {version} is newer than this "
+                                 f"atsd's ({SCHEMA_VERSION}); upgrade atsd. The file was left "
+                                 "as it is")
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
         if not tables:
             self.db.executescript(SCHEMA)
             self.db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
             return
-        if "meta" not in tables or "records" not in tables:
-            raise StoreError(f"{self.path}: not an atsd state file (tables: "
-                             f"{', '.join(sorted(tables))}); it was left as it is")
-        row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        version = row[0] if row else None
-        if not isinstance(version, int):
-            raise StoreError(f"{self.path}: state file has no schema version; left as it is")
-        if version > SCHEMA_VERSION:
-            raise StoreError(f"{self.path}: state file schema {version} is newer than this "
-                             f"atsd's ({SCHEMA_VERSION}); upgrade atsd. The file was left as it is")
         self.db.execute("BEGIN IMMEDIATE")
         while version < SCHEMA_VERSION:
             MIGRATIONS[version](self.db)

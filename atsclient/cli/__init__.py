@@ -1,0 +1,164 @@
+"""``atsclient``: the command line of atsd.
+
+Every feature registers its subcommands from its own module (``FEATURES``); this module
+holds what they share: the connection options, times and durations as people write them,
+and output as a table for people or JSON (``--json``) for scripts. Any error is one line on
+stderr and a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib
+import json
+import os
+import re
+import sys
+import time
+
+from ..client import DEFAULT_SERVER, ATSClient
+from ..errors import ATSError
+
+FEATURES = ("calendar",)
+
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+
+
+class UsageError(Exception):
+    """Bad command-line input: reported in one line, exit status 2."""
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from ``90``, ``90s``, ``10m``, ``2h``, ``1h30m``, ``1d``."""
+    text = text.strip()
+    try:
+        value = float(text)
+    except ValueError:
+        parts = _DURATION.findall(text)
+        if not parts or "".join(n + u for n, u in parts) != text:
+            raise UsageError(f"not a duration: {text!r} (try 90s, 10m, 2h, 1h30m)") from None
+        value = sum(float(n) * DURATION_UNITS[u] for n, u in parts)
+    if value < 0:
+        raise UsageError(f"duration must not be negative: {text!r}")
+    return value
+
+
+def parse_time(text: str, now: float | None = None) -> float:
+    """Epoch seconds from ``now``, ``now+10m``, ``now-1h``, ``+10m``, an ISO date/time
+    (``2026-12-01T09:00``, local time unless it names a zone) or epoch seconds."""
+    now = time.time() if now is None else now
+    text = text.strip()
+    m = re.fullmatch(r"(now)?\s*([+-])\s*(\S+)", text)
+    if text == "now":
+        return now
+    if m:
+        delta = parse_duration(m.group(3))
+        return now + delta if m.group(2) == "+" else now - delta
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return dt.datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise UsageError(f"not a time: {text!r} (try now+10m, 2026-12-01T09:00)") from None
+
+
+def fmt_time(t: float | None) -> str:
+    if t is None:
+        return "-"
+    return dt.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def fmt_duration(s: float) -> str:
+    s = int(round(s))
+    if s < 120:
+        return f"{s}s"
+    if s < 7200:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+def print_table(rows: list[dict], columns: list[str]) -> None:
+    """Aligned columns for people; nothing printed but a header when there are no rows."""
+    cells = [[str(r.get(c, "")) if r.get(c) is not None else "-" for c in columns] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+    print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths)).rstrip())
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+
+
+def output(args, data, human) -> None:
+    """``--json`` prints ``data`` as JSON; otherwise ``human(data)`` prints for people."""
+    if args.json:
+        print(json.dumps(data, indent=2, sort_keys=True, default=str))
+    else:
+        human(data)
+
+
+def client_from(args) -> ATSClient:
+    return ATSClient(args.server, timeout=args.timeout, retries=args.retries, user=args.user)
+
+
+def _common(defaults: bool) -> argparse.ArgumentParser:
+    """The options every subcommand takes. They may stand before or after the subcommand;
+    the subcommand's copy has no defaults, so it never hides a value given before it."""
+    def default(value):
+        return value if defaults else argparse.SUPPRESS
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--server", "-s",
+                        default=default(os.environ.get("ATSD_SERVER", DEFAULT_SERVER)),
+                        help="atsd command endpoint (env ATSD_SERVER; default "
+                             f"{DEFAULT_SERVER})")
+    common.add_argument("--events", default=default(os.environ.get("ATSD_EVENTS")),
+                        help="atsd event endpoint (env ATSD_EVENTS; default: the command "
+                             "endpoint's port + 1)")
+    common.add_argument("--user", default=default(os.environ.get("ATSD_USER")),
+                        help="user name to act as when the daemon runs without CURVE "
+                             "(default: your login name)")
+    common.add_argument("--timeout", type=float, default=default(5.0),
+                        help="seconds to wait for each reply (default 5)")
+    common.add_argument("--retries", type=int, default=default(3),
+                        help="tries before giving up (default 3)")
+    common.add_argument("--json", action="store_true", default=default(False),
+                        help="print JSON for scripts")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="atsclient", parents=[_common(defaults=True)],
+        description="Reserve lab resources from atsd. Times: now, now+10m, "
+                    "2026-12-01T09:00. Durations: 90s, 10m, 2h, 1h30m.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    common = _common(defaults=False)
+    for name in FEATURES:
+        importlib.import_module(f"{__name__}.{name}").register(sub, common)
+    return parser
+
+
+def events_endpoint(args) -> str:
+    """The PUB endpoint: given, or the command endpoint's port + 1 (atsd's default pair)."""
+    if args.events:
+        return args.events
+    m = re.fullmatch(r"(tcp://.+:)(\d+)", args.server)
+    if not m:
+        raise UsageError(f"cannot guess the event endpoint from {args.server}; give --events")
+    return f"{m.group(1)}{int(m.group(2)) + 1}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except UsageError as exc:
+        print(f"atsclient: {exc}", file=sys.stderr)
+        return 2
+    except ATSError as exc:
+        print(f"atsclient: {exc.code}: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

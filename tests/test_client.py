@@ -1,0 +1,76 @@
+"""The client library as scripts use it: ResourceReservation, the async client, retries."""
+
+import asyncio
+import time
+
+import pytest
+
+from atsclient import (AsyncATSClient, ResourceReservation, ResourceUnavailable,
+                       Unreachable)
+from daemon import wait_for
+
+
+def test_resource_reservation_holds_and_releases(daemon, client):
+    with ResourceReservation("dut-2", client, max_wait=30, duration=60) as res:
+        assert res.reservation_id
+        rows = client.list_reservations(resource="dut-2")
+        assert [r["kind"] for r in rows] == ["claimed"]
+    assert client.list_reservations(resource="dut-2") == []
+
+
+def test_resource_reservation_releases_on_exception(client):
+    with pytest.raises(RuntimeError):
+        with ResourceReservation("dut-2", client, duration=60):
+            raise RuntimeError("test failed")
+    assert client.list_reservations(resource="dut-2") == []
+
+
+def test_resource_reservation_waits_for_the_window(daemon, client):
+    with daemon.client("bob") as bob:
+        held, _, _ = bob.request_reservation("scope-1", reservation_duration=0.5)
+        bob.claim_reservation(held)
+    start = time.time()
+    with ResourceReservation("scope-1", client, max_wait=10, duration=5) as res:
+        assert time.time() >= start + 0.3
+        assert res.reservation_id
+
+
+def test_resource_reservation_gives_up_after_max_wait(daemon, client):
+    with daemon.client("bob") as bob:
+        bob.request_reservation("scope-1", reservation_duration=3600)
+    with pytest.raises(ResourceUnavailable):
+        with ResourceReservation("scope-1", client, max_wait=1, duration=5):
+            pass
+    assert [r["owner"] for r in client.list_reservations(resource="scope-1")] == ["bob"]
+
+
+async def test_async_client_many_in_flight(daemon):
+    async with AsyncATSClient(daemon.listen, user="carol") as c:
+        replies = await asyncio.gather(*[
+            c.request_reservation("build-1", reservation_mode="shared",
+                                  time_needed=time.time() + i * 10, reservation_duration=5)
+            for i in range(50)])
+        assert len({r[0] for r in replies}) == 50
+        rows = await c.list_reservations(owner="carol")
+        assert len(rows) == 50
+
+
+async def test_async_client_unreachable():
+    async with AsyncATSClient("tcp://127.0.0.1:1", timeout=0.1, retries=2) as c:
+        with pytest.raises(Unreachable, match="tcp://127.0.0.1:1"):
+            await c.get_version()
+
+
+def test_retry_survives_a_daemon_restart_mid_call(daemon):
+    """Lazy Pirate: the daemon dies before answering; the retry reaches the new one."""
+    c = daemon.client(timeout=1.0, retries=10)
+    assert c.get_version()["protocol"] == 1
+    daemon.kill()
+
+    import threading
+    restarted = threading.Thread(target=daemon.start)
+    restarted.start()
+    pre, _, _ = c.request_reservation("dut-2", reservation_duration=60)
+    restarted.join()
+    assert [r["id"] for r in c.list_reservations(resource="dut-2")] == [pre]
+    c.close()

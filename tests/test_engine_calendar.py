@@ -1,0 +1,199 @@
+"""The engine at simulated times: no I/O, no clock, so hypothesis can drive it anywhere."""
+
+import pytest
+from hypothesis import assume, given, settings, strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from atsd.engine import states
+from atsd.engine.calendar import Calendar
+from atsd.engine.errors import ClaimLate, Conflict, EngineError, Forbidden, TooEarly, Unavailable
+from atsd.engine.lab import Caller, Lab, ResourceDef
+from atsd.engine.timeline import Booking, Timeline
+
+ALICE, BOB, ADMIN = Caller("alice"), Caller("bob"), Caller("root", admin=True)
+
+
+def make_lab(**kw):
+    lab = Lab([ResourceDef("r1", "board"), ResourceDef("r2", "board"),
+               ResourceDef("shared", "host", slots=3),
+               ResourceDef("dut", "board", config={"fw": "v1"}, reconfigure_s=10)], **kw)
+    return lab, Calendar(lab)
+
+
+def test_earliest_fit_skips_to_the_end_of_blockers():
+    tl = Timeline(2)
+    tl.add(Booking("a", "x", 10, 20, 2, True))
+    tl.add(Booking("b", "x", 20, 30, 1, False))
+    tl.add(Booking("c", "x", 25, 40, 1, False))
+    assert tl.earliest_fit(0, 10, 2, True) == 0
+    assert tl.earliest_fit(5, 10, 2, True) == 40
+    assert tl.earliest_fit(5, 10, 1, False) == 30      # b and c overlap 25-30: full
+    assert tl.earliest_fit(5, 10, 2, False) == 40
+    assert tl.earliest_fit(12, 5, 1, False) == 20      # [20, 25) has room beside b
+    assert tl.earliest_fit(0, 1, 3, False) is None     # more than capacity: never
+
+
+def test_request_claim_release_and_events():
+    lab, cal = make_lab(claim_window_s=5)
+    r = cal.request(ALICE, ["r1"], 100, 50, None, "exclusive", True, None, now=100)
+    assert (r.state, r.start, r.end, r.expire_time) == (states.GRANTED, 100, 150, 105)
+    cal.claim(ALICE, r.id, now=101)
+    assert r.state == states.ACTIVE and r.kind == "claimed"
+    cal.release(ALICE, r.id, now=102)
+    statuses = [(e.payload["reservation_status"], e.payload["reason"]) for e in lab.take_events()]
+    assert statuses == [(states.GRANTED, "granted"), (states.ACTIVE, "claimed"),
+                        (states.ENDED, "released")]
+    with pytest.raises(Conflict):
+        cal.release(ALICE, r.id, now=103)
+
+
+def test_claim_window_too_early_late_and_lapse():
+    lab, cal = make_lab(claim_window_s=5)
+    r = cal.request(ALICE, ["r1"], 200, 50, None, "exclusive", True, None, now=100)
+    with pytest.raises(TooEarly):
+        cal.claim(ALICE, r.id, now=150)
+    with pytest.raises(Forbidden):
+        cal.claim(BOB, r.id, now=201)
+    lab.advance(206)                                      # lapses at 205
+    assert r.state == states.ENDED and r.reason == "lapsed"
+    with pytest.raises(ClaimLate) as late:
+        cal.claim(ALICE, r.id, now=207)
+    assert late.value.extra["new_avail"] == 207
+    assert late.value.extra["pre_reservation_id"] != r.id
+
+
+def test_reservation_ends_at_its_end_with_expiring_notice_first():
+    lab, cal = make_lab(expiring_notice_s=10)
+    r = cal.request(ALICE, ["r1"], 0, 100, None, "exclusive", True, None, now=0)
+    cal.claim(ALICE, r.id, now=0)
+    lab.take_events()
+    lab.advance(95)
+    assert [e.topic for e in lab.take_events()] == ["reservation.expiring"]
+    assert lab.next_deadline() == 100
+    lab.advance(100)
+    assert r.state == states.ENDED and r.reason == "expired"
+
+
+def test_reconfigure_lead_and_config_after_claim():
+    lab, cal = make_lab()
+    r = cal.request(ALICE, ["dut"], 0, 100, {"fw": "v2"}, "exclusive", True, None, now=0)
+    assert (r.bookings[0].start, r.start, r.end) == (0, 10, 110)
+    cal.claim(ALICE, r.id, now=10)
+    assert lab.resources["dut"].config == {"fw": "v2"}
+    r2 = cal.request(ALICE, ["dut"], 200, 10, {"fw": "v2"}, "exclusive", True, None, now=10)
+    assert r2.start == 200                               # already v2 then: no lead
+
+
+def test_co_reservation_finds_the_common_window():
+    lab, cal = make_lab()
+    cal.request(ALICE, ["r1"], 0, 100, None, "exclusive", True, None, now=0)
+    cal.request(ALICE, ["r2"], 100, 100, None, "exclusive", True, None, now=0)
+    both = cal.request(BOB, ["r1", "r2"], 0, 50, None, "exclusive", True, None, now=0)
+    assert both.start == 200 and both.resources == ["r1", "r2"]
+    with pytest.raises(Unavailable):
+        cal.request(BOB, ["r1", "r2"], 0, 50, None, "exclusive", False, None, now=0)
+
+
+def test_restore_rebuilds_timelines_and_timers():
+    lab, cal = make_lab(claim_window_s=5)
+    r = cal.request(ALICE, ["r1"], 0, 100, None, "exclusive", True, None, now=0)
+    records = {"reservation": [rec for k, _, rec in lab.take_dirty() if k == "reservation"]}
+    lab2, cal2 = make_lab(claim_window_s=5)
+    lab2.restore(records, now=50)
+    lab2.advance(50)                                      # lapsed while "down"
+    assert lab2.reservations[r.id].state == states.ENDED
+    assert lab2.resources["r1"].timeline.fits(0, 100, 1, True)
+
+
+times = st.floats(min_value=0, max_value=1000, allow_nan=False).map(lambda x: round(x, 1))
+durations = st.floats(min_value=0.5, max_value=300, allow_nan=False).map(lambda x: round(x, 1))
+
+
+class CalendarMachine(RuleBasedStateMachine):
+    """Random requests, claims, releases, extensions and lapses at random times."""
+
+    @initialize()
+    def setup(self):
+        self.lab, self.cal = make_lab(claim_window_s=20, expiring_notice_s=5)
+        self.now = 0.0
+        self.ids = []
+
+    @rule(dt=st.floats(min_value=0, max_value=100, allow_nan=False))
+    def tick(self, dt):
+        self.now += dt
+        self.lab.advance(self.now)
+
+    @rule(names=st.sampled_from([["r1"], ["r2"], ["shared"], ["dut"], ["r1", "r2"],
+                                 ["r1", "shared"]]),
+          start=times, duration=durations, shared=st.booleans(),
+          slots=st.integers(1, 4), nxt=st.booleans(),
+          config=st.sampled_from([None, {"fw": "v1"}, {"fw": "v2"}]))
+    def request(self, names, start, duration, shared, slots, nxt, config):
+        try:
+            r = self.cal.request(ALICE, names, self.now + start, duration, config,
+                                 "shared" if shared else "exclusive", nxt, slots, self.now)
+        except Unavailable:
+            return
+        self.ids.append(r.id)
+
+    @precondition(lambda self: self.ids)
+    @rule(data=st.data())
+    def claim(self, data):
+        rid = data.draw(st.sampled_from(self.ids))
+        try:
+            self.cal.claim(ALICE, rid, self.now)
+        except ClaimLate as late:
+            if "pre_reservation_id" in late.extra:
+                self.ids.append(late.extra["pre_reservation_id"])
+        except EngineError:
+            pass
+
+    @precondition(lambda self: self.ids)
+    @rule(data=st.data())
+    def release(self, data):
+        try:
+            self.cal.release(ALICE, data.draw(st.sampled_from(self.ids)), self.now)
+        except EngineError:
+            pass
+
+    @precondition(lambda self: self.ids)
+    @rule(data=st.data(), extra=durations)
+    def extend(self, data, extra):
+        try:
+            self.cal.extend(ALICE, data.draw(st.sampled_from(self.ids)), extra, self.now)
+        except EngineError:
+            pass
+
+    @invariant()
+    def no_double_booking(self):
+        for res in self.lab.resources.values():
+            bookings = list(res.timeline)
+            for i, a in enumerate(bookings):
+                for b in bookings[i + 1:]:
+                    if a.start < b.end and b.start < a.end:
+                        assert not (a.exclusive or b.exclusive), (a, b)
+                        assert a.config is None or b.config is None or a.config == b.config
+            for b in bookings:   # at any booking's start, the slots in use fit
+                used = sum(o.slots for o in bookings if o.start <= b.start < o.end)
+                assert used <= res.slots
+
+    @invariant()
+    def timelines_hold_exactly_the_live_bookings(self):
+        live = {id(b) for r in self.lab.reservations.values() if r.state != states.ENDED
+                for b in r.bookings}
+        held = {id(b) for res in self.lab.resources.values() for b in res.timeline}
+        assert live == held
+
+    @invariant()
+    def nothing_outlives_its_end(self):
+        self.lab.advance(self.now)
+        for r in self.lab.reservations.values():
+            if r.state == states.ACTIVE:
+                assert r.end > self.now
+            if r.state == states.GRANTED and r.expire_time is not None:
+                assert r.expire_time > self.now
+
+
+TestCalendarMachine = CalendarMachine.TestCase
+TestCalendarMachine.settings = settings(max_examples=150, stateful_step_count=40,
+                                        deadline=None)
