@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from .engine.lab import ResourceDef
+from .protocol import Limits
 
 
 class ConfigError(Exception):
@@ -45,6 +46,7 @@ class Config:
     event_log_size: int = 100_000
     max_frame_bytes: int = 1024 * 1024
     max_in_flight: int = 64          # requests one identity may have waiting for a reply
+    limits: Limits = field(default_factory=Limits)   # msgpack decoding limits
     resources: list[ResourceDef] = field(default_factory=list)
     resource_spec: Path | None = None
     queues: dict[str, QueueDef] = field(default_factory=dict)
@@ -120,7 +122,8 @@ class _Reader:
 RESOURCE_KEYS = {"name", "type", "slots", "config", "reconfigure_s", "tags"}
 TOP_KEYS = {"listen", "events", "state", "claim_window_s", "expiring_notice_s", "history_s",
             "default_lease_s", "countdown_interval_s", "event_log_size", "max_frame_bytes",
-            "max_in_flight", "resources", "resource_spec", "queues", "jobs", "security"}
+            "max_in_flight", "limits", "resources", "resource_spec", "queues", "jobs",
+            "security"}
 
 
 def _resource(r: _Reader, value: Any, key: str) -> ResourceDef:
@@ -165,7 +168,10 @@ def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(path, "(file)", f"not valid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ConfigError(path, "(file)", f"not valid YAML{where}: {problem}") from None
     data = {} if data is None else r.map(data, "(top level)")
     data.update({k: v for k, v in (overrides or {}).items() if v is not None})
     r.keys(data, "", TOP_KEYS)
@@ -186,6 +192,9 @@ def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
     for key in ("event_log_size", "max_frame_bytes", "max_in_flight"):
         if key in data:
             setattr(cfg, key, r.integer(data[key], key))
+    limits = r.map(data.get("limits", {}), "limits")
+    r.keys(limits, "limits", set(Limits.__dataclass_fields__))
+    cfg.limits = Limits(**{k: r.integer(v, f"limits.{k}") for k, v in limits.items()})
 
     resources = data.get("resources", [])
     if not isinstance(resources, list):
@@ -243,6 +252,14 @@ def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
                                                   "security.curve.authorized_keys")
         if not cfg.curve_secret_key.is_file():
             r.fail("security.curve.secret_key", f"no such file {cfg.curve_secret_key}")
+        import zmq.auth
+        try:
+            _, secret = zmq.auth.load_certificate(cfg.curve_secret_key)
+        except (OSError, ValueError) as exc:
+            r.fail("security.curve.secret_key", str(exc))
+        if secret is None or len(secret) != 40:
+            r.fail("security.curve.secret_key", f"{cfg.curve_secret_key} holds no secret key "
+                   "(give the .key_secret file atsd keygen wrote)")
         if not cfg.curve_authorized_keys.is_dir():
             r.fail("security.curve.authorized_keys",
                    f"no such directory {cfg.curve_authorized_keys}")
