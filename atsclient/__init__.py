@@ -4,9 +4,12 @@ from .client import AsyncATSClient, ATSClient
 from .errors import (ATSError, BackendError, BadRequest, ClaimLate, Conflict, Forbidden,
                      InternalError, NotFound, Overloaded, ResourceRetryExceeded,
                      ResourceUnavailable, TooEarly, Unauthenticated, Unreachable)
+from .events import ElasticEndpoint, Subscriber
+from .pool import ResourcePool
 from .resource import ResourceReservation
 
-__all__ = ["ATSClient", "AsyncATSClient", "ResourceReservation", "ATSError", "BackendError",
+__all__ = ["ATSClient", "AsyncATSClient", "ResourceReservation", "ResourcePool", "Subscriber",
+           "ElasticEndpoint", "ATSError", "BackendError",
            "BadRequest", "ClaimLate", "Conflict", "Forbidden", "InternalError", "NotFound",
            "Overloaded", "ResourceRetryExceeded", "ResourceUnavailable", "TooEarly",
            "Unauthenticated", "Unreachable"]

@@ -23,6 +23,7 @@ import zmq
 import zmq.asyncio
 
 from .errors import ResourceUnavailable, Unreachable, from_reply
+from .security import curve_keys
 
 DEFAULT_SERVER = "tcp://127.0.0.1:5555"
 
@@ -42,7 +43,8 @@ def _identity(x):
 class _Methods:
     """The command methods both clients share. Each client's ``_do(request, read, accept)`` sends
     ``request`` and returns ``read(reply)``; an error reply raises, unless its code is in
-    ``accept``, in which case ``read`` gets the error reply."""
+    ``accept``, in which case ``read`` gets the error reply. ``timeout`` overrides the
+    client's reply timeout for a command the daemon may take long to answer."""
 
     def call(self, command: str, **args):
         """Send any command; returns the reply's result keys (``ok`` included)."""
@@ -144,9 +146,106 @@ class _Methods:
     def get_version(self):
         return self._do({"command": "get_version"})
 
+    # --- slot pools (canary ResourcePool / CTest) ---
+
+    def accommodates(self, request):
+        """``(ok, reason)``: whether a checkout of ``request`` ([{type, slots}]) would be
+        granted now, and why not."""
+        return self._do({"command": "accommodates", "request": list(request)},
+                        lambda r: (r["accommodates"], r["reason"]))
+
+    def checkout(self, request, lease_s=None, wait_s=None, priority=None):
+        """dict with ``allocation_id``, ``resources`` ({type: [{id, slots}]}) and
+        ``expire_time``. With ``wait_s`` the reply may take that long, so it is waited for
+        that much longer than the usual timeout."""
+        return self._do(_without_none({"command": "checkout", "request": list(request),
+                                       "lease_s": lease_s, "wait_s": wait_s,
+                                       "priority": priority}),
+                        lambda r: {k: r[k] for k in ("allocation_id", "resources",
+                                                     "expire_time")},
+                        timeout=self.timeout + (wait_s or 0))
+
+    def checkin(self, allocation_id: str):
+        return self._do({"command": "checkin", "allocation_id": allocation_id},
+                        lambda r: r["released"])
+
+    def get_pool(self):
+        """canary's pool shape: {additional_properties, resources: {type: [{id, slots,
+        total}]}}, ``slots`` free now."""
+        return self._do({"command": "get_pool"}, lambda r: r["resource_pool"])
+
+
+    # --- batch queue reservations (Compute Queue Reservation) ---
+
+    def create_reservation(self, queue_id: str, host_count: int, wall_time: float,
+                           start_time: float | None = None):
+        """dict with ``reservation_id``, ``hosts``, ``start_time``, ``end_time``."""
+        return self._do({"command": "create_reservation", "queue_id": queue_id,
+                         "host_count": host_count, "wall_time": wall_time,
+                         "start_time": time.time() if start_time is None else start_time})
+
+    def create_deadline_reservation(self, queue_id: str, host_count: int, wall_time: float,
+                                    deadline_time: float):
+        return self._do({"command": "create_deadline_reservation", "queue_id": queue_id,
+                         "host_count": host_count, "wall_time": wall_time,
+                         "deadline_time": deadline_time})
+
+    def get_reservation_status(self, reservation_id: str):
+        return self._do({"command": "get_reservation_status", "reservation_id": reservation_id})
+
+    def submit_job_to_reservation(self, reservation_id: str, job_script: str,
+                                  submit_args=()):
+        """The job id. ``submit_args``: [key, value] pairs (sbatch options on Slurm)."""
+        return self._do({"command": "submit_job_to_reservation",
+                         "reservation_id": reservation_id, "job_script": job_script,
+                         "submit_args": [list(p) for p in submit_args]},
+                        lambda r: r["job_id"])
+
+    def get_job_status(self, job_id: str):
+        return self._do({"command": "get_job_status", "job_id": job_id})
+
+    def cancel_reservation(self, reservation_id: str):
+        return self._do({"command": "cancel_reservation", "reservation_id": reservation_id},
+                        lambda r: r["cancelled"])
+
+    # --- revocation and node values (elasticslice) ---
+
+    def revoke(self, nodes, max_wait_time: float, reason: str | None = None):
+        """Take ``nodes`` back (admin): holders get delete_pending notices counting
+        ``max_wait_time`` down. Returns the revocation id."""
+        return self._do(_without_none({"command": "revoke", "nodelist": _nodelist(nodes),
+                                       "max_wait_time": max_wait_time, "reason": reason}),
+                        lambda r: r["revocation_id"])
+
+    def ack_delete_pending(self, nodes):
+        """Answer delete_pending: these nodes may go now. Returns the nodes that went."""
+        return self._do({"command": "ack_delete_pending", "nodelist": _nodelist(nodes)},
+                        lambda r: r["acknowledged"])
+
+    def restore(self, nodes):
+        """Put revoked nodes back in service (admin). Returns those that were out of it."""
+        return self._do({"command": "restore", "nodelist": _nodelist(nodes)},
+                        lambda r: r["restored"])
+
+    def set_resource_values(self, values: dict):
+        """``{node: value in [0, 1]}`` (admin); published on resource.values."""
+        return self._do({"command": "set_resource_values",
+                         "nodelist": [{"node_id": n, "value": v} for n, v in values.items()]},
+                        lambda r: r["updated"])
+
+    def get_resource_values(self):
+        """``{node: value}``, None where no value was set."""
+        return self._do({"command": "get_resource_values"},
+                        lambda r: {n["node_id"]: n["value"] for n in r["nodelist"]})
+
 
 _ALL_CODES = ("bad_request", "not_found", "unavailable", "conflict", "too_early", "claim_late",
               "forbidden", "unauthenticated", "overloaded", "backend_error", "internal")
+
+
+def _nodelist(nodes) -> list[dict]:
+    """elasticslice's nodelist from node names (one name alone is taken as one node)."""
+    return [{"node_id": n} for n in ([nodes] if isinstance(nodes, str) else nodes)]
 
 
 def _without_none(request: dict) -> dict:
@@ -160,14 +259,23 @@ def _read_reply(reply: dict, read, accept):
 
 
 class _Connection:
-    """What both clients need to reach a daemon: address, identity, timeouts."""
+    """What both clients need to reach a daemon: address, identity, timeouts. With
+    ``server_public_key`` the socket is a CURVE client (see atsclient.security): keys are
+    Z85 text or certificate files, and ``public_key`` may be left out."""
 
     def __init__(self, server: str = DEFAULT_SERVER, timeout: float = 5.0, retries: int = 3,
-                 user: str | None = None) -> None:
+                 user: str | None = None, server_public_key=None, public_key=None,
+                 secret_key=None) -> None:
         self.server = server
         self.timeout = timeout
         self.retries = retries
         self.user = user or getpass.getuser()
+        self.curve = curve_keys(server_public_key, public_key, secret_key)
+
+    def _connect(self, sock):
+        if self.curve is not None:
+            self.curve.apply(sock)
+        sock.connect(self.server)
 
     def _stamp(self, request: dict) -> dict:
         request.setdefault("request_id", uuid.uuid4().hex)
@@ -184,8 +292,10 @@ class ATSClient(_Connection, _Methods):
     REQ_CORRELATE, so a lost reply cannot wedge it)."""
 
     def __init__(self, server: str = DEFAULT_SERVER, timeout: float = 5.0, retries: int = 3,
-                 user: str | None = None, context: zmq.Context | None = None) -> None:
-        super().__init__(server, timeout, retries, user)
+                 user: str | None = None, context: zmq.Context | None = None,
+                 server_public_key=None, public_key=None, secret_key=None) -> None:
+        super().__init__(server, timeout, retries, user, server_public_key, public_key,
+                         secret_key)
         self._ctx = context or zmq.Context.instance()
         self._sock = None
 
@@ -199,16 +309,16 @@ class ATSClient(_Connection, _Methods):
             sock.setsockopt(zmq.REQ_RELAXED, 1)
             sock.setsockopt(zmq.REQ_CORRELATE, 1)
             sock.setsockopt(zmq.LINGER, 0)
-            sock.connect(self.server)
+            self._connect(sock)
             self._sock = sock
         return self._sock
 
-    def _do(self, request, read=_identity, accept=()):
+    def _do(self, request, read=_identity, accept=(), timeout=None):
         data = _pack(self._stamp(request))
         sock = self._socket()
         for _ in range(self.retries):
             sock.send(data)
-            if sock.poll(self.timeout * 1000, zmq.POLLIN):
+            if sock.poll((timeout or self.timeout) * 1000, zmq.POLLIN):
                 return _read_reply(_unpack(sock.recv()), read, accept)
         self.close()          # a fresh socket next time, not one with a stale request
         raise self._unreachable()
@@ -230,8 +340,10 @@ class AsyncATSClient(_Connection, _Methods):
     matched to callers by request_id."""
 
     def __init__(self, server: str = DEFAULT_SERVER, timeout: float = 5.0, retries: int = 3,
-                 user: str | None = None, context: zmq.asyncio.Context | None = None) -> None:
-        super().__init__(server, timeout, retries, user)
+                 user: str | None = None, context: zmq.asyncio.Context | None = None,
+                 server_public_key=None, public_key=None, secret_key=None) -> None:
+        super().__init__(server, timeout, retries, user, server_public_key, public_key,
+                         secret_key)
         self._ctx = context or zmq.asyncio.Context.instance()
         self._sock = None
         self._waiting: dict[str, asyncio.Future] = {}
@@ -241,7 +353,7 @@ class AsyncATSClient(_Connection, _Methods):
         if self._sock is None:
             sock = self._ctx.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
-            sock.connect(self.server)
+            self._connect(sock)
             self._sock = sock
             self._reader = asyncio.get_running_loop().create_task(self._read_replies())
         return self._sock
@@ -254,7 +366,7 @@ class AsyncATSClient(_Connection, _Methods):
             if future is not None and not future.done():
                 future.set_result(reply)
 
-    async def _do(self, request, read=_identity, accept=()):
+    async def _do(self, request, read=_identity, accept=(), timeout=None):
         request = self._stamp(request)
         data = _pack(request)
         sock = self._socket()
@@ -265,7 +377,8 @@ class AsyncATSClient(_Connection, _Methods):
             for _ in range(self.retries):
                 await sock.send_multipart([b"", data])
                 try:
-                    reply = await asyncio.wait_for(asyncio.shield(future), self.timeout)
+                    reply = await asyncio.wait_for(asyncio.shield(future),
+                                                   timeout or self.timeout)
                 except asyncio.TimeoutError:
                     continue
                 return _read_reply(reply, read, accept)

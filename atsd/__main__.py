@@ -16,7 +16,7 @@ from .store import StoreError
 def _run_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="atsd", description="Lab resource reservation daemon. "
-        "Other forms: 'atsd check-config FILE'.")
+        "Other forms: 'atsd check-config FILE', 'atsd keygen DIR [--name NAME]'.")
     p.add_argument("--config", "-c", required=True, type=Path, help="YAML config file")
     p.add_argument("--listen", help="command endpoint (ROUTER), e.g. tcp://127.0.0.1:5555; "
                    "port * picks a free one")
@@ -44,10 +44,31 @@ def check_config(argv: list[str]) -> int:
     return 0
 
 
+def keygen(argv: list[str]) -> int:
+    from atsclient.security import write_keypair
+    p = argparse.ArgumentParser(
+        prog="atsd keygen", description="Write a CURVE key pair: NAME.key (public: give it "
+        "to clients, or put a client's in authorized_keys as USER.key) and NAME.key_secret "
+        "(mode 0600: security.curve.secret_key for the daemon).")
+    p.add_argument("dir", type=Path)
+    p.add_argument("--name", default="server", help="file name, and user name for a "
+                   "client key (default: server)")
+    args = p.parse_args(argv)
+    try:
+        public, secret = write_keypair(args.dir, args.name)
+    except (OSError, ValueError) as exc:
+        print(f"atsd: {exc}", file=sys.stderr)
+        return 1
+    print(f"{public}\n{secret}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["check-config"]:
         return check_config(argv[1:])
+    if argv[:1] == ["keygen"]:
+        return keygen(argv[1:])
     args = _run_parser().parse_args(argv)
     logmod.configure(args.log_format, args.log_level)
     log = logmod.get("atsd")

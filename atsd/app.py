@@ -4,8 +4,11 @@ Commands reach everything through it; the server owns it, the clock and the sock
 from __future__ import annotations
 
 from .config import Config
+from .engine.batch import Batch
 from .engine.calendar import Calendar
 from .engine.lab import Caller, Lab, Reservation
+from .engine.pool import Pool
+from .engine.revocation import Revocations
 from .eventlog import EventLog
 
 
@@ -16,12 +19,26 @@ class App:
         self.lab = Lab(config.resources, claim_window_s=config.claim_window_s,
                        expiring_notice_s=config.expiring_notice_s, history_s=config.history_s)
         self.calendar = Calendar(self.lab)
+        self.pool = Pool(self.lab)
+        self.revocations = Revocations(self.lab, config.countdown_interval_s)
+        queues = config.queues.values()
+        self.batch = Batch(self.lab, {q.name: q.hosts for q in queues if q.backend == "local"},
+                           {q.name for q in queues if q.backend != "local"})
+        self.backends: dict = {}    # queue name -> where its jobs run; the server fills it
+
+    def backend(self, queue: str):
+        return self.backends[queue]
+
+    def external_backend(self, queue: str):
+        """The backend of a queue whose scheduler grants reservations itself (Slurm)."""
+        backend = self.backends.get(queue)
+        return backend if backend is not None and backend.external else None
 
     def caller(self, user: str) -> Caller:
         return Caller(user, admin=user in self.config.admins)
 
     def maintenance(self, caller: Caller, names: list[str], start: float, duration: float,
                     now: float) -> Reservation:
-        """An admin's exclusive window, booked as a maintenance reservation."""
-        return self.calendar.request(caller, names, start, duration, None, "exclusive", False,
-                                     None, now, kind="maintenance")
+        """An admin's exclusive window, booked as a maintenance reservation; its holders
+        are warned by a revocation whose deadline is the window's start."""
+        return self.revocations.maintenance(caller, names, start, duration, now)

@@ -38,12 +38,14 @@ class Config:
     listen: str = "tcp://127.0.0.1:5555"
     events: str = "tcp://127.0.0.1:5556"
     state: Path = Path("atsd.db")
+    fsync: bool = False              # also survive power loss, at one fsync per commit
     claim_window_s: float = 300.0
     expiring_notice_s: float = 300.0
     history_s: float = 7 * 86400.0
     default_lease_s: float = 3600.0
     countdown_interval_s: float = 60.0
     event_log_size: int = 100_000
+    event_hwm: int = 100_000         # events queued per subscriber before PUB drops
     max_frame_bytes: int = 1024 * 1024
     max_in_flight: int = 64          # requests one identity may have waiting for a reply
     limits: Limits = field(default_factory=Limits)   # msgpack decoding limits
@@ -120,9 +122,9 @@ class _Reader:
 
 
 RESOURCE_KEYS = {"name", "type", "slots", "config", "reconfigure_s", "tags"}
-TOP_KEYS = {"listen", "events", "state", "claim_window_s", "expiring_notice_s", "history_s",
-            "default_lease_s", "countdown_interval_s", "event_log_size", "max_frame_bytes",
-            "max_in_flight", "limits", "resources", "resource_spec", "queues", "jobs",
+TOP_KEYS = {"listen", "events", "state", "fsync", "claim_window_s", "expiring_notice_s", "history_s",
+            "default_lease_s", "countdown_interval_s", "event_log_size", "event_hwm",
+            "max_frame_bytes", "max_in_flight", "limits", "resources", "resource_spec", "queues", "jobs",
             "security"}
 
 
@@ -185,11 +187,15 @@ def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
         cfg.state = base / r.text(str(data["state"]), "state")
     else:
         cfg.state = base / cfg.state
+    if "fsync" in data:
+        if not isinstance(data["fsync"], bool):
+            r.fail("fsync", f"must be true or false, not {data['fsync']!r}")
+        cfg.fsync = data["fsync"]
     for key in ("claim_window_s", "expiring_notice_s", "history_s", "default_lease_s",
                 "countdown_interval_s"):
         if key in data:
             setattr(cfg, key, r.number(data[key], key, positive=True))
-    for key in ("event_log_size", "max_frame_bytes", "max_in_flight"):
+    for key in ("event_log_size", "event_hwm", "max_frame_bytes", "max_in_flight"):
         if key in data:
             setattr(cfg, key, r.integer(data[key], key))
     limits = r.map(data.get("limits", {}), "limits")

@@ -49,17 +49,19 @@ def decode(data: bytes, limits: Limits) -> dict:
         raise BadRequest(f"request is not valid msgpack: {type(exc).__name__}") from None
     if not isinstance(obj, dict):
         raise BadRequest(f"request must be a msgpack map, not {type(obj).__name__}")
-    if depth(obj) > limits.max_depth:
+    if too_deep(obj, limits.max_depth):
         raise BadRequest(f"request nests deeper than {limits.max_depth} levels")
     return obj
 
 
-def depth(obj: Any) -> int:
+def too_deep(obj: Any, levels: int) -> bool:
+    """Whether maps and lists nest more than ``levels`` deep. Stops at the limit, so a
+    request nested a thousand deep (msgpack allows 1024) never exhausts Python's stack."""
     if isinstance(obj, dict):
-        return 1 + max((depth(v) for v in obj.values()), default=0)
-    if isinstance(obj, list):
-        return 1 + max((depth(v) for v in obj), default=0)
-    return 0
+        obj = obj.values()
+    elif not isinstance(obj, list):
+        return False
+    return levels == 0 or any(too_deep(v, levels - 1) for v in obj)
 
 
 def encode(reply: dict) -> bytes:

@@ -27,14 +27,17 @@ import zmq.asyncio
 
 from . import log as logmod
 from . import protocol
+from . import security
 from .app import App
+from .backends import JobRunner
 from .commands import Call, Command, load_all
 from .config import Config
 from .engine.errors import BadRequest, EngineError, Forbidden
 from .eventlog import EventLog
 from .store import Store
 
-REPLY_TTL_S = 86400.0        # how long a retried request_id gets its first reply again
+REPLY_TTL_S = 3600.0         # how long a retried request_id gets its first reply again
+MAX_CACHED_REPLIES = 200_000  # and how many such replies are kept at most (memory bound)
 MAX_BATCH = 512              # requests answered per wake-up before committing
 
 log = logmod.get("atsd.server")
@@ -53,15 +56,18 @@ class Server:
         self.config = config
         self.endpoints_file = endpoints_file
         self.commands = load_all()
-        self.limits = protocol.Limits()
-        self.store = Store(config.state)
+        self.limits = config.limits
+        self.store = Store(config.state, config.fsync)
+        self.runner = JobRunner(self, config)
         self.app = self._load_app()
         now = time.time()
         self.replies = self.store.load_replies(now - REPLY_TTL_S)
         self._new_replies: list[tuple[str, float, bytes]] = []
         self._finished: list[Outgoing] = []
         self._in_flight: Counter[bytes] = Counter()
+        self._received: Counter[bytes] = Counter()    # per identity, in this wake-up
         self._tasks: set[asyncio.Task] = set()
+        self._running: dict[str, list] = {}   # cache key -> envelopes of its retries
         self._last_reply_prune = now
         self.stopping = False
         self.endpoints: dict[str, str] = {}
@@ -72,6 +78,7 @@ class Server:
         events = EventLog(cfg.event_log_size, self.store.last_seq(),
                           self.store.load_events(cfg.event_log_size))
         app = App(cfg, events)
+        app.backends = self.runner.backends
         now = time.time()
         app.lab.restore(self.store.load_records(), now)
         app.lab.advance(now)
@@ -86,8 +93,11 @@ class Server:
         self.router.setsockopt(zmq.LINGER, 1000)
         self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
         self.pub = self.ctx.socket(zmq.PUB)
-        self.pub.setsockopt(zmq.SNDHWM, 100_000)
+        # a subscriber that falls further behind loses events and fetches them (get_events)
+        self.pub.setsockopt(zmq.SNDHWM, self.config.event_hwm)
         self.pub.setsockopt(zmq.LINGER, 0)
+        self.security = security.Security(self.config, self.ctx)
+        self.security.apply(self.router, self.pub)
         for sock, endpoint in ((self.router, self.config.listen), (self.pub, self.config.events)):
             try:
                 sock.bind(endpoint)
@@ -120,11 +130,13 @@ class Server:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
+        self.security.start()
         poller = zmq.asyncio.Poller()
         poller.register(self.router, zmq.POLLIN)
         poller.register(self.wake_rx, zmq.POLLIN)
         wake_rx = zmq.Socket.shadow(self.wake_rx.underlying)
         self.flush([], time.time())          # publish what recovery did
+        self.runner.recover()
         while not self.stopping:
             deadline = self.app.lab.next_deadline()
             timeout = -1 if deadline is None else max(0, int((deadline - time.time()) * 1000) + 1)
@@ -147,6 +159,7 @@ class Server:
     def step(self, now: float) -> None:
         """One wake-up: answer what is ready, advance the clock, commit, send."""
         out: list[Outgoing] = []
+        self._received.clear()
         for _ in range(MAX_BATCH):
             try:
                 frames = self.router_sync.recv_multipart(zmq.NOBLOCK, copy=False)
@@ -178,6 +191,7 @@ class Server:
         for o in out:
             self.router_sync.send_multipart(o.envelope + [o.data], copy=False)
         self.app.events.append(numbered)
+        self.runner.on_committed(numbered)
         for e in numbered:
             self.pub_sync.send_multipart([e["topic"].encode(), protocol.encode(e)])
 
@@ -185,7 +199,9 @@ class Server:
                        replies: list[tuple[str, float, bytes]]) -> None:
         """Nothing of this group reached the disk: its mutating requests are answered
         ``internal`` and the engine is rebuilt from what the disk has, so memory and disk
-        agree again. Read-only replies are still true and go out as they are."""
+        agree again. Read-only replies are still true and go out as they are. What the
+        rebuild does at once (timers that fell due meanwhile, such as a lease that ended)
+        stays pending, as at start-up, and is committed and published with the next group."""
         log.error("commit_failed", error=str(exc), exc_type=type(exc).__name__)
         for key, _, _ in replies:
             self.replies.pop(key, None)
@@ -195,8 +211,6 @@ class Server:
                     "internal", f"state could not be saved ({exc}); nothing was changed",
                     o.request_id))
         self.app = self._load_app()
-        self.app.lab.take_dirty()
-        self.app.lab.take_events()
 
     # --- one request ---
 
@@ -217,10 +231,17 @@ class Server:
                 cache_key = f"{caller.user}\0{request_id}"
                 if cache_key in self.replies:
                     return Outgoing(envelope, self.replies[cache_key][1], None, request_id)
-            if self._in_flight[identity] >= self.config.max_in_flight:
+                if cache_key in self._running:      # a retry of a command still running:
+                    self._running[cache_key].append(envelope)   # it gets the same reply
+                    return None
+            # a request is in flight from when it is read until its reply is sent: one
+            # wake-up, or a task's life. Capping that per identity lets a client that
+            # pipelines thousands cost each wake-up at most max_in_flight real requests.
+            if self._in_flight[identity] + self._received[identity] >= self.config.max_in_flight:
                 return self._reply(envelope, protocol.error_reply(
                     "overloaded", f"more than {self.config.max_in_flight} requests in flight",
                     request_id), None, request_id, now)
+            self._received[identity] += 1
             if cmd.admin and not caller.admin:
                 raise Forbidden(f"{name} is for admins; {caller.user} is not one")
             args = protocol.validate_args(request, cmd.args)
@@ -238,7 +259,7 @@ class Server:
 
     def _user(self, frame, declared: str | None) -> str:
         """With CURVE the key's user (ZAP User-Id); without it, whoever the client says."""
-        return declared or "anonymous"
+        return self.security.user(frame, declared)
 
     def _reply(self, envelope, reply: dict, cache_key: str | None, request_id: str | None,
                now: float) -> Outgoing:
@@ -246,11 +267,15 @@ class Server:
         if cache_key is not None:
             self.replies[cache_key] = (now, data)
             self._new_replies.append((cache_key, now, data))
+            if len(self.replies) > MAX_CACHED_REPLIES:
+                del self.replies[next(iter(self.replies))]      # the oldest
         return Outgoing(envelope, data, cache_key, request_id)
 
     def _start_task(self, coro, identity: bytes, envelope, cache_key, request_id,
                     cmd: Command) -> None:
         self._in_flight[identity] += 1
+        if cache_key is not None:
+            self._running[cache_key] = []
 
         async def answer():
             try:
@@ -267,8 +292,10 @@ class Server:
                 self._in_flight[identity] -= 1
                 if self._in_flight[identity] <= 0:
                     del self._in_flight[identity]
-            self._finished.append(self._reply(envelope, reply, cache_key, request_id,
-                                              time.time()))
+            first = self._reply(envelope, reply, cache_key, request_id, time.time())
+            self._finished.append(first)
+            for retry in self._running.pop(cache_key, []) if cache_key is not None else []:
+                self._finished.append(Outgoing(retry, first.data, None, request_id))
             self.wake()
 
         task = asyncio.get_running_loop().create_task(answer())
@@ -279,6 +306,7 @@ class Server:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+        await self.runner.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -286,6 +314,7 @@ class Server:
         for sock in (self.router, self.pub, self.wake_rx):
             sock.close()
         self.wake_tx.close()
+        self.security.stop()
         self.ctx.term()
         self.store.close()
         log.info("stopped")

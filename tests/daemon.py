@@ -42,7 +42,8 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.01, what: str
 
 
 class Daemon:
-    def __init__(self, directory: Path, config: dict | None = None, extra_args=()) -> None:
+    def __init__(self, directory: Path, config: dict | None = None, extra_args=(),
+                 env: dict | None = None) -> None:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.config_path = self.dir / "atsd.yaml"
@@ -51,6 +52,7 @@ class Daemon:
         self.config_path.write_text(yaml.safe_dump(self.config))
         self.endpoints_file = self.dir / "endpoints.json"
         self.extra_args = list(extra_args)
+        self.env = dict(env or {})       # on top of ours, e.g. SLURM_CONF of a test cluster
         self.proc: subprocess.Popen | None = None
         self.listen = "tcp://127.0.0.1:*"
         self.events = "tcp://127.0.0.1:*"
@@ -63,7 +65,8 @@ class Daemon:
     def start(self, timeout: float = 15.0) -> Daemon:
         self.endpoints_file.unlink(missing_ok=True)
         self._log = open(self.log_path, "ab")
-        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        env = {**os.environ, **self.env,
+               "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "atsd", "--config", str(self.config_path),
              "--listen", self.listen, "--events", self.events,

@@ -19,8 +19,9 @@ import time
 
 from ..client import DEFAULT_SERVER, ATSClient
 from ..errors import ATSError
+from ..security import curve_keys, from_environment
 
-FEATURES = ("calendar",)
+FEATURES = ("calendar", "batch", "keygen", "pool", "revocation")
 
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
@@ -98,8 +99,22 @@ def output(args, data, human) -> None:
         human(data)
 
 
+def curve_from(args) -> dict:
+    """The CURVE keys to use (``--server-key``/``--key``, else the environment, else
+    ~/.config/atsclient/; see atsclient.security.from_environment) as ATSClient keyword
+    arguments; empty when CURVE is off. ``curve_keys(**curve_from(args))`` gives them for
+    another socket (a SUB)."""
+    keys = from_environment(args.server_key, args.key)
+    try:
+        curve_keys(**keys)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"CURVE keys: {exc}") from None
+    return keys
+
+
 def client_from(args) -> ATSClient:
-    return ATSClient(args.server, timeout=args.timeout, retries=args.retries, user=args.user)
+    return ATSClient(args.server, timeout=args.timeout, retries=args.retries, user=args.user,
+                     **curve_from(args))
 
 
 def _common(defaults: bool) -> argparse.ArgumentParser:
@@ -118,6 +133,12 @@ def _common(defaults: bool) -> argparse.ArgumentParser:
     common.add_argument("--user", default=default(os.environ.get("ATSD_USER")),
                         help="user name to act as when the daemon runs without CURVE "
                              "(default: your login name)")
+    common.add_argument("--server-key", default=default(None),
+                        help="the daemon's public key (file or Z85) when it runs CURVE "
+                             "(env ATSCLIENT_SERVER_KEY; default ~/.config/atsclient/server.key)")
+    common.add_argument("--key", default=default(None),
+                        help="your CURVE secret key file, NAME.key_secret (env ATSCLIENT_KEY; "
+                             "default ~/.config/atsclient/<login>.key_secret)")
     common.add_argument("--timeout", type=float, default=default(5.0),
                         help="seconds to wait for each reply (default 5)")
     common.add_argument("--retries", type=int, default=default(3),

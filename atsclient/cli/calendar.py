@@ -1,18 +1,14 @@
 """Calendar subcommands: what is there, when is it free, reserve, claim, release, extend,
-who holds what (as a list and as a text Gantt chart), and a live event feed."""
+and who holds what (as a list and as a text Gantt chart)."""
 
 from __future__ import annotations
 
-import json
 import string
 import sys
 import time
 
-import msgpack
-import zmq
-
 from ..errors import TooEarly
-from . import (UsageError, client_from, events_endpoint, fmt_duration, fmt_time, output,
+from . import (UsageError, client_from, fmt_duration, fmt_time, output,
                parse_duration, parse_time, print_table)
 
 
@@ -71,11 +67,6 @@ def register(sub, common) -> None:
     p.add_argument("--to", dest="end", default="now+8h")
     p.add_argument("--width", type=int, default=64)
     p.set_defaults(func=calendar)
-
-    p = sub.add_parser("watch", parents=[common], help="print events as they arrive")
-    p.add_argument("topics", nargs="*", metavar="TOPIC")
-    p.add_argument("--count", type=int, help="stop after this many events")
-    p.set_defaults(func=watch)
 
     p = sub.add_parser("version", parents=[common], help="daemon and protocol version")
     p.set_defaults(func=version)
@@ -253,29 +244,6 @@ def gantt(names: list[str], rows: list[dict], start: float, end: float, width: i
     if len(letters) > 1:
         lines.append("  * more than one booking in that column")
     return "\n".join(lines)
-
-
-def watch(args) -> None:
-    ctx = zmq.Context.instance()
-    sub = ctx.socket(zmq.SUB)
-    for topic in args.topics or [""]:
-        sub.setsockopt(zmq.SUBSCRIBE, topic.encode())
-    sub.connect(events_endpoint(args))
-    n = 0
-    try:
-        while args.count is None or n < args.count:
-            topic, payload = sub.recv_multipart()
-            event = msgpack.unpackb(payload, raw=False)
-            if args.json:
-                print(json.dumps(event, default=str), flush=True)
-            else:
-                detail = " ".join(f"{k}={v}" for k, v in event.items()
-                                  if k not in ("topic", "seq", "ts"))
-                print(f"{fmt_time(event['ts'])} #{event['seq']} {topic.decode()} {detail}",
-                      flush=True)
-            n += 1
-    finally:
-        sub.close(0)
 
 
 def version(args) -> None:

@@ -476,7 +476,7 @@ _RESERVED_SBATCH_OPTS = ("reservation", "parsable", "chdir", "output", "wrap")
 _SBATCH_KEY_RE = re.compile(r"^[a-z][a-z-]*$")
 
 
-def _sbatch_args(args: Iterable[Sequence[str]]) -> list[str]:
+def sbatch_args(args: Iterable[Sequence[str]]) -> list[str]:
     out = []
     for pair in args:
         if isinstance(pair, (str, bytes)) or len(pair) != 2:
@@ -510,7 +510,7 @@ async def submit(reservation: str, script_path, args: Iterable[Sequence[str]] = 
         argv.append(f"--chdir={os.fspath(workdir)}")
     if output is not None:
         argv.append(f"--output={os.fspath(output)}")
-    argv += _sbatch_args(args)
+    argv += sbatch_args(args)
     argv.append(os.fspath(script_path))
     res = _check(await _run(argv, slurm_conf=slurm_conf, timeout=timeout, extra_env=env))
     job_id = res.stdout.strip().split(";", 1)[0]

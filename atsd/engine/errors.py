@@ -39,3 +39,9 @@ class ClaimLate(EngineError):
 
 class Forbidden(EngineError):
     code = "forbidden"
+
+
+class BackendError(EngineError):
+    """The batch backend (Slurm) refused or failed; the message is its own."""
+
+    code = "backend_error"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import heapq
 import secrets
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable
 
 from . import states
 from .errors import Forbidden, NotFound
@@ -87,9 +87,9 @@ class Reservation:
 
     @classmethod
     def from_record(cls, rec: dict) -> Reservation:
-        bookings = [Booking(rec["id"], r, s, e, n, x, c) for r, s, e, n, x, c in rec["bookings"]]
-        fields = {k: v for k, v in rec.items() if k != "bookings"}
-        return cls(bookings=bookings, **fields)
+        rid = rec["id"]
+        rec["bookings"] = [Booking(rid, *b) for b in rec["bookings"]]
+        return cls(**rec)
 
 
 RESERVATION = "reservation"    # record kind of reservations in the store
@@ -125,6 +125,8 @@ class Lab:
             RESERVATION: (self._snapshot_reservation, self._restore_reservations)}
         # called with (reservation, now) after a reservation ended and freed its slots
         self.on_freed: list[Callable[[Reservation, float], None]] = []
+        # called with the id of an ended reservation whose history is dropped
+        self.on_forget: list[Callable[[str], None]] = []
         # called with (reservation, now) whenever a reservation changes state
         self.on_status: list[Callable[[Reservation, str, float], None]] = []
 
@@ -261,6 +263,8 @@ class Lab:
         if r is not None and r.state == states.ENDED and r.ended_at + self.history_s <= now:
             del self.reservations[key]
             self.touch(RESERVATION, key)
+            for hook in self.on_forget:
+                hook(key)
 
     # --- what the server takes out ---
 
@@ -273,18 +277,14 @@ class Lab:
         dirty, self._dirty = self._dirty, set()
         return [(kind, key, self.tables[kind][0](key)) for kind, key in sorted(dirty)]
 
-    def discard_changes(self) -> None:
-        """Forget pending changes (used when a store commit failed and the lab is rebuilt)."""
-        self._dirty.clear()
-        self._events.clear()
-
     # --- persistence ---
 
     def _snapshot_reservation(self, key: str) -> dict | None:
         r = self.reservations.get(key)
         return r.to_record() if r is not None else None
 
-    def _restore_reservations(self, records: list[dict], now: float) -> None:
+    def _restore_reservations(self, records, now: float) -> None:
+        by_resource: dict[str, list[Booking]] = {}
         for rec in records:
             r = Reservation.from_record(rec)
             self.reservations[r.id] = r
@@ -294,10 +294,12 @@ class Lab:
             # a resource removed from the inventory takes its bookings with it
             r.bookings = [b for b in r.bookings if b.resource in self.resources]
             for b in r.bookings:
-                self.resources[b.resource].timeline.add(b)
+                by_resource.setdefault(b.resource, []).append(b)
             self._schedule_for(r)
+        for name, bookings in by_resource.items():
+            self.resources[name].timeline.add_many(bookings)
 
-    def restore(self, records: dict[str, list[dict]], now: float) -> None:
+    def restore(self, records: dict[str, Iterable[dict]], now: float) -> None:
         """Rebuild from stored records; the caller then calls ``advance(now)`` so that what
         fell due while the daemon was down happens now, with its events."""
         for kind, (_, restore) in self.tables.items():

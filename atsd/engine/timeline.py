@@ -3,16 +3,19 @@
 Every kind of reservation (calendar, allocation, batch, maintenance) is bookings on these
 timelines, so this module is the single place where double booking is prevented.
 
-Bookings are kept sorted by start in a plain list searched with ``bisect``. An overlap query
-for ``[start, end)`` only looks at bookings whose start lies in ``[start - longest, end)``,
-where ``longest`` is the longest booking this timeline has held, so a query costs
-O(log n + k) for k nearby bookings instead of a scan of the whole calendar.
+Bookings are kept sorted by start in a ``SortedKeyList`` (sortedcontainers: a list of
+sorted chunks, so adding or removing one of 100k bookings moves a chunk, not the whole
+calendar). An overlap query for ``[start, end)`` only looks at bookings whose start lies in
+``[start - longest, end)``, where ``longest`` is the longest booking this timeline has held,
+so a query costs O(log n + k) for k nearby bookings instead of a scan of the whole calendar.
 """
 
 from __future__ import annotations
 
-import bisect
 from dataclasses import dataclass
+from operator import attrgetter
+
+from sortedcontainers import SortedKeyList
 
 
 @dataclass(slots=True, eq=False)
@@ -36,12 +39,11 @@ def configs_agree(a: dict | None, b: dict | None) -> bool:
 class Timeline:
     """The bookings of one resource with ``capacity`` slots."""
 
-    __slots__ = ("capacity", "_starts", "_bookings", "_longest")
+    __slots__ = ("capacity", "_bookings", "_longest")
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._starts: list[float] = []
-        self._bookings: list[Booking] = []
+        self._bookings = SortedKeyList(key=attrgetter("start"))
         self._longest = 0.0
 
     def __len__(self) -> int:
@@ -51,32 +53,22 @@ class Timeline:
         return iter(self._bookings)
 
     def add(self, booking: Booking) -> None:
-        i = bisect.bisect_right(self._starts, booking.start)
-        self._starts.insert(i, booking.start)
-        self._bookings.insert(i, booking)
+        self._bookings.add(booking)
         self._longest = max(self._longest, booking.end - booking.start)
 
+    def add_many(self, bookings: list[Booking]) -> None:
+        """Add many at once (a restart): one sort instead of one insertion each."""
+        self._bookings.update(bookings)
+        self._longest = max([self._longest, *(b.end - b.start for b in bookings)])
+
     def remove(self, booking: Booking) -> None:
-        lo = bisect.bisect_left(self._starts, booking.start)
-        hi = bisect.bisect_right(self._starts, booking.start)
-        for i in range(lo, hi):
-            if self._bookings[i] is booking:
-                del self._starts[i]
-                del self._bookings[i]
-                return
-        raise KeyError(booking.reservation_id)
+        self._bookings.remove(booking)     # Booking compares by identity (eq=False)
 
     def overlapping(self, start: float, end: float, ignore: str | None = None) -> list[Booking]:
         """Bookings that share some time with ``[start, end)``, except reservation ``ignore``."""
-        lo = bisect.bisect_left(self._starts, start - self._longest)
-        hi = bisect.bisect_left(self._starts, end)
-        return [b for b in self._bookings[lo:hi]
+        return [b for b in self._bookings.irange_key(start - self._longest, end,
+                                                     inclusive=(True, False))
                 if b.end > start and b.reservation_id != ignore]
-
-    def first_after(self, t: float) -> Booking | None:
-        """The first booking that starts at or after ``t``."""
-        i = bisect.bisect_left(self._starts, t)
-        return self._bookings[i] if i < len(self._bookings) else None
 
     def blocks(self, others: list[Booking], start: float, end: float, slots: int,
                exclusive: bool, config: dict | None) -> bool:
@@ -125,9 +117,9 @@ class Timeline:
     def config_at(self, t: float, current: dict) -> dict:
         """The config the resource will have at ``t``: that of the last booking started by
         then which asked for one, else what it has now."""
-        for i in range(bisect.bisect_right(self._starts, t) - 1, -1, -1):
-            if self._bookings[i].config is not None:
-                return self._bookings[i].config
+        for b in self._bookings.irange_key(max_key=t, reverse=True):
+            if b.config is not None:
+                return b.config
         return current
 
 

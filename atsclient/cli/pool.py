@@ -1,0 +1,175 @@
+"""Slot pool subcommands: ``pool`` (free/total per instance), ``checkout``, ``checkin``, and
+``run``, which holds CTest resource groups for as long as a command runs.
+
+``run`` is what ``ctest --resource-spec-file`` does for one test, with atsd as the pool:
+it checks out every group at once (one allocation), starts the command with exactly the
+``CTEST_RESOURCE_GROUP_*`` variables CTest would set, renews the lease every third of it
+while the command runs, checks in when the command ends (however it ends: a signal sent to
+atsclient is passed on to the command first) and exits with the command's status. If
+atsclient itself is killed, nothing checks in, and the slots come back when the lease
+ends: keep ``--lease`` short for that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from ..errors import ATSError, Conflict
+from ..resource_groups import (allocation_by_group, ctest_environment, flatten_groups,
+                               parse_resource_groups)
+from . import UsageError, client_from, fmt_time, output, parse_duration, print_table
+
+
+def register(sub, common) -> None:
+    p = sub.add_parser("pool", parents=[common], help="free and total slots per instance")
+    p.set_defaults(func=pool)
+
+    p = sub.add_parser("checkout", parents=[common],
+                       help="check out slots now, e.g. gpus:2,cpus:4 (CTest RESOURCE_GROUPS)")
+    p.add_argument("spec", metavar="GROUPS", help="what to check out, e.g. gpus:2,cpus:4 or "
+                   "2,gpus:1 (two requirements of one gpu slot each)")
+    _holding_options(p)
+    p.set_defaults(func=checkout)
+
+    p = sub.add_parser("checkin", parents=[common], help="give an allocation's slots back")
+    p.add_argument("ids", nargs="+", metavar="ID")
+    p.set_defaults(func=checkin)
+
+    p = sub.add_parser("run", parents=[common],
+                       help="run a command holding CTest resource groups, with CTest's "
+                            "environment")
+    p.add_argument("--resources", required=True, metavar="GROUPS",
+                   help="CTest RESOURCE_GROUPS, e.g. '2,gpus:2;gpus:4,crypto_chips:2'")
+    _holding_options(p)
+    p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS")
+    p.set_defaults(func=run)
+
+
+def _holding_options(p) -> None:
+    p.add_argument("--wait", default="0", help="wait this long for the slots (e.g. 10m; "
+                   "default: do not wait)")
+    p.add_argument("--lease", help="hold them this long unless renewed (default: the "
+                   "daemon's default lease)")
+    p.add_argument("--priority", type=int, help="place in the wait queue: higher first")
+
+
+def _request(text: str) -> tuple[list[list[tuple[str, int]]], list[dict]]:
+    try:
+        groups = parse_resource_groups(text)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return groups, [{"type": t, "slots": n} for t, n in flatten_groups(groups)]
+
+
+def _checkout(c, request: list[dict], args) -> dict:
+    wait = parse_duration(args.wait)
+    return c.checkout(request, lease_s=parse_duration(args.lease) if args.lease else None,
+                      wait_s=wait or None, priority=args.priority)
+
+
+def pool(args) -> None:
+    with client_from(args) as c:
+        data = c.get_pool()
+    output(args, data, lambda d: print_table(
+        [{"type": t, "id": i["id"], "free": i["slots"], "total": i["total"]}
+         for t, insts in d["resources"].items() for i in insts],
+        ["type", "id", "free", "total"]))
+
+
+def checkout(args) -> None:
+    _, request = _request(args.spec)
+    if not request:
+        raise UsageError(f"{args.spec!r} asks for no slots")
+    with client_from(args) as c:
+        reply = _checkout(c, request, args)
+
+    def human(r):
+        print(f"checked out {r['allocation_id']} until {fmt_time(r['expire_time'])}")
+        for t, entries in r["resources"].items():
+            print(f"  {t}: " + ";".join(f"id:{e['id']},slots:{e['slots']}" for e in entries))
+    output(args, reply, human)
+
+
+def checkin(args) -> None:
+    with client_from(args) as c:
+        for aid in args.ids:
+            c.checkin(aid)
+    output(args, {"released": args.ids}, lambda _: print(f"checked in {' '.join(args.ids)}"))
+
+
+def run(args) -> int:
+    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not cmd:
+        raise UsageError("give the command to run after --")
+    groups, request = _request(args.resources)
+    with client_from(args) as c:
+        reply = _checkout(c, request, args) if request else None
+        try:
+            ids = {t: [e["id"] for e in entries]
+                   for t, entries in (reply["resources"] if reply else {}).items()}
+            env = ctest_environment(groups, allocation_by_group(groups, ids))
+            lease = parse_duration(args.lease) if args.lease else None
+            return _run_holding(c, reply, lease, cmd, env)
+        finally:
+            if reply is not None:
+                _checkin(c, reply["allocation_id"])
+
+
+def _checkin(c, allocation_id: str) -> None:
+    """Check in after the command; a failure is reported but never hides its status."""
+    try:
+        c.checkin(allocation_id)
+    except Conflict:
+        pass                                # the lease had already ended
+    except ATSError as exc:
+        print(f"atsclient: could not check in {allocation_id} (its lease will end it): "
+              f"{exc.code}: {exc.message}", file=sys.stderr)
+
+
+def _run_holding(c, reply: dict | None, lease: float | None, cmd: list[str],
+                 env: dict[str, str]) -> int:
+    """Run ``cmd`` to its end, renewing the allocation's lease meanwhile; its exit status
+    (128 + N when a signal N ended it, as shells report it)."""
+    try:
+        child = subprocess.Popen(cmd, env={**os.environ, **env})
+    except OSError as exc:
+        raise UsageError(f"cannot run {cmd[0]}: {exc.strerror or exc}") from None
+
+    def forward(signum, frame):
+        child.send_signal(signum)
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        if reply is None:
+            status = child.wait()
+        else:
+            status = _renewing(c, reply, lease, child)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return 128 - status if status < 0 else status
+
+
+def _renewing(c, reply: dict, lease: float | None, child: subprocess.Popen) -> int:
+    """Wait for ``child``, keeping the lease as long as it was at checkout (``lease``, or
+    the daemon's default as its expire_time tells)."""
+    expire = reply["expire_time"]
+    if lease is None:
+        lease = max(expire - time.time(), 0.1)
+    while True:
+        try:
+            return child.wait(timeout=lease / 3)
+        except subprocess.TimeoutExpired:
+            pass
+        extra = time.time() + lease - expire
+        if extra <= 0:
+            continue
+        try:
+            expire = c.extend_reservation(reply["allocation_id"], extra)
+        except ATSError as exc:
+            print(f"atsclient: could not renew {reply['allocation_id']}: {exc.code}: "
+                  f"{exc.message}", file=sys.stderr)

@@ -1,0 +1,148 @@
+"""Batch queue reservations (Compute Queue Reservation): create one at a start time or by a
+deadline, query it, submit jobs into it, cancel it while it is only granted.
+
+On a local queue the engine picks the hosts itself, at once. On a Slurm queue, Slurm grants
+the reservation: the command waits for ``scontrol`` (as a coroutine, so the daemon keeps
+answering others meanwhile) and the engine then records what Slurm granted.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ..engine.batch import FAILED
+from ..engine.errors import BackendError, BadRequest
+from ..protocol import POSITIVE_DURATION, TEXT, TIME, count, list_of, optional, required
+from . import Call, command
+
+
+def _pair(value, key):
+    if not (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)
+            and isinstance(value[1], (str, int, float)) and not isinstance(value[1], bool)):
+        raise BadRequest(f"{key} must be a [key, value] pair")
+    return [value[0], str(value[1])]
+
+
+HOSTS = count(1, 100_000)
+
+
+@command("create_reservation", mutating=True, queue_id=required(TEXT), host_count=required(HOSTS),
+         wall_time=required(POSITIVE_DURATION), start_time=required(TIME))
+def create_reservation(call: Call, queue_id: str, host_count: int, wall_time: float,
+                       start_time: float):
+    """host_count hosts of queue_id for [start_time, start_time + wall_time): all of them or
+    unavailable with the reason. RESERVATION_GRANTED until the start, then ACTIVE."""
+    app, now = call.app, call.now
+    start = max(start_time, now)
+    external = app.external_backend(queue_id)
+    if external is None:
+        hosts = app.batch.place(queue_id, host_count, start, wall_time)
+        r = app.batch.grant(call.caller, queue_id, hosts, start, start + wall_time, now)
+        return {"reservation_id": r.id, "hosts": r.extra["hosts"], "start_time": r.start,
+                "end_time": r.end}
+    app.batch.check_queue(queue_id, host_count)
+
+    async def granted():
+        rid, hosts, ref = await external.create(call.caller.user, host_count, start,
+                                                start + wall_time)
+        r = app.batch.grant(call.caller, queue_id, hosts, start, start + wall_time,
+                            _now(), rid=rid, backend_ref=ref)
+        return {"reservation_id": r.id, "hosts": hosts, "start_time": r.start,
+                "end_time": r.end}
+    return granted()
+
+
+@command("create_deadline_reservation", mutating=True, queue_id=required(TEXT),
+         host_count=required(HOSTS), wall_time=required(POSITIVE_DURATION),
+         deadline_time=required(TIME))
+def create_deadline_reservation(call: Call, queue_id: str, host_count: int, wall_time: float,
+                                deadline_time: float):
+    """The earliest window of wall_time on host_count hosts that ends by deadline_time;
+    unavailable when none does."""
+    app, now = call.app, call.now
+    if deadline_time - wall_time < now:
+        raise BadRequest("deadline_time is less than wall_time from now")
+    external = app.external_backend(queue_id)
+    if external is None:
+        start, hosts = app.batch.earliest(queue_id, host_count, wall_time, now, deadline_time)
+        r = app.batch.grant(call.caller, queue_id, hosts, start, start + wall_time, now)
+        return {"reservation_id": r.id, "start_time": r.start, "end_time": r.end,
+                "hosts": hosts}
+    app.batch.check_queue(queue_id, host_count)
+
+    async def granted():
+        rid, start, hosts, ref = await external.create_by_deadline(
+            call.caller.user, host_count, wall_time, now, deadline_time)
+        r = app.batch.grant(call.caller, queue_id, hosts, start, start + wall_time, _now(),
+                            rid=rid, backend_ref=ref)
+        return {"reservation_id": r.id, "start_time": r.start, "end_time": r.end,
+                "hosts": hosts}
+    return granted()
+
+
+@command("get_reservation_status", reservation_id=required(TEXT))
+def get_reservation_status(call: Call, reservation_id: str) -> dict:
+    """State (RESERVATION_GRANTED, _ACTIVE or _ENDED, with the reason it ended), window,
+    hosts, and the reservation's jobs."""
+    status = call.app.batch.status(reservation_id)
+    status["jobs"] = [{"job_id": j.id, "state": j.state, "exit_code": j.exit_code}
+                      for j in call.app.batch.jobs_of(reservation_id)]
+    return status
+
+
+@command("submit_job_to_reservation", mutating=True, reservation_id=required(TEXT),
+         job_script=required(TEXT), submit_args=optional(list_of(_pair, 64), []))
+def submit_job_to_reservation(call: Call, reservation_id: str, job_script: str,
+                              submit_args: list):
+    """Run job_script in the reservation: queued (PENDING) until it is ACTIVE, stopped when
+    it ends. submit_args are [key, value] pairs: sbatch options on Slurm; on a local queue
+    ["arg", value] and ["env", "NAME=value"]."""
+    app = call.app
+    r = app.batch.batch_reservation(reservation_id, call.caller)
+    backend = app.backend(r.extra["queue"])
+    script = backend.check_submission(job_script, submit_args)
+    job = app.batch.submit(call.caller, reservation_id, script, submit_args, call.now)
+    if not backend.external:
+        return {"job_id": job.id}
+
+    async def submitted():
+        try:
+            ref = await backend.submit(job, r)
+        except BackendError as exc:
+            app.batch.job_changed(job.id, FAILED, _now(), extra={"error": exc.message})
+            raise
+        app.batch.attach(job.id, ref)
+        backend.watch(job)
+        return {"job_id": job.id}
+    return submitted()
+
+
+@command("get_job_status", job_id=required(TEXT))
+def get_job_status(call: Call, job_id: str) -> dict:
+    """PENDING, RUNNING, COMPLETED, FAILED or CANCELLED, and the exit code once it ended."""
+    job = call.app.batch.job(job_id)
+    return {"state": job.state, "exit_code": job.exit_code, "reservation_id": job.reservation_id,
+            "output": job.output}
+
+
+@command("cancel_reservation", mutating=True, reservation_id=required(TEXT))
+def cancel_reservation(call: Call, reservation_id: str):
+    """Cancel a reservation that has not started (RESERVATION_GRANTED); conflict after."""
+    app = call.app
+    r = app.batch.batch_reservation(reservation_id, call.caller)
+    external = app.external_backend(r.extra["queue"])
+    if external is None or r.state != "RESERVATION_GRANTED":
+        app.batch.cancel(call.caller, reservation_id, call.now)
+        return {"cancelled": True}
+
+    async def cancelled():
+        await external.cancel(r.extra["backend_ref"])
+        app.batch.cancel(call.caller, reservation_id, _now())
+        return {"cancelled": True}
+    return cancelled()
+
+
+def _now() -> float:
+    """The time after an await: the command's ``call.now`` is from before it."""
+    return time.time()
+

@@ -1,0 +1,91 @@
+"""Slot pools (canary ResourcePool / CTest resource allocation): accommodates, checkout,
+checkin, get_pool. A lease is renewed with ``extend_reservation`` like any reservation."""
+
+from __future__ import annotations
+
+import asyncio
+
+from ..engine.errors import BadRequest, EngineError, Unavailable
+from ..engine.lab import Reservation
+from ..engine.pool import Waiter
+from ..protocol import (DURATION, POSITIVE_DURATION, TEXT, count, list_of, map_of, optional,
+                        required)
+from . import Call, command
+
+REQUEST = list_of(map_of(type=required(TEXT), slots=required(count(1, 1_000_000))), 1000)
+PRIORITY = count(-1_000_000, 1_000_000)
+
+# How long past its wait_s a waiting checkout gives up on hearing from the engine. The
+# engine answers at wait_s itself; this only ends the wait of a request whose waiter was
+# lost because the engine was rebuilt after a failed commit.
+ANSWER_MARGIN_S = 5.0
+
+
+def _pairs(request: list[dict]) -> list[tuple[str, int]]:
+    if not request:
+        raise BadRequest("request must hold at least one {type, slots}")
+    return [(item["type"], item["slots"]) for item in request]
+
+
+def _granted(r: Reservation) -> dict:
+    return {"allocation_id": r.id, "resources": r.extra["resources"], "expire_time": r.end}
+
+
+@command("accommodates", request=required(REQUEST))
+def accommodates(call: Call, request: list[dict]) -> dict:
+    """Whether a checkout of ``request`` (a list of {type, slots}) with the default lease
+    would be granted now; when not, ``reason`` says which types are missing or short
+    (requested vs available) or that waiting requests go first. Always agrees with
+    checkout: both run the same placement."""
+    ok, reason = call.app.pool.accommodates(_pairs(request), call.app.config.default_lease_s,
+                                            call.now)
+    return {"accommodates": ok, "reason": reason}
+
+
+@command("checkout", mutating=True, request=required(REQUEST),
+         lease_s=optional(POSITIVE_DURATION), wait_s=optional(DURATION, 0.0),
+         priority=optional(PRIORITY, 0))
+def checkout(call: Call, request: list[dict], lease_s: float | None, wait_s: float,
+             priority: int):
+    """Book slots of several types now, all or nothing, placed as CTest places them, until
+    the lease ends (``lease_s``, default from the config; renew with extend_reservation).
+    Returns ``allocation_id``, ``resources`` ({type: [{id, slots}]}, one entry per
+    requirement in request order) and ``expire_time``. With ``wait_s``, a request that does
+    not fit waits up to that long, served by ``priority`` (higher first) then arrival."""
+    lease = call.app.config.default_lease_s if lease_s is None else lease_s
+    got = call.app.pool.checkout(call.caller, _pairs(request), lease, call.now, wait_s,
+                                 priority)
+    if isinstance(got, Waiter):
+        # set up now, not when the task first runs: the waiter may be served before that
+        future = asyncio.get_running_loop().create_future()
+
+        def notify(w: Waiter) -> None:
+            if not future.done():
+                future.set_result(w.result)
+        got.notify = notify
+        return _answer(future, wait_s)
+    return _granted(got)
+
+
+async def _answer(future: asyncio.Future, wait_s: float) -> dict:
+    try:
+        result = await asyncio.wait_for(future, wait_s + ANSWER_MARGIN_S)
+    except asyncio.TimeoutError:
+        raise Unavailable(f"no slots within {wait_s:g}s") from None
+    if isinstance(result, EngineError):
+        raise result
+    return _granted(result)
+
+
+@command("checkin", mutating=True, allocation_id=required(TEXT))
+def checkin(call: Call, allocation_id: str) -> dict:
+    """End an allocation now and give its slots back (its owner or an admin)."""
+    call.app.pool.checkin(call.caller, allocation_id, call.now)
+    return {"released": True}
+
+
+@command("get_pool")
+def get_pool(call: Call) -> dict:
+    """The pool in canary's shape: ``{additional_properties, resources: {type: [{id, slots,
+    total}]}}``, ``slots`` free now."""
+    return {"resource_pool": call.app.pool.get_pool(call.now)}

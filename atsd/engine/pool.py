@@ -1,0 +1,247 @@
+"""Typed slot pools (canary's ResourcePool, CTest's resource allocation) on the lab's timelines.
+
+The pool is every resource named ``TYPE/ID`` whose type is TYPE (what a resource spec file
+becomes). A ``checkout`` of ``[(type, slots), ...]`` is placed by CTest's bin packer
+(placement.py) on the slots each instance has free over the whole lease, ``[now, now +
+lease_s)``, and booked, all or nothing, as one ``allocation`` reservation: ACTIVE from now,
+ending when the lease does unless renewed (``extend_reservation``), ended early by
+``checkin``. Its bookings are shared bookings, so they sit beside other shared bookings
+while slots remain and never beside an exclusive calendar booking: the timelines decide,
+as for every other kind of reservation. Requirements placed on the same instance are one
+booking with their slots summed (an extension checks each booking on its own, so two
+bookings of one reservation on one instance could together be extended past capacity);
+the per-requirement answer, in CTest's shape, is kept in the reservation's ``extra``.
+
+``accommodates`` and ``checkout`` without waiting share one decision (``_offer``), so
+``accommodates`` says yes exactly when such a checkout would be granted, and its reason is
+the one the checkout would be refused with.
+
+Waiting
+-------
+A checkout with ``wait_s`` that cannot be granted now becomes a ``Waiter``; a request that
+can never fit (a missing type, more slots than exist, sizes no instance can hold) is
+refused at once instead. Waiters are ordered by priority (higher first), then arrival.
+Whenever slots are freed (``lab.on_freed``) and when a wait ends, the waiters are tried in
+that order and each one that fits now is granted. A waiter whose ``wait_s`` runs out is
+answered ``unavailable`` with the reason it still does not fit.
+
+Anti-starvation rule (bounded bypass): granting a request *passes over* every waiter
+ordered before it (same or higher priority, earlier arrival) that wants a type it also
+takes. A waiter that has been passed over ``MAX_BYPASS`` times is *starving*: from then on
+no request ordered after it that shares a type with it is granted, neither a new checkout
+nor a later waiter, until the starving waiter is granted or its wait ends. Slots of its
+types then only accumulate (leases end, holders check in), so a big request is served
+after at most ``MAX_BYPASS`` smaller ones overtook it, instead of never. Requests for other
+types are not held up (each type is packed on its own, so they cannot delay it), and a
+higher priority still goes first. Calendar reservations are not part of the queue.
+
+Waiters belong to a connection, not to the lab: they are not stored, and a daemon restart
+forgets them (their clients time out and may ask again).
+
+Pure: no I/O, no clock. The engine sets ``waiter.result`` (a Reservation or the
+EngineError to answer with) and calls ``waiter.notify(waiter)`` if the caller set one; the
+command layer uses that to wake the request that waits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from . import placement, states
+from .errors import Conflict, EngineError, Unavailable
+from .lab import Caller, Lab, Reservation, Resource, new_id
+from .timeline import Booking
+
+# How often a waiter may be overtaken by later requests for a type it wants before it
+# holds them back (see the module docstring).
+MAX_BYPASS = 8
+
+WAIT_END = "pool_wait"      # timer cause: a waiter's wait_s ran out
+
+Request = list[tuple[str, int]]
+
+
+@dataclass(slots=True, eq=False)
+class Waiter:
+    """A checkout waiting for slots."""
+
+    id: str
+    owner: str
+    request: Request
+    lease_s: float
+    priority: int
+    since: float
+    deadline: float
+    bypassed: int = 0           # times a later request was granted slots of its types
+    result: Reservation | EngineError | None = None
+    notify: Callable[[Waiter], None] | None = field(default=None, repr=False)
+
+    @property
+    def types(self) -> set[str]:
+        return {t for t, _ in self.request}
+
+
+class Pool:
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        # type -> {id: resource}, in inventory order
+        self.instances: dict[str, dict[str, Resource]] = {}
+        for res in lab.resources.values():
+            rtype, sep, ident = res.name.partition("/")
+            if sep and rtype == res.type:
+                self.instances.setdefault(rtype, {})[ident] = res
+        # in service order: higher priority first, then arrival (a new one goes behind
+        # every waiter of its priority or higher)
+        self.waiters: list[Waiter] = []
+        lab.on_freed.append(lambda r, now: self.serve(now))
+        lab.timer_handlers[WAIT_END] = self._on_wait_end
+
+    # --- what is free ---
+
+    def _free(self, rtype: str, start: float, end: float) -> dict[str, int]:
+        """Slots each instance of ``rtype`` has free throughout ``[start, end)``; none when
+        out of service. (Never below 0, even if the inventory shrank under old bookings.)"""
+        return {ident: max(0, res.timeline.free_slots(start, end)) if res.in_service else 0
+                for ident, res in self.instances[rtype].items()}
+
+    def _totals(self) -> dict[str, dict[str, int]]:
+        return {t: {ident: res.slots for ident, res in insts.items()}
+                for t, insts in self.instances.items()}
+
+    def get_pool(self, now: float) -> dict:
+        """canary's pool shape, with the slots free at ``now`` and each instance's total."""
+        resources = {}
+        for rtype, insts in self.instances.items():
+            resources[rtype] = [
+                {"id": ident,
+                 "slots": max(0, res.slots - res.timeline.used_slots(now)) if res.in_service
+                 else 0,
+                 "total": res.slots}
+                for ident, res in insts.items()]
+        return {"additional_properties": {}, "resources": resources}
+
+    # --- deciding ---
+
+    def _never(self, request: Request) -> str:
+        """Why the request could not fit even in an empty lab; "" when it could."""
+        totals = self._totals()
+        return placement.explain(request, totals, totals)
+
+    def _offer(self, request: Request, ahead: list[Waiter], lease_s: float,
+               now: float) -> tuple[dict[str, list[str]] | None, str]:
+        """Where the request goes now, or None and why not. ``ahead`` are the waiters
+        ordered before it; a starving one that wants one of its types holds it back."""
+        types = {t for t, _ in request}
+        free = {t: self._free(t, now, now + lease_s) for t in types if t in self.instances}
+        placed = placement.place(request, free)
+        if placed is None:
+            return None, placement.explain(request, free, self._totals())
+        for w in ahead:
+            shared = w.types & types
+            if shared and w.bypassed >= MAX_BYPASS:
+                return None, (f"an earlier waiting request for {', '.join(sorted(shared))} "
+                              f"has been passed over {w.bypassed} times and goes first")
+        return placed, ""
+
+    def _ahead_of_new(self, priority: int) -> list[Waiter]:
+        """The waiters a new request with ``priority`` would queue behind."""
+        return [w for w in self.waiters if w.priority >= priority]
+
+    def accommodates(self, request: Request, lease_s: float, now: float,
+                     priority: int = 0) -> tuple[bool, str]:
+        """Whether a checkout of ``request`` for ``lease_s`` would be granted now, and if not,
+        why (the reason that checkout would be refused with)."""
+        never = self._never(request)
+        if never:
+            return False, never
+        placed, reason = self._offer(request, self._ahead_of_new(priority), lease_s, now)
+        return placed is not None, reason
+
+    # --- changing ---
+
+    def checkout(self, caller: Caller, request: Request, lease_s: float, now: float,
+                 wait_s: float = 0.0, priority: int = 0) -> Reservation | Waiter:
+        """Grant the request now (an allocation), or queue it as a Waiter when ``wait_s`` > 0;
+        refuse with Unavailable otherwise."""
+        never = self._never(request)
+        if never:
+            raise Unavailable(never)
+        ahead = self._ahead_of_new(priority)
+        placed, reason = self._offer(request, ahead, lease_s, now)
+        if placed is not None:
+            return self._grant(caller.user, request, placed, lease_s, now, ahead)
+        if wait_s <= 0:
+            raise Unavailable(reason)
+        w = Waiter(new_id(), caller.user, list(request), lease_s, priority, now, now + wait_s)
+        self.waiters.insert(len(ahead), w)
+        self.lab.schedule(w.deadline, WAIT_END, w.id)
+        return w
+
+    def _grant(self, owner: str, request: Request, placed: dict[str, list[str]],
+               lease_s: float, now: float, ahead: list[Waiter]) -> Reservation:
+        rid = new_id()
+        shape: dict[str, list[dict]] = {}
+        per_instance: dict[str, int] = {}
+        ids = {t: iter(v) for t, v in placed.items()}
+        for rtype, slots in request:
+            ident = next(ids[rtype])
+            shape.setdefault(rtype, []).append({"id": ident, "slots": slots})
+            name = self.instances[rtype][ident].name
+            per_instance[name] = per_instance.get(name, 0) + slots
+        end = now + lease_s
+        r = Reservation(
+            id=rid, kind="allocation", owner=owner, state=states.ACTIVE, start=now, end=end,
+            mode="shared", slots=sum(n for _, n in request), config=None,
+            bookings=[Booking(rid, name, now, end, n, False, None)
+                      for name, n in per_instance.items()],
+            extra={"resources": shape})
+        types = {t for t, _ in request}
+        for w in ahead:
+            if w.types & types:
+                w.bypassed += 1
+        return self.lab.add(r, now)
+
+    def checkin(self, caller: Caller, allocation_id: str, now: float) -> Reservation:
+        """End an allocation now (its owner or an admin) and give its slots back."""
+        r = self.lab.owned(allocation_id, caller)
+        if r.kind != "allocation":
+            raise Conflict(f"{allocation_id} is a {r.kind} reservation, not an allocation")
+        if r.state == states.ENDED:
+            raise Conflict(f"{allocation_id} already ended ({r.reason})")
+        self.lab.transition(r, "release", now)
+        return r
+
+    def serve(self, now: float) -> None:
+        """Grant every waiter that fits now, in service order. Called whenever slots may
+        have come back: a reservation ended, a wait ended (it may have held others back)."""
+        i = 0
+        while i < len(self.waiters):
+            w = self.waiters[i]
+            ahead = self.waiters[:i]
+            # past its deadline (the clock jumped, or the daemon was down): its own timer,
+            # due in this same advance, refuses it
+            placed = None if w.deadline < now else self._offer(w.request, ahead, w.lease_s,
+                                                              now)[0]
+            if placed is None:
+                i += 1
+                continue
+            del self.waiters[i]
+            self._resolve(w, self._grant(w.owner, w.request, placed, w.lease_s, now, ahead))
+
+    def _on_wait_end(self, key: str, due: float, now: float) -> None:
+        # A resource back in service frees no reservation, so nothing served the waiters
+        # then: try them once more before refusing.
+        self.serve(now)
+        i = next((i for i, w in enumerate(self.waiters) if w.id == key), None)
+        if i is None:
+            return                      # granted before its wait ran out
+        w = self.waiters.pop(i)
+        _, reason = self._offer(w.request, self.waiters[:i], w.lease_s, now)
+        self._resolve(w, Unavailable(f"waited {w.deadline - w.since:g}s: {reason}"))
+        self.serve(now)                 # it may have held others back
+
+    def _resolve(self, w: Waiter, result: Reservation | EngineError) -> None:
+        w.result = result
+        if w.notify is not None:
+            w.notify(w)

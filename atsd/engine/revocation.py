@@ -1,0 +1,338 @@
+"""Taking resources back from their holders with warning (elasticslice's delete_pending and
+delete_complete), maintenance windows built on that, and what each node is worth (values).
+
+Theory of operation
+-------------------
+A *revocation* names nodes (resources) and a deadline. Its *holders* are the live
+reservations it will take: for an admin ``revoke``, every live booking on those nodes (those
+further out than the deadline too: the nodes leave service and nobody can say when an admin
+will ``restore`` them, so no booking may outlive the revocation); for a maintenance window,
+the reservations that overlapped the window when it was booked.
+
+- ``revoke`` takes the nodes out of service at once, so nothing new is booked on them while
+  the countdown runs (requests get ``unavailable``), and publishes ``resource.delete_pending``
+  now and every ``countdown_interval_s``, each with the time left and the absolute deadline,
+  so a late or repeated notice is never misread.
+- A holder answers with ``ack`` for the nodes that may go now: the reservations it holds
+  there end at once (reason ``revoked``) and ``resource.delete_complete`` says which went.
+  A reservation is taken whole, also when it holds other resources besides the revoked
+  node: one id has one state, and half a co-reservation is of no use to its holder.
+- At the deadline, or as soon as no holder is left (all answered, released or expired),
+  the rest end the same way and a final ``resource.delete_complete`` (``final: true``)
+  names every node. Nodes of an admin revocation stay out of service until ``restore``.
+
+A revocation is a stored record with an absolute deadline: after a restart the countdown
+resumes with the time that is left (a notice is published at once), and a deadline that
+passed while the daemon was down is acted on when it starts.
+
+Maintenance windows: the timeline must never hold two overlapping exclusive bookings, so
+the maintenance booking is placed at once and room is made for it at once: a conflicting
+reservation that can be used before the window keeps that part (its end moves to the
+window's start, where the countdown takes it); one with nothing before the window is taken
+now. The holders of both are warned by the revocation, whose deadline is the window's start.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import states
+from .errors import BadRequest, Conflict, Forbidden
+from .events import DELETE_COMPLETE, DELETE_PENDING, RESOURCE_VALUES
+from .lab import Caller, Lab, Reservation, new_id
+from .timeline import Booking
+
+REVOCATION = "revocation"      # record kinds in the store
+RESOURCE = "resource"
+
+NOTICE = "revocation_notice"    # timer causes
+DEADLINE = "revocation_deadline"
+
+
+@dataclass(slots=True, eq=False)
+class Revocation:
+    id: str
+    nodes: list[str]
+    deadline: float
+    reason: str | None
+    maintenance: str | None = None      # the maintenance reservation this makes room for
+    targets: dict[str, list[str]] = field(default_factory=dict)   # maintenance: node -> ids
+    next_notice: float | None = None
+
+    def to_record(self) -> dict:
+        return {"id": self.id, "nodes": self.nodes, "deadline": self.deadline,
+                "reason": self.reason, "maintenance": self.maintenance,
+                "targets": self.targets}
+
+    @classmethod
+    def from_record(cls, rec: dict) -> Revocation:
+        return cls(**rec)
+
+
+def _entry(node: str, r: Reservation | None) -> dict:
+    return {"node_id": node,
+            "client_id": None if r is None else {"owner": r.owner, "reservation_id": r.id}}
+
+
+def _nodelist(rev: Revocation, pairs: list[tuple[str, Reservation]],
+              every_node: bool) -> list[dict]:
+    """Entries in the revocation's node order; with ``every_node``, a node with nobody in
+    ``pairs`` still gets one entry (``client_id`` null), so the event names all of them."""
+    by_node: dict[str, list[dict]] = {}
+    for n, r in pairs:
+        by_node.setdefault(n, []).append(_entry(n, r))
+    out = []
+    for n in rev.nodes:
+        out += by_node.get(n) or ([_entry(n, None)] if every_node else [])
+    return out
+
+
+class Revocations:
+    def __init__(self, lab: Lab, countdown_interval_s: float) -> None:
+        self.lab = lab
+        self.interval = countdown_interval_s
+        self.revocations: dict[str, Revocation] = {}
+        self._taking = False
+        lab.timer_handlers[NOTICE] = self._on_notice
+        lab.timer_handlers[DEADLINE] = self._on_deadline
+        lab.tables[REVOCATION] = (self._snapshot, self._restore)
+        lab.tables[RESOURCE] = (self._snapshot_resource, self._restore_resources)
+        lab.on_freed.append(self._freed)
+
+    # --- commands ---
+
+    def revoke(self, caller: Caller, nodes: list[str], max_wait_time: float,
+               reason: str | None, now: float) -> Revocation:
+        self._admin(caller, "revoke")
+        self._check_nodes(nodes)
+        for node in nodes:
+            pending = self._pending_revoke(node)
+            if pending is not None:
+                raise Conflict(f"{node} is already being revoked ({pending.id})")
+        for node in nodes:
+            self.lab.resources[node].in_service = False
+            self.lab.touch(RESOURCE, node)
+        rev = self._start(Revocation(new_id(), list(nodes), now + max_wait_time, reason))
+        self._notice(rev, now)
+        return rev
+
+    def ack(self, caller: Caller, nodes: list[str], now: float) -> list[str]:
+        """End now what ``caller`` holds on ``nodes`` under pending revocations (an admin
+        answers for anyone); returns the nodes that went. Nodes with nothing pending are
+        passed over: a notice may cross the deadline on its way."""
+        self._check_nodes(nodes)
+        named = set(nodes)
+        if not caller.admin:
+            for node in nodes:
+                owners = {r.owner for rev in self.revocations.values()
+                          for n, r in self._holders(rev) if n == node}
+                if owners and caller.user not in owners:
+                    raise Forbidden(f"{node} is held by {', '.join(sorted(owners))}, "
+                                    f"not {caller.user}")
+        gone: list[str] = []
+        for rev in list(self.revocations.values()):
+            holders = self._holders(rev)
+            mine = {r.id for n, r in holders
+                    if n in named and (caller.admin or r.owner == caller.user)}
+            if mine:
+                pairs = [(n, r) for n, r in holders if r.id in mine]
+                self._take(rev, pairs, now)
+                gone += [n for n, _ in pairs if n not in gone]
+        return gone
+
+    def restore(self, caller: Caller, nodes: list[str], now: float) -> list[str]:
+        """Put nodes back in service; returns those that were out of it."""
+        self._admin(caller, "restore")
+        self._check_nodes(nodes)
+        for node in nodes:
+            pending = self._pending_revoke(node)
+            if pending is not None:
+                raise Conflict(f"{node} is being revoked ({pending.id}); restore it after "
+                               "its delete_complete")
+        restored = [n for n in nodes if not self.lab.resources[n].in_service]
+        for node in restored:
+            self.lab.resources[node].in_service = True
+            self.lab.touch(RESOURCE, node)
+        return restored
+
+    def set_values(self, caller: Caller, values: list[tuple[str, float]],
+                   now: float) -> list[str]:
+        self._admin(caller, "set_resource_values")
+        self._check_nodes([n for n, _ in values])
+        for node, value in values:
+            if not 0 <= value <= 1:
+                raise BadRequest(f"value of {node} must be in [0, 1], not {value}")
+        for node, value in values:
+            self.lab.resources[node].value = value
+            self.lab.touch(RESOURCE, node)
+        self.lab.emit(RESOURCE_VALUES, nodelist=[{"node_id": n, "value": v}
+                                                 for n, v in values])
+        return [n for n, _ in values]
+
+    def values(self) -> list[dict]:
+        return [{"node_id": r.name, "value": r.value} for r in self.lab.resources.values()]
+
+    def maintenance(self, caller: Caller, nodes: list[str], start: float, duration: float,
+                    now: float) -> Reservation:
+        """Book an exclusive maintenance window on ``nodes`` even where others hold them,
+        making room for it as the module docstring says."""
+        self._admin(caller, "maintenance")
+        self._check_nodes(nodes)
+        start = max(start, now)
+        end = start + duration
+        targets: dict[str, list[str]] = {}
+        for node in nodes:
+            for b in self.lab.resources[node].timeline.overlapping(start, end):
+                if b.reservation_id not in targets.setdefault(node, []):
+                    targets[node].append(b.reservation_id)
+        rid = new_id()
+        if targets:
+            rev = self._start(Revocation(new_id(), list(nodes), start, "maintenance", rid,
+                                         targets))
+            self._notice(rev, now)      # when the window starts now, this takes them all
+            holders = self._holders(rev) if rev.id in self.revocations else []
+            keep = {r.id for _, r in holders if _usable_before(r, start)}
+            drop = [(n, r) for n, r in holders if r.id not in keep]
+            if drop:
+                self._take(rev, drop, now)
+            for r in {r.id: r for _, r in holders if r.id in keep}.values():
+                if r.expire_time is not None:
+                    r.expire_time = min(r.expire_time, start)
+                self.lab.set_end(r, start)
+        first = self.lab.resources[nodes[0]]
+        m = Reservation(
+            id=rid, kind="maintenance", owner=caller.user,
+            state=states.GRANTED if start > now else states.ACTIVE, start=start, end=end,
+            mode="exclusive", slots=first.slots, config=None,
+            bookings=[Booking(rid, n, start, end, self.lab.resources[n].slots, True)
+                      for n in nodes])
+        return self.lab.add(m, now)
+
+    # --- the countdown ---
+
+    def _start(self, rev: Revocation) -> Revocation:
+        """Keep the revocation and set its deadline; scheduled before anything it holds
+        is shortened to end at the deadline, so at that instant it ends as ``revoked``."""
+        self.revocations[rev.id] = rev
+        self.lab.touch(REVOCATION, rev.id)
+        self.lab.schedule(rev.deadline, DEADLINE, rev.id)
+        return rev
+
+    def _holders(self, rev: Revocation) -> list[tuple[str, Reservation]]:
+        """(node, live reservation) pairs the revocation still has to take."""
+        out = []
+        for node in rev.nodes:
+            if rev.maintenance is None:
+                ids = [b.reservation_id for b in self.lab.resources[node].timeline]
+            else:
+                ids = rev.targets.get(node, [])
+            for rid in dict.fromkeys(ids):
+                r = self.lab.reservations.get(rid)
+                if r is not None and r.state != states.ENDED:
+                    out.append((node, r))
+        return out
+
+    def _notice(self, rev: Revocation, now: float) -> None:
+        holders = self._holders(rev)
+        remaining = max(0.0, rev.deadline - now)
+        self.lab.emit(DELETE_PENDING, revocation_id=rev.id, reason=rev.reason,
+                      max_wait_time=remaining, deadline=rev.deadline,
+                      nodelist=_nodelist(rev, holders, every_node=True))
+        if not holders or remaining == 0:
+            self._take(rev, holders, now)
+            return
+        rev.next_notice = now + self.interval
+        if rev.next_notice < rev.deadline:
+            self.lab.schedule(rev.next_notice, NOTICE, rev.id)
+
+    def _take(self, rev: Revocation, pairs: list[tuple[str, Reservation]], now: float) -> None:
+        """End the reservations in ``pairs`` and publish which nodes went; when that leaves
+        the revocation with no holder (or it is due), it is complete."""
+        self._taking = True
+        try:
+            for r in {r.id: r for _, r in pairs}.values():
+                if r.state != states.ENDED:
+                    self.lab.transition(r, "revoke", now)
+        finally:
+            self._taking = False
+        final = now >= rev.deadline or not self._holders(rev)
+        if final:
+            del self.revocations[rev.id]
+            self.lab.touch(REVOCATION, rev.id)
+        self.lab.emit(DELETE_COMPLETE, revocation_id=rev.id, reason=rev.reason, final=final,
+                      nodelist=_nodelist(rev, pairs, every_node=final))
+
+    def _on_notice(self, key: str, due: float, now: float) -> None:
+        rev = self.revocations.get(key)
+        if rev is not None and rev.next_notice == due:
+            self._notice(rev, now)
+
+    def _on_deadline(self, key: str, due: float, now: float) -> None:
+        rev = self.revocations.get(key)
+        if rev is not None and rev.deadline == due:
+            self._take(rev, self._holders(rev), now)
+
+    def _freed(self, r: Reservation, now: float) -> None:
+        """A holder that released (or whose reservation expired) has answered too."""
+        if self._taking:
+            return
+        for rev in list(self.revocations.values()):
+            if set(r.resources) & set(rev.nodes) and not self._holders(rev):
+                self._take(rev, [], now)
+
+    # --- checks ---
+
+    def _admin(self, caller: Caller, what: str) -> None:
+        if not caller.admin:
+            raise Forbidden(f"{what} is for admins; {caller.user} is not one")
+
+    def _check_nodes(self, nodes: list[str]) -> None:
+        if not nodes:
+            raise BadRequest("nodelist must name at least one node")
+        if len(set(nodes)) != len(nodes):
+            raise BadRequest("a node is named twice in nodelist")
+        for node in nodes:
+            self.lab.resource(node)
+
+    def _pending_revoke(self, node: str) -> Revocation | None:
+        """The admin revocation (not a maintenance one) counting down on ``node``."""
+        return next((rev for rev in self.revocations.values()
+                     if rev.maintenance is None and node in rev.nodes), None)
+
+    # --- persistence ---
+
+    def _snapshot(self, key: str) -> dict | None:
+        rev = self.revocations.get(key)
+        return rev.to_record() if rev is not None else None
+
+    def _restore(self, records: list[dict], now: float) -> None:
+        """Resume each countdown with a notice at once; one whose nodes left the inventory
+        is dropped (and deleted from the store)."""
+        for rec in records:
+            rev = Revocation.from_record(rec)
+            rev.nodes = [n for n in rev.nodes if n in self.lab.resources]
+            if not rev.nodes:
+                self.lab.touch(REVOCATION, rev.id)
+                continue
+            self.revocations[rev.id] = rev
+            self.lab.schedule(rev.deadline, DEADLINE, rev.id)
+            rev.next_notice = now
+            self.lab.schedule(now, NOTICE, rev.id)
+
+    def _snapshot_resource(self, name: str) -> dict | None:
+        res = self.lab.resources.get(name)
+        if res is None or (res.in_service and res.value is None):
+            return None
+        return {"name": name, "in_service": res.in_service, "value": res.value}
+
+    def _restore_resources(self, records: list[dict], now: float) -> None:
+        for rec in records:
+            res = self.lab.resources.get(rec["name"])
+            if res is not None:
+                res.in_service = rec["in_service"]
+                res.value = rec["value"]
+
+
+def _usable_before(r: Reservation, start: float) -> bool:
+    """Whether ``r`` has time of its own before ``start`` (after any reconfiguration)."""
+    return r.start < start and all(b.start < start for b in r.bookings)

@@ -1,0 +1,70 @@
+"""atsd against the ceiling: a bare asyncio pyzmq ROUTER that decodes a msgpack request and
+replies, draining every ready message per wake-up (the fastest plain Python does here),
+and atsd answering ``check_available``, with the same clients in the same run.
+
+    python bench/ceiling.py [--duration 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing as mp
+
+import msgpack
+import zmq
+import zmq.asyncio
+
+from common import latency, pack, save, start_daemon, table, throughput
+
+
+def _bare_router(endpoint_out: mp.Queue) -> None:
+    async def serve():
+        ctx = zmq.asyncio.Context()
+        router = ctx.socket(zmq.ROUTER)
+        router.bind("tcp://127.0.0.1:*")
+        endpoint_out.put(router.getsockopt_string(zmq.LAST_ENDPOINT))
+        plain = zmq.Socket.shadow(router.underlying)
+        reply = msgpack.packb({"ok": True, "available": True})
+        while True:
+            await router.poll()
+            while True:
+                try:
+                    frames = plain.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                msgpack.unpackb(frames[-1])
+                plain.send_multipart(frames[:-1] + [reply])
+    asyncio.run(serve())
+
+
+def run(duration: float = 3.0) -> dict:
+    q: mp.Queue = mp.Queue()
+    bare = mp.Process(target=_bare_router, args=(q,), daemon=True)
+    bare.start()
+    bare_endpoint = q.get(timeout=10)
+    config = {"resources": [{"name": f"r{i}", "type": "board"} for i in range(16)]}
+    d = start_daemon(config, "ceiling")
+    try:
+        request = pack({"command": "check_available", "resource": "r3", "start_time": 2e9,
+                        "end_time": 2e9 + 3600})
+        results = []
+        for name, endpoint in (("bare ROUTER", bare_endpoint), ("atsd", d.listen)):
+            rps = throughput(endpoint, [request], inflight=64, duration=duration)
+            p50, p99 = latency(endpoint, request)
+            results.append({"server": name, "req_per_s": rps, "p50_ms": p50, "p99_ms": p99})
+    finally:
+        d.stop()
+        bare.terminate()
+        bare.join()
+    ratio = results[1]["req_per_s"] / results[0]["req_per_s"]
+    table("Ceiling: check_available, 64 in flight; latency of one REQ client", results,
+          ["server", "req_per_s", "p50_ms", "p99_ms"])
+    print(f"atsd / ceiling = {ratio:.2f}  (target >= 0.5)")
+    return {"results": results, "ratio": ratio, "target": 0.5}
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    p.add_argument("--duration", type=float, default=3.0)
+    save("ceiling", run(p.parse_args().duration))

@@ -1,0 +1,129 @@
+"""What the benchmarks share: a real atsd (the tests' Daemon helper), load generators that
+run in their own processes, and printing/saving results. A benchmark prints figures and
+ratios; it never passes or fails."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import msgpack
+import zmq
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
+RESULTS = ROOT / "bench" / "results"
+
+from daemon import Daemon  # noqa: E402  (the tests' real-daemon helper)
+
+
+def start_daemon(config: dict, name: str = "atsd") -> Daemon:
+    directory = Path(tempfile.mkdtemp(prefix=f"atsd-bench-{name}-"))
+    return Daemon(directory, config).start()
+
+
+def _pipelined(endpoint: str, payloads: list[bytes], inflight: int, duration: float,
+               out: mp.Queue) -> None:
+    """DEALER client keeping ``inflight`` requests outstanding for ``duration`` seconds."""
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    n = len(payloads)
+    sent = done = 0
+    for _ in range(inflight):
+        sock.send_multipart([b"", payloads[sent % n]])
+        sent += 1
+    for _ in range(inflight):          # warm-up: let the first round trip happen
+        sock.recv_multipart()
+        done += 1
+        sock.send_multipart([b"", payloads[sent % n]])
+        sent += 1
+    done = 0
+    start = time.perf_counter()
+    end = start + duration
+    while True:
+        sock.recv_multipart()
+        done += 1
+        if time.perf_counter() >= end:
+            break
+        sock.send_multipart([b"", payloads[sent % n]])
+        sent += 1
+    out.put(done / (time.perf_counter() - start))
+    sock.close()
+    ctx.term()
+
+
+def throughput(endpoint: str, payloads: list[bytes], inflight: int = 64,
+               duration: float = 3.0, clients: int = 1) -> float:
+    """Replies per second with ``clients`` processes each keeping ``inflight`` requests
+    outstanding."""
+    q: mp.Queue = mp.Queue()
+    procs = [mp.Process(target=_pipelined, args=(endpoint, payloads, inflight, duration, q))
+             for _ in range(clients)]
+    for p in procs:
+        p.start()
+    rates = [q.get(timeout=duration + 60) for _ in procs]
+    for p in procs:
+        p.join()
+    return sum(rates)
+
+
+def latency(endpoint: str, payload: bytes, n: int = 2000) -> tuple[float, float]:
+    """p50 and p99 round-trip milliseconds of one synchronous REQ client."""
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.REQ)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    for _ in range(100):
+        sock.send(payload)
+        sock.recv()
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        sock.send(payload)
+        sock.recv()
+        times.append((time.perf_counter() - t) * 1000)
+    sock.close()
+    times.sort()
+    return times[n // 2], times[int(n * 0.99)]
+
+
+def pack(request: dict) -> bytes:
+    return msgpack.packb(request, use_bin_type=True)
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def table(title: str, rows: list[dict], columns: list[str]) -> None:
+    print(f"\n{title}")
+    cells = [[_fmt(r.get(c)) for c in columns] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:,.3g}" if abs(v) < 100 else f"{v:,.0f}"
+    return "-" if v is None else str(v)
+
+
+def save(name: str, data: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    data = {"benchmark": name, "date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(), **data}
+    path.write_text(json.dumps(data, indent=2))
+    return path

@@ -1,0 +1,73 @@
+"""Run every benchmark, print each table, write bench/results/*.json and one plot
+(bench/results/summary.png, if matplotlib is installed: `pip install '.[bench]'`).
+
+    python bench/run_all.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from common import RESULTS, save
+
+
+def plot(results: dict) -> None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no plot (pip install '.[bench]')")
+        return
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    ceiling = results["ceiling"]["results"]
+    axes[0].bar([r["server"] for r in ceiling], [r["req_per_s"] for r in ceiling],
+                color=["grey", "tab:blue"])
+    axes[0].set_title(f"check_available, req/s\natsd / ceiling = {results['ceiling']['ratio']:.2f}")
+    cycles = results["cycles"]["results"]
+    labels = [f"{r['system'].split()[0]}\n{r['clients']} client(s)" for r in cycles]
+    axes[1].bar(labels, [r["cycles_per_s"] for r in cycles],
+                color=["tab:blue" if r["system"] == "atsd" else "tab:orange" for r in cycles])
+    axes[1].set_yscale("log")
+    axes[1].set_title("durable request+claim+release, cycles/s")
+    rows = results["scaling"]["bookings"]
+    axes[2].plot([r["bookings"] for r in rows], [r["search_us"] for r in rows], "o-",
+                 label="availability search")
+    axes[2].plot([r["bookings"] for r in rows], [r["request_release_us"] for r in rows], "s-",
+                 label="request + release")
+    axes[2].set_xscale("log")
+    axes[2].set_ylim(bottom=0)
+    axes[2].set_title("one resource with N bookings, µs/call")
+    axes[2].legend()
+    fig.suptitle(f"atsd benchmarks, {time.strftime('%Y-%m-%d')}, 2 cores")
+    fig.tight_layout()
+    path = RESULTS / "summary.png"
+    fig.savefig(path, dpi=90)
+    print(f"plot: {path}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--quick", action="store_true", help="shorter runs, no labgrid")
+    args = p.parse_args()
+    duration = 1.5 if args.quick else 5.0
+    import ceiling
+    import cycles
+    import fanout
+    import restart
+    import scaling
+    results = {
+        "ceiling": ceiling.run(duration),
+        "cycles": cycles.run(duration, labgrid=not args.quick),
+        "scaling": scaling.run(),
+        "fanout": fanout.run(),
+        "restart": restart.run(20_000 if args.quick else 100_000),
+    }
+    for name, data in results.items():
+        save(name, data)
+    plot(results)
+
+
+if __name__ == "__main__":
+    main()
