@@ -70,6 +70,7 @@ class Server:
         self._running: dict[str, list] = {}   # cache key -> envelopes of its retries
         self._last_reply_prune = now
         self.stopping = False
+        self._wakeup: asyncio.Future | None = None
         self.endpoints: dict[str, str] = {}
 
     def _load_app(self) -> App:
@@ -106,10 +107,6 @@ class Server:
         # plain sockets over the same handles: draining and sending need no futures
         self.router_sync = zmq.Socket.shadow(self.router.underlying)
         self.pub_sync = zmq.Socket.shadow(self.pub.underlying)
-        self.wake_rx = self.ctx.socket(zmq.PAIR)
-        self.wake_rx.bind(f"inproc://wake-{id(self)}")
-        self.wake_tx = zmq.Context.shadow(self.ctx.underlying).socket(zmq.PAIR)
-        self.wake_tx.connect(f"inproc://wake-{id(self)}")
         self.endpoints = {
             "listen": self.router.getsockopt_string(zmq.LAST_ENDPOINT),
             "events": self.pub.getsockopt_string(zmq.LAST_ENDPOINT),
@@ -122,7 +119,27 @@ class Server:
                  resources=len(self.app.lab.resources))
 
     def wake(self) -> None:
-        self.wake_tx.send(b"", zmq.NOBLOCK)
+        """Run a step soon: a request may be ready, a task finished, a deadline came."""
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
+
+    async def _sleep(self) -> None:
+        """Until the ROUTER may have a request, a task calls ``wake``, or the engine's next
+        deadline. The ROUTER's FD only says "look at ZMQ_EVENTS", and checking them resets
+        it, so they are checked once more just before sleeping."""
+        if self._finished or self.router_sync.get(zmq.EVENTS) & zmq.POLLIN:
+            return
+        loop = asyncio.get_running_loop()
+        self._wakeup = loop.create_future()
+        deadline = self.app.lab.next_deadline()
+        timer = None if deadline is None else loop.call_later(
+            max(0.0, deadline - time.time()), self.wake)
+        try:
+            await self._wakeup
+        finally:
+            self._wakeup = None
+            if timer is not None:
+                timer.cancel()
 
     # --- the loop ---
 
@@ -131,22 +148,14 @@ class Server:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
         self.security.start()
-        poller = zmq.asyncio.Poller()
-        poller.register(self.router, zmq.POLLIN)
-        poller.register(self.wake_rx, zmq.POLLIN)
-        wake_rx = zmq.Socket.shadow(self.wake_rx.underlying)
+        fd = self.router_sync.get(zmq.FD)
+        loop.add_reader(fd, self.wake)
         self.flush([], time.time())          # publish what recovery did
         self.runner.recover()
         while not self.stopping:
-            deadline = self.app.lab.next_deadline()
-            timeout = -1 if deadline is None else max(0, int((deadline - time.time()) * 1000) + 1)
-            await poller.poll(timeout)
-            while True:
-                try:
-                    wake_rx.recv(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
+            await self._sleep()
             self.step(time.time())
+        loop.remove_reader(fd)
         await self.shutdown()
 
     def stop(self) -> None:
@@ -162,7 +171,7 @@ class Server:
         self._received.clear()
         for _ in range(MAX_BATCH):
             try:
-                frames = self.router_sync.recv_multipart(zmq.NOBLOCK, copy=False)
+                frames = self.router_sync.recv_multipart(zmq.NOBLOCK, copy=not self.security.curve)
             except zmq.Again:
                 break
             reply = self.handle(frames, now)
@@ -189,7 +198,7 @@ class Server:
                 self._commit_failed(exc, out, replies)
                 numbered = []
         for o in out:
-            self.router_sync.send_multipart(o.envelope + [o.data], copy=False)
+            self.router_sync.send_multipart(o.envelope + [o.data])
         self.app.events.append(numbered)
         self.runner.on_committed(numbered)
         for e in numbered:
@@ -215,18 +224,23 @@ class Server:
     # --- one request ---
 
     def handle(self, frames: list, now: float) -> Outgoing | None:
-        identity = frames[0].bytes
-        envelope = [f.bytes for f in frames[:-1]]
+        """Answer one request. ``frames`` are bytes, or zmq.Frames when CURVE is on (the
+        last one carries the ZAP User-Id)."""
+        last = frames[-1]
+        if not isinstance(last, bytes):
+            frames = [f.bytes for f in frames]
+        identity = frames[0]
+        envelope = frames[:-1]
         request_id = None
         cache_key = None
         try:
-            request = protocol.decode(frames[-1].bytes, self.limits)
+            request = protocol.decode(frames[-1], self.limits)
             request_id = _request_id(request)
             name, request_id, user = protocol.envelope(request)
             cmd = self.commands.get(name)
             if cmd is None:
                 raise BadRequest(f"unknown command {name!r}")
-            caller = self.app.caller(self._user(frames[-1], user))
+            caller = self.app.caller(self._user(last, user))
             if cmd.mutating and request_id is not None:
                 cache_key = f"{caller.user}\0{request_id}"
                 if cache_key in self.replies:
@@ -311,9 +325,8 @@ class Server:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.step(time.time())
-        for sock in (self.router, self.pub, self.wake_rx):
+        for sock in (self.router, self.pub):
             sock.close()
-        self.wake_tx.close()
         self.security.stop()
         self.ctx.term()
         self.store.close()
