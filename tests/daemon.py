@@ -29,6 +29,10 @@ BASE_CONFIG = {
 }
 
 
+def cli_env() -> dict:
+    return {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+
+
 def wait_for(predicate, timeout: float = 10.0, interval: float = 0.01, what: str = "condition"):
     """Poll ``predicate`` until it returns something true, or fail after ``timeout``."""
     deadline = time.monotonic() + timeout
@@ -65,8 +69,7 @@ class Daemon:
     def start(self, timeout: float = 15.0) -> Daemon:
         self.endpoints_file.unlink(missing_ok=True)
         self._log = open(self.log_path, "ab")
-        env = {**os.environ, **self.env,
-               "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        env = {**cli_env(), **self.env}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "atsd", "--config", str(self.config_path),
              "--listen", self.listen, "--events", self.events,
@@ -89,6 +92,16 @@ class Daemon:
     def client(self, user: str = "alice", **kw) -> ATSClient:
         kw.setdefault("timeout", 5.0)
         return ATSClient(self.listen, user=user, **kw)
+
+    def cli_argv(self, *args: str, user: str = "alice") -> list[str]:
+        """``atsclient`` pointed at this daemon, as a user would type it."""
+        return [sys.executable, "-m", "atsclient", "--server", self.listen, "--events",
+                self.events, "--user", user, *args]
+
+    def cli(self, *args: str, user: str = "alice", timeout: float = 60):
+        """Run ``atsclient`` against this daemon and wait for it."""
+        return subprocess.run(self.cli_argv(*args, user=user), capture_output=True, text=True,
+                              timeout=timeout, env=cli_env())
 
     def stop(self) -> int:
         if self.proc is not None and self.proc.poll() is None:

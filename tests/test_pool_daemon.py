@@ -10,16 +10,13 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from atsclient import (AsyncATSClient, ATSClient, BadRequest, Conflict, Forbidden,
                        ResourceUnavailable)
 from atsclient.pool import ResourcePool
-from daemon import wait_for
-
-ROOT = Path(__file__).resolve().parents[1]
+from daemon import cli_env, wait_for
 
 # the shape of CTest's documented example (ctest(1), "Resource Specification File")
 SPEC = {"version": {"major": 1, "minor": 0},
@@ -258,9 +255,7 @@ def test_many_processes_never_over_allocate(pool_daemon, alice):
 # --- atsclient run ---
 
 def atsclient(daemon, *args, **kw):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "atsclient", "--server", daemon.listen,
-                             "--user", "alice", *args], env=env, **kw)
+    return subprocess.Popen(daemon.cli_argv(*args), env=cli_env(), **kw)
 
 
 DUMP_ENV = ("import json, os, sys; json.dump({k: v for k, v in os.environ.items() "
