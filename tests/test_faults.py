@@ -1,0 +1,344 @@
+"""Faults a lab daemon meets over months, each injected for real: a full disk under the state
+file, clients killed while holding slots, a daemon killed in the middle of a call, a
+subscriber that stops reading, and state files that are damaged or come from an older atsd.
+(An unreachable daemon named by the CLI: test_cli.py.)"""
+
+import asyncio
+import errno
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import msgpack
+import pytest
+import zmq
+
+from atsclient import ResourceUnavailable
+from atsclient.events import Subscriber
+from daemon import BASE_CONFIG, Daemon, cli_env, wait_for
+
+DATA = Path(__file__).resolve().parent / "data"
+SPEC = {"version": {"major": 1, "minor": 0},
+        "local": [{"gpus": [{"id": "0", "slots": 2}, {"id": "1", "slots": 2}]}]}
+ENDED = "RESERVATION_ENDED"
+
+
+def pool_daemon(directory: Path, **config) -> Daemon:
+    """BASE_CONFIG's lab plus a CTest spec's GPU pool."""
+    d = Daemon(directory, {**BASE_CONFIG, "resource_spec": "spec.json", **config})
+    (d.dir / "spec.json").write_text(json.dumps(SPEC))
+    return d
+
+
+def listing(client) -> list[tuple]:
+    return sorted((r["id"], r["resource"], r["kind"], r["start_time"], r["end_time"])
+                  for r in client.list_reservations())
+
+
+def status_events(client, rid: str) -> list[dict]:
+    return [e for e in client.get_events(0, topics=["reservation.status"], limit=10_000)["events"]
+            if e["reservation_id"] == rid]
+
+
+def free_gpus(client) -> int:
+    return sum(i["slots"] for i in client.get_pool()["resources"]["gpus"])
+
+
+# --- a failed commit ---
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MB tmpfs: a real file system that can be filled up, and emptied again."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)],
+                            capture_output=True, text=True)
+    if result.returncode:
+        pytest.skip(f"cannot mount a tmpfs (needs root): {result.stderr.strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+def fill(directory: Path) -> Path:
+    """Write a file until the file system has no block left."""
+    filler = directory / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        for size in (1 << 20, 4096, 1):
+            try:
+                while os.write(fd, b"\0" * size):
+                    pass
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
+    return filler
+
+
+def test_failed_commit_answers_internal_and_memory_stays_equal_to_disk(tmp_path, small_disk):
+    d = pool_daemon(tmp_path / "atsd", state=str(small_disk / "atsd.db")).start()
+    try:
+        alice = d.client("alice")
+        held, _, _ = alice.request_reservation("dut-1", reservation_duration=600)
+        alice.claim_reservation(held)
+        lease = alice.checkout([{"type": "gpus", "slots": 2}], lease_s=3.0)
+        before = listing(alice)
+        filler = fill(small_disk)
+
+        request = {"command": "request_reservation", "resource": "dut-2",
+                   "reservation_duration": 60, "request_id": "while-the-disk-is-full"}
+        reply = alice.server_communicate(request)
+        assert reply["error"]["code"] == "internal", reply
+        assert "disk is full" in reply["error"]["message"]
+        assert d.proc.poll() is None
+        assert listing(alice) == before           # nothing of the refused request stayed
+        assert "commit_failed" in d.log() and "database or disk is full" in d.log()
+        alice.close()
+        d.restart()                               # memory was what the disk has
+        alice = d.client("alice")
+        assert listing(alice) == before
+
+        # the lease ends while nothing can be saved: the slots are free in memory ...
+        wait_for(lambda: free_gpus(alice) == 4, what="the lease to end", interval=0.05)
+        assert not [e for e in status_events(alice, lease["allocation_id"])
+                    if e["reservation_status"] == ENDED]
+
+        filler.unlink()                           # ... and once the disk has room again
+        again = alice.server_communicate(request)     # not answered before: done now
+        assert again["ok"], again
+        ended = [e["reason"] for e in status_events(alice, lease["allocation_id"])
+                 if e["reservation_status"] == ENDED]
+        assert ended == ["expired"]               # saved and published with that group
+        after = listing(alice)
+        assert after == sorted([r for r in before if r[0] == held]
+                               + [(again["pre_reservation_id"], "dut-2", "pre",
+                                   again["time_available"], again["end_time"])])
+        assert alice.server_communicate(request) == again
+        alice.close()
+
+        d.restart()                               # and still is
+        with d.client("alice") as c:
+            assert listing(c) == after
+            assert [e["reason"] for e in status_events(c, lease["allocation_id"])
+                    if e["reservation_status"] == ENDED] == ["expired"]
+            assert c.server_communicate(request) == again
+    finally:
+        d.kill()
+
+
+# --- clients that die, daemons that die ---
+
+HOLDER = """
+import sys
+from atsclient import ATSClient
+c = ATSClient(sys.argv[1], user="crashy")
+lease = c.checkout([{"type": "gpus", "slots": 2}, {"type": "gpus", "slots": 1}], lease_s=2.0)
+pre, _, _ = c.request_reservation("dut-1", reservation_duration=2.0)
+c.claim_reservation(pre)
+print(lease["allocation_id"], pre, lease["expire_time"], flush=True)
+sys.stdin.read()          # hold them until killed
+"""
+
+
+def test_client_killed_while_holding_gets_nothing_past_its_lease_or_end(tmp_path):
+    d = pool_daemon(tmp_path / "atsd").start()
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, d.listen],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                              env=cli_env())
+    try:
+        allocation, reservation, expire = holder.stdout.readline().split()
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+        with d.client("watcher") as c:
+            assert free_gpus(c) == 1
+            assert {r["id"] for r in c.list_reservations(owner="crashy")} == {allocation,
+                                                                              reservation}
+
+            def ended():
+                got = {}
+                for rid in (allocation, reservation):
+                    got.update({rid: e for e in status_events(c, rid)
+                                if e["reservation_status"] == ENDED})
+                return len(got) == 2 and got
+            got = wait_for(ended, what="the dead client's holdings to end")
+            assert {e["reason"] for e in got.values()} == {"expired"}
+            assert float(expire) <= got[allocation]["ts"] < float(expire) + 1.0
+            assert free_gpus(c) == 4
+            assert c.list_reservations(owner="crashy") == []
+    finally:
+        holder.kill()
+        d.kill()
+
+
+def test_call_in_flight_when_the_daemon_is_killed_is_answered_by_the_next_one(tmp_path):
+    """Lazy Pirate across a restart: the request reaches a daemon that dies without
+    answering it; the same request (same request_id) is answered by the restarted one, and
+    books once."""
+    d = Daemon(tmp_path / "atsd").start()
+    try:
+        c = d.client("alice", timeout=1.0, retries=10)
+        c.get_version()
+        os.kill(d.proc.pid, signal.SIGSTOP)    # receives, never answers
+        answer = {}
+        call = threading.Thread(target=lambda: answer.update(
+            r=c.request_reservation("dut-2", reservation_duration=60)))
+        call.start()
+        port = int(d.listen.rpartition(":")[2])
+        wait_for(lambda: unread_bytes(port), what="the request to reach the stopped daemon")
+        d.restart()                            # SIGKILL (a stopped process dies too), start
+        call.join(30)
+        assert not call.is_alive()
+        pre = answer["r"][0]
+        assert [r["id"] for r in c.list_reservations(resource="dut-2")] == [pre]
+        c.close()
+    finally:
+        d.kill()
+
+
+def unread_bytes(port: int) -> int:
+    """Bytes waiting, unread, on the daemon's side of connections to ``port``."""
+    total = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].split(":")[1], 16) == port and fields[3] == "01":   # ESTABLISHED
+            total += int(fields[4].split(":")[1], 16)
+    return total
+
+
+# --- a subscriber that stops reading ---
+
+BOARDS = [f"board-{i}-{'x' * 110}" for i in range(8)]   # long names: big event payloads
+
+
+def publish(endpoint: str, pairs: int) -> float:
+    """``pairs`` request + release of all BOARDS, 32 in flight: two reservation.status
+    events each. No request_id, so no reply is kept for retries: what the daemon keeps per
+    event is its log entry only. Returns events per second."""
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    request = msgpack.packb({"command": "request_reservation", "resources": BOARDS,
+                             "reservation_duration": 60, "user": "load"})
+    sent = done = 0
+    start = time.perf_counter()
+    while sent < min(32, pairs):
+        sock.send_multipart([b"", request])
+        sent += 1
+    while done < pairs:
+        assert sock.poll(30_000), "the daemon stopped answering"
+        reply = msgpack.unpackb(sock.recv_multipart()[-1])
+        assert reply["ok"], reply
+        if "pre_reservation_id" in reply:
+            sock.send_multipart([b"", msgpack.packb({
+                "command": "release_reservation", "user": "load",
+                "reservation_id": reply["pre_reservation_id"]})])
+            continue
+        done += 1
+        if sent < pairs:
+            sock.send_multipart([b"", request])
+            sent += 1
+    sock.close()
+    return 2 * pairs / (time.perf_counter() - start)
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+async def test_subscriber_that_stops_reading_costs_bounded_memory_and_recovers(tmp_path):
+    hwm = 1000
+    d = Daemon(tmp_path / "atsd", {
+        "resources": [{"name": n, "type": "board"} for n in BOARDS],
+        "event_hwm": hwm, "event_log_size": 50_000,
+        "history_s": 0.5}).start()       # ended reservations are dropped: memory is flat
+    try:
+        pairs = 3000
+        publish(d.listen, 1000)                   # warm up
+        r0 = rss_mb(d.proc.pid)
+        rate_alone = publish(d.listen, pairs)     # what the events cost with nobody stalled
+        grown_alone = rss_mb(d.proc.pid) - r0
+        async with Subscriber(d.listen, d.events, since_seq=None,
+                              sockopts={zmq.RCVHWM: 100, zmq.RCVBUF: 8192}) as sub:
+            first = sub.last_seq
+            publish(d.listen, pairs)              # fills the stalled subscriber's queue
+            r1 = rss_mb(d.proc.pid)
+            rates = [publish(d.listen, pairs) for _ in range(2)]   # and then some
+            grown_stalled = rss_mb(d.proc.pid) - r1
+            # had the daemon queued every event for the subscriber, it would have grown by
+            # their payloads too (12000 of over 1 KB); it grew as it does without one
+            assert grown_stalled < 2 * grown_alone * 1.3 + 3, (grown_alone, grown_stalled)
+            assert min(rates) > rate_alone / 3, (rate_alone, rates)   # it never blocks
+            with d.client("other") as other:
+                start = time.perf_counter()
+                last = other.get_events(0, limit=1)["last_seq"]
+                assert time.perf_counter() - start < 0.5
+            assert last - first >= 6 * pairs > 10 * hwm
+
+            async def read_up_to_last():          # reading again: nothing is missing
+                seqs = []
+                async for event in sub:
+                    seqs.append(event["seq"])
+                    if event["seq"] == last:
+                        return seqs
+            seqs = await asyncio.wait_for(read_up_to_last(), 30)
+            assert seqs == list(range(first + 1, last + 1))
+            assert sub.fetched > 0 and sub.lost == []
+    finally:
+        d.kill()
+
+
+# --- state files ---
+
+def test_state_file_of_schema_1_is_migrated(tmp_path):
+    """tests/data/state-schema1.sqlite was written with schema 1 (no replies table) and holds
+    alice's claimed reservation of dut-1 until 2100, and the two events that made it."""
+    d = Daemon(tmp_path / "atsd")
+    shutil.copy(DATA / "state-schema1.sqlite", d.state)
+    d.start()
+    try:
+        with d.client("alice") as c:
+            rows = c.list_reservations()
+            assert [(r["id"], r["resource"], r["kind"], r["owner"], r["end_time"])
+                    for r in rows] == [("v1LiveClaimed001", "dut-1", "claimed", "alice",
+                                        4_102_444_800.0)]
+            with pytest.raises(ResourceUnavailable, match="dut-1"):
+                c.request_reservation("dut-1", next_available=False)
+            old = c.get_events(0)["events"]
+            assert [e["seq"] for e in old[:2]] == [1, 2]
+            extend = {"command": "extend_reservation", "reservation_id": "v1LiveClaimed001",
+                      "extra_s": 60, "request_id": "after-migration"}
+            first = c.server_communicate(extend)
+            assert first["expire_time"] == 4_102_444_860.0
+            assert c.server_communicate(extend) == first    # the new replies table works
+        d.restart()
+        with d.client("alice") as c:
+            assert c.server_communicate(extend) == first
+        d.stop()
+        con = sqlite3.connect(d.state)
+        assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (2,)
+        assert con.execute("SELECT count(*) FROM replies").fetchone()[0] >= 1
+        con.close()
+    finally:
+        d.kill()
+
+
+def test_damaged_state_file_is_refused_before_any_migration_writes_it(tmp_path):
+    d = Daemon(tmp_path / "atsd")
+    data = bytearray((DATA / "state-schema1.sqlite").read_bytes())
+    data[2 * 4096:2 * 4096 + 12] = b"\xff" * 12      # the records table's page header
+    d.state.write_bytes(bytes(data))
+    with pytest.raises(AssertionError, match="damaged state file") as err:
+        d.start(timeout=10)
+    assert str(d.state) in str(err.value) and "left as it is" in str(err.value)
+    assert d.state.read_bytes() == bytes(data)
