@@ -44,8 +44,9 @@ class Config:
     history_s: float = 7 * 86400.0
     default_lease_s: float = 3600.0
     countdown_interval_s: float = 60.0
-    event_log_size: int = 100_000
-    event_hwm: int = 100_000         # events queued per subscriber before PUB drops
+    event_log_size: int = 50_000     # events get_events can still return (~1 KB each in memory)
+    event_hwm: int = 10_000          # events queued per subscriber before PUB drops (they
+                                     # are fetched from the log, so a small queue loses none)
     max_frame_bytes: int = 1024 * 1024
     max_in_flight: int = 64          # requests one identity may have waiting for a reply
     limits: Limits = field(default_factory=Limits)   # msgpack decoding limits

@@ -31,7 +31,7 @@ class EventLog:
         self._events.extend(numbered)
         self._seqs.extend(e["seq"] for e in numbered)
         self.last_seq = numbered[-1]["seq"]
-        if len(self._events) > 2 * self.size:
+        if len(self._events) > self.size + self.size // 4:   # trim now and then
             del self._events[:-self.size]
             del self._seqs[:-self.size]
 

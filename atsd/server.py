@@ -47,8 +47,8 @@ log = logmod.get("atsd.server")
 class Outgoing:
     envelope: list[bytes]
     data: bytes
-    cache_key: str | None      # set for a mutating request's reply
     request_id: str | None
+    mutating: bool = False
 
 
 class Server:
@@ -206,16 +206,19 @@ class Server:
 
     def _commit_failed(self, exc: Exception, out: list[Outgoing],
                        replies: list[tuple[str, float, bytes]]) -> None:
-        """Nothing of this group reached the disk: its mutating requests are answered
-        ``internal`` and the engine is rebuilt from what the disk has, so memory and disk
-        agree again. Read-only replies are still true and go out as they are. What the
-        rebuild does at once (timers that fell due meanwhile, such as a lease that ended)
-        stays pending, as at start-up, and is committed and published with the next group."""
+        """Nothing of this group reached the disk: its mutating requests, and the reads
+        after the first of them (they may have seen its change), are answered ``internal``,
+        and the engine is rebuilt from what the disk has, so memory and disk agree again.
+        What the rebuild does at once (timers that fell due meanwhile, such as a lease that
+        ended) stays pending, as at start-up, and is committed and published with the next
+        group."""
         log.error("commit_failed", error=str(exc), exc_type=type(exc).__name__)
         for key, _, _ in replies:
             self.replies.pop(key, None)
+        changed = False
         for o in out:
-            if o.cache_key is not None:
+            changed = changed or o.mutating
+            if changed:
                 o.data = protocol.encode(protocol.error_reply(
                     "internal", f"state could not be saved ({exc}); nothing was changed",
                     o.request_id))
@@ -244,7 +247,7 @@ class Server:
             if cmd.mutating and request_id is not None:
                 cache_key = f"{caller.user}\0{request_id}"
                 if cache_key in self.replies:
-                    return Outgoing(envelope, self.replies[cache_key][1], None, request_id)
+                    return Outgoing(envelope, self.replies[cache_key][1], request_id)
                 if cache_key in self._running:      # a retry of a command still running:
                     self._running[cache_key].append(envelope)   # it gets the same reply
                     return None
@@ -283,7 +286,7 @@ class Server:
             self._new_replies.append((cache_key, now, data))
             if len(self.replies) > MAX_CACHED_REPLIES:
                 del self.replies[next(iter(self.replies))]      # the oldest
-        return Outgoing(envelope, data, cache_key, request_id)
+        return Outgoing(envelope, data, request_id, cache_key is not None)
 
     def _start_task(self, coro, identity: bytes, envelope, cache_key, request_id,
                     cmd: Command) -> None:
@@ -309,7 +312,7 @@ class Server:
             first = self._reply(envelope, reply, cache_key, request_id, time.time())
             self._finished.append(first)
             for retry in self._running.pop(cache_key, []) if cache_key is not None else []:
-                self._finished.append(Outgoing(retry, first.data, None, request_id))
+                self._finished.append(Outgoing(retry, first.data, request_id))
             self.wake()
 
         task = asyncio.get_running_loop().create_task(answer())
