@@ -1,18 +1,22 @@
 """Run every benchmark, print each table, write bench/results/*.json and one plot
 (bench/results/summary.png, if matplotlib is installed: `pip install '.[bench]'`).
 
-    python bench/run_all.py [--quick]
+    python bench/run_all.py [--quick]     # --plot: only redraw the plot from the JSON
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 from common import RESULTS, save
 
+NAMES = ("ceiling", "cycles", "scaling", "fanout", "restart")
 
-def plot(results: dict) -> None:
+
+def plot() -> None:
+    results = {name: json.loads((RESULTS / f"{name}.json").read_text()) for name in NAMES}
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -50,7 +54,10 @@ def plot(results: dict) -> None:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true", help="shorter runs, no labgrid")
+    p.add_argument("--plot", action="store_true", help="only redraw the plot")
     args = p.parse_args()
+    if args.plot:
+        return plot()
     duration = 1.5 if args.quick else 5.0
     import ceiling
     import cycles
@@ -66,7 +73,7 @@ def main() -> None:
     }
     for name, data in results.items():
         save(name, data)
-    plot(results)
+    plot()
 
 
 if __name__ == "__main__":
