@@ -64,15 +64,20 @@ def throughput(endpoint: str, payloads: list[bytes], inflight: int = 64,
                duration: float = 3.0, clients: int = 1) -> float:
     """Replies per second with ``clients`` processes each keeping ``inflight`` requests
     outstanding."""
+    return sum(in_processes(_pipelined, [(endpoint, payloads, inflight, duration)] * clients,
+                            duration + 60))
+
+
+def in_processes(target, arg_tuples: list[tuple], timeout: float) -> list:
+    """Run ``target(*args, out)`` in one process per args tuple; what each put on ``out``."""
     q: mp.Queue = mp.Queue()
-    procs = [mp.Process(target=_pipelined, args=(endpoint, payloads, inflight, duration, q))
-             for _ in range(clients)]
+    procs = [mp.Process(target=target, args=(*args, q)) for args in arg_tuples]
     for p in procs:
         p.start()
-    rates = [q.get(timeout=duration + 60) for _ in procs]
+    results = [q.get(timeout=timeout) for _ in procs]
     for p in procs:
         p.join()
-    return sum(rates)
+    return results
 
 
 def latency(endpoint: str, payload: bytes, n: int = 2000) -> tuple[float, float]:

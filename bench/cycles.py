@@ -11,7 +11,7 @@ import argparse
 import multiprocessing as mp
 import time
 
-from common import save, start_daemon, table
+from common import in_processes, save, start_daemon, table
 
 CLIENTS = (1, 8)
 
@@ -38,15 +38,9 @@ def _cycle_worker(endpoint: str, resource: str, duration: float, start_at: float
 
 
 def atsd_cycles(endpoint: str, clients: int, duration: float) -> float:
-    q: mp.Queue = mp.Queue()
     start_at = time.time() + 1.0 + 0.1 * clients
-    procs = [mp.Process(target=_cycle_worker, args=(endpoint, f"r{i}", duration, start_at, q))
-             for i in range(clients)]
-    for p in procs:
-        p.start()
-    results = [q.get(timeout=duration + 60) for _ in procs]
-    for p in procs:
-        p.join()
+    results = in_processes(_cycle_worker, [(endpoint, f"r{i}", duration, start_at)
+                                           for i in range(clients)], duration + 60)
     return sum(n for n, _ in results) / max(t for _, t in results)
 
 
