@@ -61,7 +61,9 @@ def too_deep(obj: Any, levels: int) -> bool:
         obj = obj.values()
     elif not isinstance(obj, list):
         return False
-    return levels == 0 or any(too_deep(v, levels - 1) for v in obj)
+    if levels == 0:
+        return True
+    return any(too_deep(v, levels - 1) for v in obj if isinstance(v, (dict, list)))
 
 
 def encode(reply: dict) -> bytes:

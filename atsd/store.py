@@ -106,8 +106,12 @@ class Store:
         return [unpack(d) for (d,) in reversed(rows.fetchall())]
 
     def last_seq(self) -> int:
-        row = self.db.execute("SELECT value FROM meta WHERE key='last_seq'").fetchone()
-        return row[0] if row else 0
+        """The newest event's seq: trimming keeps the newest, so it is always in the table
+        (files written before this kept it in meta as well)."""
+        row = self.db.execute(
+            "SELECT max(COALESCE((SELECT max(seq) FROM events), 0),"
+            " COALESCE((SELECT value FROM meta WHERE key='last_seq'), 0))").fetchone()
+        return row[0]
 
     def load_replies(self, since: float) -> dict[str, tuple[float, bytes]]:
         rows = self.db.execute("SELECT key, ts, data FROM replies WHERE ts >= ?", (since,))
@@ -130,7 +134,6 @@ class Store:
                 db.executemany("INSERT INTO events VALUES (?, ?)",
                                [(e["seq"], pack(e)) for e in events])
                 last = events[-1]["seq"]
-                db.execute("INSERT OR REPLACE INTO meta VALUES ('last_seq', ?)", (last,))
                 if last % 1000 < len(events):   # trim now and then, not on every commit
                     db.execute("DELETE FROM events WHERE seq <= ?", (last - keep_events,))
             if replies:
