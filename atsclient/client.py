@@ -22,7 +22,7 @@ import msgpack
 import zmq
 import zmq.asyncio
 
-from .errors import ResourceUnavailable, Unreachable, from_reply
+from .errors import BY_CODE, ResourceUnavailable, Unreachable, from_reply
 from .security import curve_keys
 
 DEFAULT_SERVER = "tcp://127.0.0.1:5555"
@@ -117,7 +117,7 @@ class _Methods:
     def server_communicate(self, server_request: dict):
         """Send a request as kissats does (a dict with ``command``) and return the reply as
         it is, errors included."""
-        return self._do(dict(server_request), accept=_ALL_CODES)
+        return self._do(dict(server_request), accept=tuple(BY_CODE))
 
     # --- atsd's own ---
 
@@ -239,8 +239,6 @@ class _Methods:
                         lambda r: {n["node_id"]: n["value"] for n in r["nodelist"]})
 
 
-_ALL_CODES = ("bad_request", "not_found", "unavailable", "conflict", "too_early", "claim_late",
-              "forbidden", "unauthenticated", "overloaded", "backend_error", "internal")
 
 
 def _nodelist(nodes) -> list[dict]:

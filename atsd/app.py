@@ -6,7 +6,7 @@ from __future__ import annotations
 from .config import Config
 from .engine.batch import Batch
 from .engine.calendar import Calendar
-from .engine.lab import Caller, Lab, Reservation
+from .engine.lab import Caller, Lab
 from .engine.pool import Pool
 from .engine.revocation import Revocations
 from .eventlog import EventLog
@@ -26,9 +26,6 @@ class App:
                            {q.name for q in queues if q.backend != "local"})
         self.backends: dict = {}    # queue name -> where its jobs run; the server fills it
 
-    def backend(self, queue: str):
-        return self.backends[queue]
-
     def external_backend(self, queue: str):
         """The backend of a queue whose scheduler grants reservations itself (Slurm)."""
         backend = self.backends.get(queue)
@@ -36,9 +33,3 @@ class App:
 
     def caller(self, user: str) -> Caller:
         return Caller(user, admin=user in self.config.admins)
-
-    def maintenance(self, caller: Caller, names: list[str], start: float, duration: float,
-                    now: float) -> Reservation:
-        """An admin's exclusive window, booked as a maintenance reservation; its holders
-        are warned by a revocation whose deadline is the window's start."""
-        return self.revocations.maintenance(caller, names, start, duration, now)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import yaml
 
 from .engine.lab import ResourceDef
@@ -81,6 +82,16 @@ class _Reader:
             self.fail(key, f"must be a mapping, not {type(value).__name__}")
         return value
 
+    def wire_map(self, value: Any, key: str) -> dict:
+        """A mapping that goes out in replies as it is: only what msgpack carries (YAML
+        also makes dates and unbounded integers, which would fail every reply with them)."""
+        value = self.map(value, key)
+        try:
+            msgpack.packb(value)
+        except (TypeError, ValueError, OverflowError) as exc:
+            self.fail(key, f"holds a value a reply cannot carry ({exc}); quote it as a string")
+        return value
+
     def keys(self, value: dict, key: str, allowed: set[str]) -> None:
         for k in value:
             if k not in allowed:
@@ -139,9 +150,9 @@ def _resource(r: _Reader, value: Any, key: str) -> ResourceDef:
         name=name,
         type=r.name(value.get("type", name.split("-")[0]), f"{key}.type"),
         slots=r.integer(value.get("slots", 1), f"{key}.slots"),
-        config=r.map(value.get("config", {}), f"{key}.config"),
+        config=r.wire_map(value.get("config", {}), f"{key}.config"),
         reconfigure_s=r.number(value.get("reconfigure_s", 0), f"{key}.reconfigure_s"),
-        tags=r.map(value.get("tags", {}), f"{key}.tags"))
+        tags=r.wire_map(value.get("tags", {}), f"{key}.tags"))
 
 
 def _queue(r: _Reader, name: str, value: Any) -> QueueDef:

@@ -236,6 +236,7 @@ class Server:
         envelope = frames[:-1]
         request_id = None
         cache_key = None
+        mutating = False
         try:
             request = protocol.decode(frames[-1], self.limits)
             request_id = _request_id(request)
@@ -243,8 +244,9 @@ class Server:
             cmd = self.commands.get(name)
             if cmd is None:
                 raise BadRequest(f"unknown command {name!r}")
-            caller = self.app.caller(self._user(last, user))
-            if cmd.mutating and request_id is not None:
+            caller = self.app.caller(self.security.user(last, user))
+            mutating = cmd.mutating
+            if mutating and request_id is not None:
                 cache_key = f"{caller.user}\0{request_id}"
                 if cache_key in self.replies:
                     return Outgoing(envelope, self.replies[cache_key][1], request_id)
@@ -257,7 +259,7 @@ class Server:
             if self._in_flight[identity] + self._received[identity] >= self.config.max_in_flight:
                 return self._reply(envelope, protocol.error_reply(
                     "overloaded", f"more than {self.config.max_in_flight} requests in flight",
-                    request_id), None, request_id, now)
+                    request_id), None, request_id, now, mutating=False)
             self._received[identity] += 1
             if cmd.admin and not caller.admin:
                 raise Forbidden(f"{name} is for admins; {caller.user} is not one")
@@ -272,31 +274,37 @@ class Server:
         except Exception as exc:
             log.exception("command_failed", request_id=request_id)
             reply = protocol.error_reply("internal", f"{type(exc).__name__}: {exc}", request_id)
-        return self._reply(envelope, reply, cache_key, request_id, now)
-
-    def _user(self, frame, declared: str | None) -> str:
-        """With CURVE the key's user (ZAP User-Id); without it, whoever the client says."""
-        return self.security.user(frame, declared)
+        return self._reply(envelope, reply, cache_key, request_id, now, mutating)
 
     def _reply(self, envelope, reply: dict, cache_key: str | None, request_id: str | None,
-               now: float) -> Outgoing:
-        data = protocol.encode(reply)
+               now: float, mutating: bool) -> Outgoing:
+        try:
+            data = protocol.encode(reply)
+        except (TypeError, ValueError, OverflowError) as exc:   # a value msgpack cannot carry
+            log.error("reply_not_encodable", error=str(exc), request_id=request_id)
+            data = protocol.encode(protocol.error_reply(
+                "internal", f"the reply could not be encoded: {exc}", request_id))
         if cache_key is not None:
             self.replies[cache_key] = (now, data)
             self._new_replies.append((cache_key, now, data))
             if len(self.replies) > MAX_CACHED_REPLIES:
                 del self.replies[next(iter(self.replies))]      # the oldest
-        return Outgoing(envelope, data, request_id, cache_key is not None)
+        return Outgoing(envelope, data, request_id, mutating)
 
     def _start_task(self, coro, identity: bytes, envelope, cache_key, request_id,
                     cmd: Command) -> None:
         self._in_flight[identity] += 1
         if cache_key is not None:
             self._running[cache_key] = []
+        app = self.app
 
         async def answer():
             try:
-                reply = protocol.ok_reply(await coro, request_id)
+                result = await coro
+                if self.app is not app:     # a failed commit rebuilt the state meanwhile
+                    raise EngineError("state could not be saved while this request ran; "
+                                      "nothing was changed")
+                reply = protocol.ok_reply(result, request_id)
             except EngineError as exc:
                 reply = protocol.reply_for(exc, request_id)
             except asyncio.CancelledError:
@@ -309,7 +317,8 @@ class Server:
                 self._in_flight[identity] -= 1
                 if self._in_flight[identity] <= 0:
                     del self._in_flight[identity]
-            first = self._reply(envelope, reply, cache_key, request_id, time.time())
+            first = self._reply(envelope, reply, cache_key, request_id, time.time(),
+                                cmd.mutating)
             self._finished.append(first)
             for retry in self._running.pop(cache_key, []) if cache_key is not None else []:
                 self._finished.append(Outgoing(retry, first.data, request_id))

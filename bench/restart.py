@@ -78,7 +78,7 @@ def run(count: int = 100_000) -> dict:
            "build_s": build_s}
     table("Restart with a full calendar", [row],
           ["reservations", "first_answer_s", "rss_mb", "state_mb"])
-    print(f"targets: first answer <= 3 s, RSS <= 200 MB")
+    print("targets: first answer <= 3 s, RSS <= 200 MB")
     return {"results": [row], "targets": {"first_answer_s": 3, "rss_mb": 200}}
 
 

@@ -343,3 +343,17 @@ def test_slurm_reservation_deleted_behind_atsds_back(queue):
     assert status["reservation_status"] == "RESERVATION_GRANTED"
     assert [j["state"] for j in status["jobs"]] == ["FAILED"]
     assert queue.cancel(rid)["cancelled"] is True
+
+
+@pytest.mark.parametrize("queue", ["local"], indirect=True)
+def test_a_job_whose_reservation_started_while_down_runs_once(queue):
+    """On restart the start happens (recovery) and the runner catches up: one run only."""
+    r = queue.create(1, 30, time.time() + 1.0)
+    job = queue.submit(r["reservation_id"], queue.jobs / "ok.sh")
+    queue.client.close()
+    queue.daemon.kill()
+    wait_for(lambda: time.time() > r["start_time"], what="the start to pass while down")
+    queue.daemon.start()
+    queue.client = queue.daemon.client("alice", timeout=15.0, retries=1)
+    queue.wait_job(job, "COMPLETED")
+    assert (queue.daemon.dir / "out" / f"{job}.out").read_text().count("job=") == 1

@@ -7,7 +7,6 @@ import pytest
 
 from atsclient import (AsyncATSClient, ResourceReservation, ResourceUnavailable,
                        Unreachable)
-from daemon import wait_for
 
 
 def test_resource_reservation_holds_and_releases(daemon, client):

@@ -1,7 +1,7 @@
 """The engine at simulated times: no I/O, no clock, so hypothesis can drive it anywhere."""
 
 import pytest
-from hypothesis import assume, given, settings, strategies as st
+from hypothesis import settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from atsd.engine import states
@@ -197,3 +197,35 @@ class CalendarMachine(RuleBasedStateMachine):
 TestCalendarMachine = CalendarMachine.TestCase
 TestCalendarMachine.settings = settings(max_examples=150, stateful_step_count=40,
                                         deadline=None)
+
+
+def test_used_slots_counts_a_booking_that_starts_at_that_instant():
+    t = 1795700000.123                       # epoch-sized: t + 1e-9 == t
+    tl = Timeline(4)
+    tl.add(Booking("a", "x", t, t + 60, 3, False))
+    assert tl.used_slots(t) == 3
+    assert tl.used_slots(t + 60) == 0
+
+
+def test_claimed_config_survives_a_restart():
+    lab, cal = make_lab()
+    r = cal.request(ALICE, ["dut"], 0, 100, {"fw": "v2"}, "exclusive", True, None, now=0)
+    cal.claim(ALICE, r.id, now=10)
+    records = {}
+    for kind, _, rec in lab.take_dirty():
+        records.setdefault(kind, []).append(rec)
+    lab2, _ = make_lab()
+    lab2.restore(records, now=20)
+    assert lab2.resources["dut"].config == {"fw": "v2"}
+
+
+def test_batch_reservations_are_not_released_or_extended_by_calendar_commands():
+    from atsd.engine.batch import Batch
+    lab, cal = make_lab()
+    batch = Batch(lab, {"q": ["r1", "r2"]}, set())
+    r = batch.grant(ALICE, "q", ["r1"], 0, 100, now=0)
+    with pytest.raises(Conflict, match="cancel_reservation"):
+        cal.release(ALICE, r.id, now=1)
+    with pytest.raises(Conflict, match="cancel_reservation"):
+        cal.extend(ALICE, r.id, 10, now=1)
+    assert r.state == states.ACTIVE and r.end == 100

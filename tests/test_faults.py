@@ -100,6 +100,15 @@ def test_failed_commit_answers_internal_and_memory_stays_equal_to_disk(tmp_path,
         assert d.proc.poll() is None
         assert listing(alice) == before           # nothing of the refused request stayed
         assert "commit_failed" in d.log() and "database or disk is full" in d.log()
+        # no request_id: the change was still not saved, and the reply must say so
+        raw = zmq.Context.instance().socket(zmq.REQ)
+        raw.connect(d.listen)
+        raw.send(msgpack.packb({"command": "release_reservation", "reservation_id": held,
+                                "user": "alice"}))
+        assert raw.poll(10_000)
+        assert msgpack.unpackb(raw.recv())["error"]["code"] == "internal"
+        raw.close(0)
+        assert listing(alice) == before
         alice.close()
         d.restart()                               # memory was what the disk has
         alice = d.client("alice")

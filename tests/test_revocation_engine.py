@@ -311,3 +311,30 @@ class RevocationMachine(RuleBasedStateMachine):
 TestRevocationMachine = RevocationMachine.TestCase
 TestRevocationMachine.settings = settings(max_examples=100, stateful_step_count=40,
                                           deadline=None)
+
+
+def test_maintenance_window_is_booked_before_waiting_checkouts_are_served():
+    from atsd.engine.pool import Pool, Waiter
+    lab = Lab([ResourceDef("gpus/0", "gpus", slots=1)], claim_window_s=1000)
+    pool, rv = Pool(lab), Revocations(lab, countdown_interval_s=10)
+    bob = pool.checkout(BOB, [("gpus", 1)], 3600, now=0)
+    waiting = pool.checkout(ALICE, [("gpus", 1)], 3600, now=0, wait_s=100)
+    assert isinstance(waiting, Waiter)
+    rv.maintenance(ADMIN, ["gpus/0"], 0, 1000, now=0)   # takes bob's slot at once
+    assert lab.reservations[bob.id].state == states.ENDED
+    assert waiting.result is None                        # not given a piece of the window
+    kinds = [lab.reservations[b.reservation_id].kind for b in lab.resources["gpus/0"].timeline]
+    assert kinds == ["maintenance"]
+
+
+def test_a_reservation_on_two_revocations_completes_both():
+    lab, cal, rv = make_lab()
+    both = held(cal, ALICE, ["n1", "n2"], 0, 1000, now=0)
+    first = rv.revoke(ADMIN, ["n1"], 100, None, now=0)
+    second = rv.revoke(ADMIN, ["n2"], 500, None, now=0)
+    lab.take_events()
+    rv.ack(ALICE, ["n1"], now=10)
+    assert lab.reservations[both.id].state == states.ENDED
+    done = [e["revocation_id"] for e in events(lab, DELETE_COMPLETE) if e["final"]]
+    assert sorted(done) == sorted([first.id, second.id])
+    assert rv.revocations == {}

@@ -41,6 +41,7 @@ class LocalBackend:
         self.report = report        # report(job_id, state, exit_code=None, **fields)
         self._procs: dict[str, asyncio.subprocess.Process] = {}
         self._stopping: set[str] = set()
+        self._started: set[str] = set()
         self._tasks: set[asyncio.Task] = set()
 
     def check_submission(self, script: str, submit_args: list) -> str:
@@ -55,6 +56,10 @@ class LocalBackend:
         return path
 
     def start(self, job: Job, reservation: Reservation) -> None:
+        """Run the job, once: a start and a recovery may both ask for the same job."""
+        if job.id in self._started:
+            return
+        self._started.add(job.id)
         task = asyncio.get_running_loop().create_task(self._run(job, reservation))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -81,6 +86,7 @@ class LocalBackend:
         del self._procs[job.id]
         stopped = job.id in self._stopping
         self._stopping.discard(job.id)
+        self._started.discard(job.id)      # the record now says it ended: never again
         self.report(job.id, CANCELLED if stopped else COMPLETED if code == 0 else FAILED,
                     exit_code=code)
 

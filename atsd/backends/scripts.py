@@ -12,7 +12,10 @@ from ..engine.errors import BadRequest
 def allowed_script(script: str, base: Path, allowed_dirs: list[Path], access: int) -> str:
     """The script's resolved path; bad_request when it is outside the allowed directories,
     missing, or lacks ``access`` (os.X_OK to run it here, os.R_OK to hand it to Slurm)."""
-    path = (base / script).resolve()
+    try:
+        path = (base / script).resolve()
+    except (ValueError, OSError) as exc:        # a NUL byte, a loop of links
+        raise BadRequest(f"job_script {script!r} is not a usable path ({exc})") from None
     if not any(path.is_relative_to(d) for d in allowed_dirs):
         raise BadRequest(f"job_script {script} is not in an allowed directory "
                          f"({', '.join(map(str, allowed_dirs)) or 'none configured'})")

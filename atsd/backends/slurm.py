@@ -236,3 +236,5 @@ async def _slurm(call):
         raise BackendError(f"slurmctld unreachable: {exc.message}") from None
     except sc.SlurmError as exc:
         raise BackendError(exc.message) from None
+    except ValueError as exc:       # what the wrappers refuse before calling Slurm
+        raise BadRequest(str(exc)) from None

@@ -99,7 +99,7 @@ def submit_job_to_reservation(call: Call, reservation_id: str, job_script: str,
     ["arg", value] and ["env", "NAME=value"]."""
     app = call.app
     r = app.batch.batch_reservation(reservation_id, call.caller)
-    backend = app.backend(r.extra["queue"])
+    backend = app.backends[r.extra["queue"]]
     script = backend.check_submission(job_script, submit_args)
     job = app.batch.submit(call.caller, reservation_id, script, submit_args, call.now)
     if not backend.external:

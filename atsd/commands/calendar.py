@@ -53,7 +53,8 @@ def request_reservation(call: Call, resource: str | None, resources: list[str] |
     if maintenance:
         if not call.caller.admin:
             raise Forbidden("maintenance reservations are for admins")
-        r = call.app.maintenance(call.caller, names, start, reservation_duration, call.now)
+        r = call.app.revocations.maintenance(call.caller, names, start, reservation_duration,
+                                             call.now)
     else:
         r = call.app.calendar.request(call.caller, names, start, reservation_duration, config,
                                       reservation_mode, next_available, slots, call.now)
@@ -67,9 +68,11 @@ def claim_reservation(call: Call, pre_reservation_id: str) -> dict:
     too_early (with time_available). After expire_time: claim_late, with a fresh offer
     (pre_reservation_id, new_avail, new_expire) when one exists."""
     r = call.app.calendar.claim(call.caller, pre_reservation_id, call.now)
+    config = r.config
+    if config is None and r.resources:
+        config = call.app.lab.resources[r.resources[0]].config
     return {"reservation_id": r.id, "reservation_ID": r.id, "expire_time": r.end,
-            "resource_config": r.config if r.config is not None else
-            call.app.lab.resources[r.resources[0]].config}
+            "resource_config": config}
 
 
 @command("release_reservation", mutating=True, reservation_id=required(TEXT))

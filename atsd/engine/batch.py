@@ -9,7 +9,8 @@ exclusively on its timeline, so a host in a batch reservation is a host nobody e
 or *external* (a Slurm partition: Slurm owns the nodes and grants the reservation; the
 engine keeps the record, the states and the jobs, with no bookings of its own).
 
-Jobs: PENDING → RUNNING → COMPLETED | FAILED, or → CANCELLED from PENDING or RUNNING. The
+Jobs: PENDING → RUNNING → COMPLETED | FAILED, or → CANCELLED from PENDING or RUNNING (a
+backend that only sees a job after it ended may report PENDING → COMPLETED | FAILED). The
 engine keeps the records (Slurm forgets finished jobs after MinJobAge); running them is the
 backend's business (atsd/backends), which reports each change through ``job_changed``.
 """

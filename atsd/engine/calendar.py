@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from . import states
 from .errors import BadRequest, ClaimLate, Conflict, TooEarly, Unavailable
-from .lab import Caller, Lab, Reservation, Resource, new_id
+from .lab import RESOURCE, Caller, Lab, Reservation, Resource, new_id
 from .timeline import Booking
 
 # How many times the search for a common window may move forward before giving up; each
@@ -95,7 +95,7 @@ class Calendar:
 
     def request(self, caller: Caller, resources: list[str], time_needed: float,
                 duration: float, config: dict | None, mode: str, next_available: bool,
-                slots: int | None, now: float, kind: str = "pre") -> Reservation:
+                slots: int | None, now: float) -> Reservation:
         if len(set(resources)) != len(resources):
             raise BadRequest("a resource is named twice in resources")
         time_needed = max(time_needed, now)
@@ -111,10 +111,11 @@ class Calendar:
                 raise Unavailable(f"{', '.join(resources)}: no window of {duration:g}s fits")
         else:
             raise Unavailable(f"{', '.join(resources)}: busy at the time needed")
-        return self._book(caller, picks, t, mode, slots, config, now, kind)
+        return self._book(caller, picks, t, mode, config, now)
 
-    def _book(self, caller: Caller, picks, t: float, mode: str, slots: int | None,
-              config: dict | None, now: float, kind: str) -> Reservation:
+    def _book(self, caller: Caller, picks, t: float, mode: str, config: dict | None,
+              now: float) -> Reservation:
+        """Book a pre-reservation at ``t`` (the caller found that it fits)."""
         lead = self._window(picks, t)
         duration = picks[0][1].duration
         available = t + lead
@@ -122,13 +123,10 @@ class Calendar:
         rid = new_id()
         bookings = [Booking(rid, r.name, t, end, w.slots, w.exclusive, w.config)
                     for r, w in picks]
-        pre = kind == "pre"
         r = Reservation(
-            id=rid, kind=kind, owner=caller.user,
-            state=states.GRANTED if pre or available > now else states.ACTIVE,
+            id=rid, kind="pre", owner=caller.user, state=states.GRANTED,
             start=available, end=end, mode=mode, slots=picks[0][1].slots, config=config,
-            bookings=bookings,
-            expire_time=min(available + self.lab.claim_window_s, end) if pre else None)
+            bookings=bookings, expire_time=min(available + self.lab.claim_window_s, end))
         return self.lab.add(r, now)
 
     def claim(self, caller: Caller, rid: str, now: float) -> Reservation:
@@ -148,33 +146,35 @@ class Calendar:
         if r.config is not None:
             for b in r.bookings:
                 self.lab.resources[b.resource].config = dict(r.config)
+                self.lab.touch(RESOURCE, b.resource)
         return r
 
     def _late(self, caller: Caller, lapsed: Reservation, now: float) -> ClaimLate:
         """A late claim gets a fresh offer like the lapsed one, from now, when one exists."""
+        msg = f"pre-reservation {lapsed.id} lapsed at {lapsed.expire_time}"
+        if not all(name in self.lab.resources for name in lapsed.resources):
+            return ClaimLate(msg)           # a resource left the inventory since
         picks = []
         for name in lapsed.resources:
             res = self.lab.resources[name]
             picks.append((res, self._want(res, lapsed.mode, lapsed.slots, lapsed.config,
                                           lapsed.end - lapsed.start)))
         t = self.earliest(picks, now)
-        msg = f"pre-reservation {lapsed.id} lapsed at {lapsed.expire_time}"
         if t is None:
             return ClaimLate(msg)
-        fresh = self._book(caller, picks, t, lapsed.mode, lapsed.slots, lapsed.config, now,
-                           "pre")
+        fresh = self._book(caller, picks, t, lapsed.mode, lapsed.config, now)
         return ClaimLate(msg, pre_reservation_id=fresh.id, new_avail=fresh.start,
                          new_expire=fresh.expire_time)
 
     def release(self, caller: Caller, rid: str, now: float) -> Reservation:
-        r = self.lab.owned(rid, caller)
+        r = self._not_batch(self.lab.owned(rid, caller), "released")
         if r.state == states.ENDED:
             raise Conflict(f"{rid} already ended ({r.reason})")
         self.lab.transition(r, "release", now)
         return r
 
     def extend(self, caller: Caller, rid: str, extra_s: float, now: float) -> Reservation:
-        r = self.lab.owned(rid, caller)
+        r = self._not_batch(self.lab.owned(rid, caller), "extended")
         if r.state == states.ENDED:
             raise Conflict(f"{rid} already ended ({r.reason})")
         new_end = r.end + extra_s
@@ -182,6 +182,15 @@ class Calendar:
             raise Unavailable(f"{rid} cannot be extended by {extra_s:g}s",
                               max_extension=self._longest_extension(r, new_end))
         self.lab.set_end(r, new_end)
+        return r
+
+    @staticmethod
+    def _not_batch(r: Reservation, what: str) -> Reservation:
+        """A batch reservation keeps its window (a Slurm one is Slurm's to keep): it ends at
+        its end or by cancel_reservation while granted."""
+        if r.kind == "batch":
+            raise Conflict(f"{r.id} is a batch reservation: it cannot be {what}; "
+                           "cancel_reservation cancels it while it is granted")
         return r
 
     def _extends_to(self, r: Reservation, end: float) -> bool:

@@ -92,7 +92,8 @@ class Reservation:
         return cls(**rec)
 
 
-RESERVATION = "reservation"    # record kind of reservations in the store
+RESERVATION = "reservation"    # record kinds in the store
+RESOURCE = "resource"          # what the lab learned about a resource: service, value, config
 
 
 def new_id() -> str:
@@ -122,13 +123,12 @@ class Lab:
         }
         # record kind -> (snapshot(id) -> record | None, restore(records, now))
         self.tables: dict[str, tuple[Callable, Callable]] = {
-            RESERVATION: (self._snapshot_reservation, self._restore_reservations)}
+            RESERVATION: (self._snapshot_reservation, self._restore_reservations),
+            RESOURCE: (self._snapshot_resource, self._restore_resources)}
         # called with (reservation, now) after a reservation ended and freed its slots
         self.on_freed: list[Callable[[Reservation, float], None]] = []
         # called with the id of an ended reservation whose history is dropped
         self.on_forget: list[Callable[[str], None]] = []
-        # called with (reservation, now) whenever a reservation changes state
-        self.on_status: list[Callable[[Reservation, str, float], None]] = []
 
     # --- lookups and rights ---
 
@@ -203,8 +203,6 @@ class Lab:
         self.emit(RESERVATION_STATUS, reservation_id=r.id, reservation_status=r.state,
                   previous=previous, reason=reason, owner=r.owner, resources=r.resources,
                   kind=r.kind, start_time=r.start, end_time=r.end)
-        for hook in self.on_status:
-            hook(r, previous, now)
 
     # --- the clock ---
 
@@ -254,7 +252,10 @@ class Lab:
 
     def _on_expiring(self, key: str, due: float, now: float) -> None:
         r = self._live(key)
-        if r is not None and r.state == states.ACTIVE and r.end - self.expiring_notice_s == due:
+        if (r is not None and r.state == states.ACTIVE and r.end - self.expiring_notice_s == due
+                and r.extra.get("warned_end") != r.end):    # once, also across a restart
+            r.extra["warned_end"] = r.end
+            self.touch(RESERVATION, r.id)
             self.emit(RESERVATION_EXPIRING, reservation_id=r.id, owner=r.owner,
                       resources=r.resources, end_time=r.end, remaining=r.end - now)
 
@@ -282,6 +283,23 @@ class Lab:
     def _snapshot_reservation(self, key: str) -> dict | None:
         r = self.reservations.get(key)
         return r.to_record() if r is not None else None
+
+    def _snapshot_resource(self, name: str) -> dict | None:
+        res = self.resources.get(name)
+        if res is None:
+            return None
+        return {"name": name, "in_service": res.in_service, "value": res.value,
+                "config": res.config}
+
+    def _restore_resources(self, records, now: float) -> None:
+        """A resource's state as the lab left it wins over the config file's starting
+        point (the board still has the firmware its last holder asked for)."""
+        for rec in records:
+            res = self.resources.get(rec["name"])
+            if res is not None:
+                res.in_service = rec["in_service"]
+                res.value = rec["value"]
+                res.config = rec.get("config", res.config)
 
     def _restore_reservations(self, records, now: float) -> None:
         by_resource: dict[str, list[Booking]] = {}

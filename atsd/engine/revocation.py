@@ -39,11 +39,10 @@ from dataclasses import dataclass, field
 from . import states
 from .errors import BadRequest, Conflict, Forbidden
 from .events import DELETE_COMPLETE, DELETE_PENDING, RESOURCE_VALUES
-from .lab import Caller, Lab, Reservation, new_id
+from .lab import RESOURCE, Caller, Lab, Reservation, new_id
 from .timeline import Booking
 
 REVOCATION = "revocation"      # record kinds in the store
-RESOURCE = "resource"
 
 NOTICE = "revocation_notice"    # timer causes
 DEADLINE = "revocation_deadline"
@@ -96,7 +95,6 @@ class Revocations:
         lab.timer_handlers[NOTICE] = self._on_notice
         lab.timer_handlers[DEADLINE] = self._on_deadline
         lab.tables[REVOCATION] = (self._snapshot, self._restore)
-        lab.tables[RESOURCE] = (self._snapshot_resource, self._restore_resources)
         lab.on_freed.append(self._freed)
 
     # --- commands ---
@@ -186,27 +184,29 @@ class Revocations:
                 if b.reservation_id not in targets.setdefault(node, []):
                     targets[node].append(b.reservation_id)
         rid = new_id()
-        if targets:
-            rev = self._start(Revocation(new_id(), list(nodes), start, "maintenance", rid,
-                                         targets))
-            self._notice(rev, now)      # when the window starts now, this takes them all
-            holders = self._holders(rev) if rev.id in self.revocations else []
-            keep = {r.id for _, r in holders if _usable_before(r, start)}
-            drop = [(n, r) for n, r in holders if r.id not in keep]
-            if drop:
-                self._take(rev, drop, now)
-            for r in {r.id: r for _, r in holders if r.id in keep}.values():
-                if r.expire_time is not None:
-                    r.expire_time = min(r.expire_time, start)
-                self.lab.set_end(r, start)
-        first = self.lab.resources[nodes[0]]
         m = Reservation(
             id=rid, kind="maintenance", owner=caller.user,
             state=states.GRANTED if start > now else states.ACTIVE, start=start, end=end,
-            mode="exclusive", slots=first.slots, config=None,
+            mode="exclusive", slots=self.lab.resources[nodes[0]].slots, config=None,
             bookings=[Booking(rid, n, start, end, self.lab.resources[n].slots, True)
                       for n in nodes])
-        return self.lab.add(m, now)
+        if not targets:
+            return self.lab.add(m, now)
+        rev = self._start(Revocation(new_id(), list(nodes), start, "maintenance", rid, targets))
+        holders = self._holders(rev)
+        keep = {r.id for _, r in holders if _usable_before(r, start)}
+        for r in {r.id: r for _, r in holders if r.id in keep}.values():
+            if r.expire_time is not None:
+                r.expire_time = min(r.expire_time, start)
+            self.lab.set_end(r, start)
+        # the window is booked before anything is taken, so nobody waiting for slots (a
+        # pool checkout served when a holder ends) can be given a piece of it
+        self.lab.add(m, now)
+        self._notice(rev, now)      # when the window starts now, this takes them all
+        drop = [(n, r) for n, r in holders if r.id not in keep and r.state != states.ENDED]
+        if drop and rev.id in self.revocations:
+            self._take(rev, drop, now)
+        return m
 
     # --- the countdown ---
 
@@ -261,6 +261,10 @@ class Revocations:
             self.lab.touch(REVOCATION, rev.id)
         self.lab.emit(DELETE_COMPLETE, revocation_id=rev.id, reason=rev.reason, final=final,
                       nodelist=_nodelist(rev, pairs, every_node=final))
+        # a reservation on the nodes of two revocations may have been the other's last
+        for other in list(self.revocations.values()):
+            if other.id in self.revocations and not self._holders(other):
+                self._take(other, [], now)
 
     def _on_notice(self, key: str, due: float, now: float) -> None:
         rev = self.revocations.get(key)
@@ -318,19 +322,6 @@ class Revocations:
             self.lab.schedule(rev.deadline, DEADLINE, rev.id)
             rev.next_notice = now
             self.lab.schedule(now, NOTICE, rev.id)
-
-    def _snapshot_resource(self, name: str) -> dict | None:
-        res = self.lab.resources.get(name)
-        if res is None or (res.in_service and res.value is None):
-            return None
-        return {"name": name, "in_service": res.in_service, "value": res.value}
-
-    def _restore_resources(self, records: list[dict], now: float) -> None:
-        for rec in records:
-            res = self.lab.resources.get(rec["name"])
-            if res is not None:
-                res.in_service = rec["in_service"]
-                res.value = rec["value"]
 
 
 def _usable_before(r: Reservation, start: float) -> bool:

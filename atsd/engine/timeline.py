@@ -103,9 +103,10 @@ class Timeline:
             t = min(b.end for b in others)
 
     def used_slots(self, t: float) -> int:
-        """Slots in use at the instant ``t``."""
+        """Slots in use at the instant ``t`` (a booking starting at ``t`` counts)."""
         return sum(self.capacity if b.exclusive else b.slots
-                   for b in self.overlapping(t, t + 1e-9))
+                   for b in self._bookings.irange_key(t - self._longest, t)
+                   if b.end > t)
 
     def free_slots(self, start: float, end: float) -> int:
         """Slots free throughout ``[start, end)`` for a shared booking with no config."""
