@@ -307,6 +307,9 @@ class ATSClient(_Connection, _Methods):
             sock.setsockopt(zmq.REQ_RELAXED, 1)
             sock.setsockopt(zmq.REQ_CORRELATE, 1)
             sock.setsockopt(zmq.LINGER, 0)
+            # a send blocks while no connection is up (a daemon that refused our key);
+            # bounded, it counts as a try like a missing reply
+            sock.setsockopt(zmq.SNDTIMEO, int(self.timeout * 1000))
             self._connect(sock)
             self._sock = sock
         return self._sock
@@ -315,7 +318,10 @@ class ATSClient(_Connection, _Methods):
         data = _pack(self._stamp(request))
         sock = self._socket()
         for _ in range(self.retries):
-            sock.send(data)
+            try:
+                sock.send(data)
+            except zmq.Again:
+                continue
             if sock.poll((timeout or self.timeout) * 1000, zmq.POLLIN):
                 return _read_reply(_unpack(sock.recv()), read, accept)
         self.close()          # a fresh socket next time, not one with a stale request
@@ -373,7 +379,10 @@ class AsyncATSClient(_Connection, _Methods):
         self._waiting[rid] = future
         try:
             for _ in range(self.retries):
-                await sock.send_multipart([b"", data])
+                try:        # a send waits while no connection is up: bounded like a reply
+                    await asyncio.wait_for(sock.send_multipart([b"", data]), self.timeout)
+                except asyncio.TimeoutError:
+                    continue
                 try:
                     reply = await asyncio.wait_for(asyncio.shield(future),
                                                    timeout or self.timeout)

@@ -35,6 +35,7 @@ import asyncio
 import collections
 import getpass
 import logging
+import re
 
 import msgpack
 import zmq
@@ -89,7 +90,7 @@ class Subscriber(_Stoppable):
                  client: AsyncATSClient | None = None, user: str | None = None,
                  idle_check_s: float = 1.0, page: int = 1000, sockopts: dict | None = None,
                  context: zmq.asyncio.Context | None = None) -> None:
-        self.events_endpoint = events_endpoint or _events_of(server)
+        self.events_endpoint = events_endpoint or default_events_endpoint(server)
         self.topics = list(topics) if topics else None
         self.last_seq = since_seq          # seq of the last event yielded
         self.lost: list[tuple[int, int]] = []
@@ -136,15 +137,21 @@ class Subscriber(_Stoppable):
             self._client.curve.apply(sub)
         self._monitor = sub.get_monitor_socket(zmq.EVENT_CONNECTED)
         sub.connect(self.events_endpoint)
-        self._sub = sub
         self._poller = zmq.asyncio.Poller()
         self._poller.register(sub, zmq.POLLIN)
         self._poller.register(self._monitor, zmq.POLLIN)
-        if self._cursor is None:
-            self._cursor = (await self._client.get_events(0, limit=1))["last_seq"]
-            self.last_seq = self._cursor
-        else:
-            await self._catch_up()
+        try:
+            if self._cursor is None:
+                self._cursor = (await self._client.get_events(0, limit=1))["last_seq"]
+                self.last_seq = self._cursor
+            else:
+                await self._catch_up()
+        except BaseException:       # not open: the next try starts over
+            sub.close(0)
+            self._monitor.close(0)
+            self._monitor = None
+            raise
+        self._sub = sub
 
     async def _receive(self) -> None:
         ready = dict(await self._poller.poll(self.idle_check_s * 1000))
@@ -247,10 +254,12 @@ def _drain(sock) -> list[list[bytes]]:
             return out
 
 
-def _events_of(server: str) -> str:
+def default_events_endpoint(server: str) -> str:
     """atsd's default event endpoint: the command endpoint's port + 1."""
-    host, _, port = server.rpartition(":")
-    return f"{host}:{int(port) + 1}"
+    m = re.fullmatch(r"(tcp://.+:)(\d+)", server)
+    if not m:
+        raise ValueError(f"cannot tell the event endpoint of {server}; give it")
+    return f"{m.group(1)}{int(m.group(2)) + 1}"
 
 
 class ElasticEndpoint(_Stoppable):

@@ -44,7 +44,11 @@ class ResourceReservation:
     __hash__ = None
 
     def __enter__(self) -> ResourceReservation:
-        self.acquire()
+        try:
+            self.acquire()
+        except BaseException:
+            self.release_reservation()      # whatever it held when it gave up
+            raise
         return self
 
     def __exit__(self, *exc) -> None:
@@ -79,7 +83,8 @@ class ResourceReservation:
         """Claim the pre-reservation; on a late claim keep the fresh offer and return False."""
         try:
             reply = self.ats_client.claim_reservation(self.pre_reservation_id)
-        except TooEarly:
+        except TooEarly as exc:          # the daemon's clock is a hair behind ours
+            self.start_time = time.time() + exc.reply.get("retry_after", 0.05)
             return False
         if reply.get("reservation_id") is not None:
             self.reservation_id = reply["reservation_id"]
@@ -88,10 +93,10 @@ class ResourceReservation:
             self.end_time = reply["expire_time"]
             self.resource_config = reply.get("resource_config")
             return True
-        self.add_retry_count()
-        self.pre_reservation_id = reply["pre_reservation_id"]
-        self.start_time = reply["new_avail"]
+        self.pre_reservation_id = reply["pre_reservation_id"]     # held: release it if
+        self.start_time = reply["new_avail"]                       # we give up below
         self.pre_res_expire = reply["new_expire"]
+        self.add_retry_count()
         return False
 
     def acquire(self) -> None:

@@ -76,11 +76,12 @@ def from_environment(server_key: str | None = None, key: str | None = None) -> d
     server_key = server_key or os.environ.get("ATSCLIENT_SERVER_KEY")
     if server_key is None and (home / "server.key").is_file():
         server_key = home / "server.key"
-    key = key or os.environ.get("ATSCLIENT_KEY")
+    given = key or os.environ.get("ATSCLIENT_KEY")
+    if server_key is None and given is None:
+        return {}          # a key pair of our own lying in ~/.config alone is not CURVE on
+    key = given
     if key is None and (home / f"{getpass.getuser()}.key_secret").is_file():
         key = home / f"{getpass.getuser()}.key_secret"
-    if server_key is None and key is None:
-        return {}
     return {"server_public_key": server_key, "secret_key": key}
 
 

@@ -82,7 +82,11 @@ class Daemon:
                 raise AssertionError(f"atsd exited with {self.proc.returncode}:\n{self.log()}")
             if self.endpoints_file.exists():
                 return json.loads(self.endpoints_file.read_text())
-        ep = wait_for(ready, timeout, what="atsd to listen")
+        try:
+            ep = wait_for(ready, timeout, what="atsd to listen")
+        except BaseException:
+            self.kill()          # a daemon that did not come up is not left running
+            raise
         self.listen, self.events = ep["listen"], ep["events"]
         return self
 

@@ -174,10 +174,10 @@ def test_lifecycle_jobs_and_events(queue):
     end), ended at its end; every transition is published in order and the status agrees."""
     events = Events(queue)
     t0 = time.time()
-    r = queue.create(2, 5, t0 + 2)
+    r = queue.create(2, 5, t0 + 4)         # room for three sbatch calls before the start
     rid = r["reservation_id"]
-    assert len(set(r["hosts"])) == 2 and r["start_time"] == pytest.approx(t0 + 2)
-    assert r["end_time"] == pytest.approx(t0 + 7)
+    assert len(set(r["hosts"])) == 2 and r["start_time"] == pytest.approx(t0 + 4)
+    assert r["end_time"] == pytest.approx(t0 + 9)
     status = queue.status(rid)
     assert status["reservation_status"] == "RESERVATION_GRANTED"
     assert status["hosts"] == r["hosts"] and status["end_time"] == r["end_time"]
@@ -185,7 +185,7 @@ def test_lifecycle_jobs_and_events(queue):
     jobs = {name: queue.submit(rid, queue.jobs / name)
             for name in ("ok.sh", "fail.sh", "sleep.sh")}
     assert {queue.job(j)["state"] for j in jobs.values()} == {"PENDING"}
-    queue.wait_status(rid, "RESERVATION_ACTIVE", timeout=5)
+    queue.wait_status(rid, "RESERVATION_ACTIVE", timeout=8)
 
     ok = queue.wait_job(jobs["ok.sh"], "COMPLETED")
     assert ok["exit_code"] == 0

@@ -97,13 +97,14 @@ def test_bad_input_is_one_line_and_nonzero(daemon):
     assert out.returncode == 2 and "no resource named 'nope'" in out.stderr
 
 
-def test_unreachable_daemon_is_named(daemon):
+def test_unreachable_daemon_is_named(tmp_path):
     import subprocess
     import sys
     from daemon import cli_env
-    out = subprocess.run([sys.executable, "-m", "atsclient", "--server", "tcp://127.0.0.1:9",
-                          "--timeout", "0.2", "--retries", "1", "resources"],
+    nobody = f"ipc://{tmp_path}/nobody-listens-here"
+    out = subprocess.run([sys.executable, "-m", "atsclient", "--server", nobody,
+                          "--timeout", "0.2", "--retries", "2", "resources"],
                          capture_output=True, text=True, env=cli_env(), timeout=30)
     assert out.returncode == 1
-    assert out.stderr.strip() == ("atsclient: unreachable: no reply from atsd at "
-                                  "tcp://127.0.0.1:9 after 1 tries of 0.2s")
+    assert out.stderr.strip() == (f"atsclient: unreachable: no reply from atsd at "
+                                  f"{nobody} after 2 tries of 0.2s")

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from atsclient import (AsyncATSClient, ResourceReservation, ResourceUnavailable,
+from atsclient import (AsyncATSClient, ATSClient, ResourceReservation, ResourceUnavailable,
                        Unreachable)
 
 
@@ -26,12 +26,11 @@ def test_resource_reservation_releases_on_exception(client):
 
 def test_resource_reservation_waits_for_the_window(daemon, client):
     with daemon.client("bob") as bob:
-        held, _, _ = bob.request_reservation("scope-1", reservation_duration=0.5)
+        held, _, bob_end = bob.request_reservation("scope-1", reservation_duration=0.5)
         bob.claim_reservation(held)
-    start = time.time()
     with ResourceReservation("scope-1", client, max_wait=10, duration=5) as res:
-        assert time.time() >= start + 0.3
-        assert res.reservation_id
+        assert time.time() >= bob_end             # it waited for bob's to end
+        assert res.reservation_id and res.start_time >= bob_end
 
 
 def test_resource_reservation_gives_up_after_max_wait(daemon, client):
@@ -54,10 +53,20 @@ async def test_async_client_many_in_flight(daemon):
         assert len(rows) == 50
 
 
-async def test_async_client_unreachable():
-    async with AsyncATSClient("tcp://127.0.0.1:1", timeout=0.1, retries=2) as c:
-        with pytest.raises(Unreachable, match="tcp://127.0.0.1:1"):
+async def test_async_client_unreachable(tmp_path):
+    nobody = f"ipc://{tmp_path}/nobody-listens-here"
+    async with AsyncATSClient(nobody, timeout=0.1, retries=2) as c:
+        with pytest.raises(Unreachable, match="nobody-listens-here after 2 tries"):
             await c.get_version()
+
+
+def test_sync_client_unreachable_with_every_retry(tmp_path):
+    """A send with no connection up must not block: each try is bounded by the timeout."""
+    nobody = f"ipc://{tmp_path}/nobody-listens-here"
+    c = ATSClient(nobody, timeout=0.1, retries=3)
+    with pytest.raises(Unreachable, match="after 3 tries of 0.1s"):
+        c.get_version()
+    c.close()
 
 
 def test_retry_survives_a_daemon_restart_mid_call(daemon):

@@ -223,11 +223,16 @@ def test_many_processes_never_over_allocate(pool_daemon, alice):
              for n in range(4)]
     for p in procs:
         p.start()
-    go.set()
-    results = [out.get(timeout=60) for _ in procs]
-    for p in procs:
-        p.join(10)
-        assert p.exitcode == 0
+    try:
+        go.set()
+        results = [out.get(timeout=60) for _ in procs]
+        for p in procs:
+            p.join(10)
+            assert p.exitcode == 0
+    finally:
+        for p in procs:          # none left behind if the test failed on the way
+            if p.is_alive():
+                p.kill()
     slots = {aid: resources for got in results for aid, resources in got}
     assert len(slots) > 60                              # most cycles got their slots
     # an independent check: the daemon's own log of when each allocation began and ended,

@@ -113,7 +113,7 @@ def test_run_calls_back_until_stopped(daemon_factory):
     with daemon.client("labadmin") as admin:
         for v in (0.1, 0.2, 0.3, 0.4):
             admin.set_resource_values({"dut-2": v})
-    thread = threading.Thread(target=sub.run, args=(callback,))
+    thread = threading.Thread(target=sub.run, args=(callback,), daemon=True)
     thread.start()
     wait_for(lambda: not thread.is_alive(), 10, what="run to return after stop")
     assert seen == [0.1, 0.2, 0.3]

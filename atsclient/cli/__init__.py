@@ -17,8 +17,11 @@ import re
 import sys
 import time
 
+import zmq
+
 from ..client import DEFAULT_SERVER, ATSClient
 from ..errors import ATSError
+from ..events import default_events_endpoint
 from ..security import curve_keys, from_environment
 
 FEATURES = ("calendar", "batch", "keygen", "pool", "revocation")
@@ -122,7 +125,7 @@ def _common(defaults: bool) -> argparse.ArgumentParser:
     the subcommand's copy has no defaults, so it never hides a value given before it."""
     def default(value):
         return value if defaults else argparse.SUPPRESS
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--server", "-s",
                         default=default(os.environ.get("ATSD_SERVER", DEFAULT_SERVER)),
                         help="atsd command endpoint (env ATSD_SERVER; default "
@@ -139,21 +142,41 @@ def _common(defaults: bool) -> argparse.ArgumentParser:
     common.add_argument("--key", default=default(None),
                         help="your CURVE secret key file, NAME.key_secret (env ATSCLIENT_KEY; "
                              "default ~/.config/atsclient/<login>.key_secret)")
-    common.add_argument("--timeout", type=float, default=default(5.0),
+    common.add_argument("--timeout", type=positive(float), default=default(5.0),
                         help="seconds to wait for each reply (default 5)")
-    common.add_argument("--retries", type=int, default=default(3),
+    common.add_argument("--retries", type=positive(int), default=default(3),
                         help="tries before giving up (default 3)")
     common.add_argument("--json", action="store_true", default=default(False),
                         help="print JSON for scripts")
     return common
 
 
+class _Parser(argparse.ArgumentParser):
+    """No abbreviated options: ``batch submit ID job.sh --time=5`` is sbatch's --time, not
+    a prefix of our --timeout."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+
+def positive(kind):
+    def check(text: str):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
+        return value
+    check.__name__ = kind.__name__
+    return check
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="atsclient", parents=[_common(defaults=True)],
         description="Reserve lab resources from atsd. Times: now, now+10m, "
                     "2026-12-01T09:00. Durations: 90s, 10m, 2h, 1h30m.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                                parser_class=_Parser)
     common = _common(defaults=False)
     for name in FEATURES:
         importlib.import_module(f"{__name__}.{name}").register(sub, common)
@@ -162,12 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def events_endpoint(args) -> str:
     """The PUB endpoint: given, or the command endpoint's port + 1 (atsd's default pair)."""
-    if args.events:
-        return args.events
-    m = re.fullmatch(r"(tcp://.+:)(\d+)", args.server)
-    if not m:
-        raise UsageError(f"cannot guess the event endpoint from {args.server}; give --events")
-    return f"{m.group(1)}{int(m.group(2)) + 1}"
+    try:
+        return args.events or default_events_endpoint(args.server)
+    except ValueError as exc:
+        raise UsageError(f"{exc} with --events") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,6 +201,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except ATSError as exc:
         print(f"atsclient: {exc.code}: {exc.message}", file=sys.stderr)
+        return 1
+    except zmq.ZMQError as exc:           # e.g. an endpoint that is not one
+        print(f"atsclient: cannot use {args.server}: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:               # the reader went away (| head): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except KeyboardInterrupt:
         return 130

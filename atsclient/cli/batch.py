@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 from . import UsageError, client_from, fmt_time, output, parse_duration, parse_time, print_table
 
 
@@ -26,7 +28,7 @@ def register(sub, common) -> None:
                         help="submit a job script into a reservation")
     p.add_argument("id")
     p.add_argument("script")
-    p.add_argument("args", nargs="*", metavar="-- ARGS",
+    p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS",
                    help="--key=value options (sbatch options on Slurm); bare words are "
                         "arguments to the script on a local queue")
     p.set_defaults(func=submit)

@@ -8,7 +8,7 @@ import sys
 import time
 
 from ..errors import TooEarly
-from . import (UsageError, client_from, fmt_duration, fmt_time, output,
+from . import (UsageError, client_from, fmt_duration, positive, fmt_time, output,
                parse_duration, parse_time, print_table)
 
 
@@ -65,7 +65,7 @@ def register(sub, common) -> None:
     p = sub.add_parser("calendar", parents=[common], help="text Gantt chart of bookings")
     p.add_argument("--from", dest="start", default="now")
     p.add_argument("--to", dest="end", default="now+8h")
-    p.add_argument("--width", type=int, default=64)
+    p.add_argument("--width", type=positive(int), default=64, help="columns (default 64)")
     p.set_defaults(func=calendar)
 
     p = sub.add_parser("version", parents=[common], help="daemon and protocol version")

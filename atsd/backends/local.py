@@ -1,8 +1,8 @@
 """The embedded backend: atsd runs a batch job's script itself, as a subprocess.
 
-The script must lie in one of the config's ``jobs.allowed_dirs`` (scripts.py). It runs in its own process group with
-``ATS_RESERVATION_ID``, ``ATS_JOB_ID`` and ``ATS_HOSTS`` in its environment, its output in
-``jobs.output_dir/<job id>.out``. When its reservation ends it is stopped (SIGTERM, then
+The script must lie in one of the config's ``jobs.allowed_dirs`` (scripts.py). It runs in
+its own process group with ``ATS_RESERVATION_ID``, ``ATS_JOB_ID`` and ``ATS_HOSTS`` in its
+environment, its output in ``jobs.output_dir/<job id>.out``. When its reservation ends it is stopped (SIGTERM, then
 SIGKILL after ``STOP_GRACE_S``) and recorded CANCELLED.
 
 ``submit_args`` for a local job: ``["arg", VALUE]`` appends a command-line argument,

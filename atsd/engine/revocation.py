@@ -248,6 +248,8 @@ class Revocations:
     def _take(self, rev: Revocation, pairs: list[tuple[str, Reservation]], now: float) -> None:
         """End the reservations in ``pairs`` and publish which nodes went; when that leaves
         the revocation with no holder (or it is due), it is complete."""
+        if rev.id not in self.revocations:      # completed already, by a nested take
+            return
         self._taking = True
         try:
             for r in {r.id: r for _, r in pairs}.values():
@@ -263,7 +265,7 @@ class Revocations:
                       nodelist=_nodelist(rev, pairs, every_node=final))
         # a reservation on the nodes of two revocations may have been the other's last
         for other in list(self.revocations.values()):
-            if other.id in self.revocations and not self._holders(other):
+            if not self._holders(other):
                 self._take(other, [], now)
 
     def _on_notice(self, key: str, due: float, now: float) -> None:
