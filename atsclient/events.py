@@ -277,8 +277,12 @@ class ElasticEndpoint(_Stoppable):
 
     def __init__(self, server: str = DEFAULT_SERVER, events_endpoint: str | None = None,
                  user: str | None = None, *, since_seq: int | None = None,
-                 timeout: float = 5.0, **subscriber_options) -> None:
+                 timeout: float = 5.0, keys: dict | None = None,
+                 **subscriber_options) -> None:
+        """``keys``: CURVE keys for AsyncATSClient (``server_public_key``, ``secret_key``);
+        ``user`` must then be the name the daemon has the key filed under."""
         self.server = server
+        self.keys = dict(keys or {})
         self.events_endpoint = events_endpoint
         self.user = user or getpass.getuser()
         self.since_seq = since_seq
@@ -310,7 +314,8 @@ class ElasticEndpoint(_Stoppable):
 
     async def arun(self) -> None:
         self._started()
-        async with AsyncATSClient(self.server, user=self.user, timeout=self.timeout) as client:
+        async with AsyncATSClient(self.server, user=self.user, timeout=self.timeout,
+                                  **self.keys) as client:
             self.subscriber = Subscriber(self.server, self.events_endpoint, self.TOPICS,
                                          since_seq=self.since_seq, client=client,
                                          **self.subscriber_options)
