@@ -17,6 +17,7 @@ from atsclient import (AsyncATSClient, ATSClient, BadRequest, Conflict, Forbidde
                        ResourceUnavailable)
 from atsclient.pool import ResourcePool
 from daemon import cli_env, wait_for
+from test_resource_groups import DOC_ENV, DOC_GROUPS
 
 # the shape of CTest's documented example (ctest(1), "Resource Specification File")
 SPEC = {"version": {"major": 1, "minor": 0},
@@ -270,19 +271,10 @@ DUMP_ENV = ("import json, os, sys; json.dump({k: v for k, v in os.environ.items(
 
 def test_run_gives_ctest_environment_renews_and_checks_in(pool_daemon, alice, tmp_path):
     dump = tmp_path / "env.json"
-    proc = atsclient(pool_daemon, "run", "--resources", "2,gpus:2;gpus:4,gpus:1,crypto_chips:2",
+    proc = atsclient(pool_daemon, "run", "--resources", DOC_GROUPS,
                      "--lease", "0.6", "--", sys.executable, "-c", DUMP_ENV, str(dump), "1.5")
     assert proc.wait(20) == 3
-    assert json.loads(dump.read_text()) == {      # ctest(1)'s documented answer
-        "CTEST_RESOURCE_GROUP_COUNT": "3",
-        "CTEST_RESOURCE_GROUP_0": "gpus",
-        "CTEST_RESOURCE_GROUP_1": "gpus",
-        "CTEST_RESOURCE_GROUP_2": "crypto_chips,gpus",
-        "CTEST_RESOURCE_GROUP_0_GPUS": "id:0,slots:2",
-        "CTEST_RESOURCE_GROUP_1_GPUS": "id:2,slots:2",
-        "CTEST_RESOURCE_GROUP_2_GPUS": "id:1,slots:4;id:3,slots:1",
-        "CTEST_RESOURCE_GROUP_2_CRYPTO_CHIPS": "id:card0,slots:2",
-    }
+    assert json.loads(dump.read_text()) == DOC_ENV     # ctest(1)'s documented answer
     events = alice.get_events(0, topics=["reservation.status"])["events"]
     assert [(e["kind"], e["reason"]) for e in events] == [("allocation", "started"),
                                                           ("allocation", "released")]
