@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = configmod.load(args.config, {"listen": args.listen, "events": args.events,
                                            "state": args.state})
+        configmod.resolve_job_user(cfg)
     except configmod.ConfigError as exc:
         print(f"atsd: {exc}", file=sys.stderr)
         return 2

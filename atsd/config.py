@@ -7,6 +7,8 @@ the reason, and unknown keys are errors too.
 from __future__ import annotations
 
 import math
+import os
+import pwd
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +58,9 @@ class Config:
     queues: dict[str, QueueDef] = field(default_factory=dict)
     job_dirs: list[Path] = field(default_factory=list)
     job_output_dir: Path = Path("jobs/out")
+    job_env_allow: list[str] = field(default_factory=lambda: ["JOB_*", "USER_*"])
+    job_run_as: str | None = None
+    job_user: str = ""               # who jobs run as: resolve_job_user() at startup
     admins: list[str] = field(default_factory=list)
     curve_secret_key: Path | None = None
     curve_authorized_keys: Path | None = None
@@ -133,6 +138,17 @@ class _Reader:
         return [self.name(v, f"{key}[{i}]") for i, v in enumerate(value)]
 
 
+    def env_patterns(self, value: Any, key: str) -> list[str]:
+        if not isinstance(value, list):
+            self.fail(key, "must be a list of glob patterns such as JOB_*")
+        for i, v in enumerate(value):
+            if not ENV_PATTERN.match(self.text(v, f"{key}[{i}]")):
+                self.fail(f"{key}[{i}]", f"{v!r} is not a variable name pattern "
+                          "(letters, digits, _ and the globs * ? [ ])")
+        return value
+
+
+ENV_PATTERN = re.compile(r"^[A-Za-z0-9_*?\[\]!]{1,128}$")
 RESOURCE_KEYS = {"name", "type", "slots", "config", "reconfigure_s", "tags"}
 TOP_KEYS = {"listen", "events", "state", "fsync", "claim_window_s", "expiring_notice_s", "history_s",
             "default_lease_s", "countdown_interval_s", "event_log_size", "event_hwm",
@@ -169,6 +185,33 @@ def _queue(r: _Reader, name: str, value: Any) -> QueueDef:
         r.keys(value, key, {"backend", "partition"})
         return QueueDef(name, "slurm", partition=r.name(value.get("partition"), f"{key}.partition"))
     r.fail(f"{key}.backend", f"must be local or slurm, not {backend!r}")
+
+
+def resolve_job_user(cfg: Config) -> None:
+    """Who batch jobs run as (``cfg.job_user``), for the daemon about to start: it depends
+    on who runs it, so ``check-config`` leaves it out. A daemon running as root switches to
+    ``jobs.run_as``, and never runs jobs as root unless the config says so in as many words;
+    a daemon that is not root cannot switch at all. Slurm runs jobs as the user that
+    submitted them, atsd's own, so a Slurm queue needs ``run_as`` to be that user."""
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    run_as = cfg.job_run_as
+    if run_as is None:
+        if cfg.queues and os.geteuid() == 0:
+            raise ConfigError(cfg.path, "jobs.run_as", "atsd runs as root, so its jobs would "
+                              "too: name an unprivileged user to run them as (e.g. nobody), "
+                              "or root to mean it")
+        cfg.job_user = me
+        return
+    if run_as != me and os.geteuid() != 0:
+        raise ConfigError(cfg.path, "jobs.run_as", f"atsd runs as {me}, not root, so it "
+                          f"cannot run jobs as {run_as}; leave run_as out (jobs run as {me}) "
+                          "or run atsd as root")
+    slurm = [q.name for q in cfg.queues.values() if q.backend == "slurm"]
+    if slurm and run_as != me:
+        raise ConfigError(cfg.path, "jobs.run_as", f"Slurm queues ({', '.join(slurm)}) run "
+                          f"jobs as atsd's own user, {me}, not {run_as}: run atsd as "
+                          f"{run_as} instead")
+    cfg.job_user = run_as
 
 
 def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
@@ -248,13 +291,21 @@ def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
         seen.add(d.name)
 
     jobs = r.map(data.get("jobs", {}), "jobs")
-    r.keys(jobs, "jobs", {"allowed_dirs", "output_dir"})
+    r.keys(jobs, "jobs", {"allowed_dirs", "output_dir", "env_allow", "run_as"})
     dirs = jobs.get("allowed_dirs", [])
     if not isinstance(dirs, list):
         r.fail("jobs.allowed_dirs", "must be a list of directories")
     cfg.job_dirs = [(base / r.text(d, f"jobs.allowed_dirs[{i}]")).resolve()
                     for i, d in enumerate(dirs)]
     cfg.job_output_dir = base / r.text(jobs.get("output_dir", "jobs/out"), "jobs.output_dir")
+    if "env_allow" in jobs:
+        cfg.job_env_allow = r.env_patterns(jobs["env_allow"], "jobs.env_allow")
+    if "run_as" in jobs:
+        cfg.job_run_as = r.name(jobs["run_as"], "jobs.run_as")
+        try:
+            pwd.getpwnam(cfg.job_run_as)
+        except KeyError:
+            r.fail("jobs.run_as", f"no Unix user named {cfg.job_run_as!r}")
 
     security = r.map(data.get("security", {}), "security")
     r.keys(security, "security", {"admins", "curve"})

@@ -81,7 +81,8 @@ class Server:
         app = App(cfg, events)
         app.backends = self.runner.backends
         now = time.time()
-        app.lab.restore(self.store.load_records(), now)
+        with self.store.records() as records:
+            app.lab.restore(records, now)
         app.lab.advance(now)
         return app
 

@@ -5,11 +5,19 @@ in one table, so a new kind of record needs no new table. The event log and the 
 mutating requests (for safe retries by ``request_id``) go into the same transaction, so
 after a crash the state, the events that announced it and the replies that acknowledged it
 agree. One transaction per server wake-up (group commit) keeps this cheap.
+
+A state file belongs to one daemon: a second one on the same file would have every write
+fail, so it is refused at the start (a lock on ``<state>.lock``, which holds the owner's
+PID). A record the daemon cannot read back is refused too, by name, before anything is
+written: starting without it would drop someone's reservation unannounced.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -51,12 +59,40 @@ class Store:
     def __init__(self, path: Path | str, fsync: bool = False) -> None:
         self.path = Path(path)
         self.fsync = fsync
+        self._lock = self._take_lock()
         try:
             self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._check_schema()
         except sqlite3.DatabaseError as exc:
+            self._lock.close()
             raise StoreError(f"{self.path}: not a usable atsd state file ({exc}); "
                              "it was left as it is") from None
+        except StoreError:
+            self._lock.close()
+            raise
+
+    def _take_lock(self):
+        """Hold ``<state>.lock`` for as long as this daemon runs (the kernel lets go when it
+        dies, however it dies), with our PID in it for whoever finds it taken."""
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        try:
+            f = open(lock_path, "a+")
+        except OSError as exc:
+            raise StoreError(f"{lock_path}: cannot open the state file's lock "
+                             f"({exc.strerror or exc})") from None
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read(32).strip() or "unknown"
+            f.close()
+            raise StoreError(f"{self.path}: in use by another atsd (PID {holder}, lock "
+                             f"{lock_path}); stop it, or give this one another state file") \
+                from None
+        f.truncate(0)
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        return f
 
     def _check_schema(self) -> None:
         """Refuse a file we cannot use before writing a byte to it (switching to WAL would)."""
@@ -95,15 +131,37 @@ class Store:
         self.db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (version,))
         self.db.execute("COMMIT")
 
-    def load_records(self) -> dict[str, Iterator[dict]]:
-        """Records by kind, each read lazily so a large calendar is never held twice."""
+    @contextmanager
+    def records(self) -> Iterator[dict[str, Iterator[dict]]]:
+        """Records by kind, each read lazily so a large calendar is never held twice. A
+        record that fails to unpack, or that its reader (the engine) fails on inside the
+        ``with``, stops the start with a StoreError naming it."""
+        reading = ["", ""]
+
+        def rows(kind: str) -> Iterator[dict]:
+            for key, data in self.db.execute("SELECT key, data FROM records WHERE kind=?",
+                                             (kind,)):
+                reading[:] = kind, key
+                yield unpack(data)
         kinds = [k for (k,) in self.db.execute("SELECT DISTINCT kind FROM records")]
-        return {kind: (unpack(d) for (d,) in self.db.execute(
-            "SELECT data FROM records WHERE kind=?", (kind,))) for kind in kinds}
+        try:
+            yield {kind: rows(kind) for kind in kinds}
+        except RECORD_ERRORS as exc:
+            kind, key = reading
+            raise StoreError(f"{self.path}: damaged record in table records, kind {kind!r}, "
+                             f"key {str(key)[:100]!r}: {_why(exc)}; it was left as it is") from None
 
     def load_events(self, limit: int) -> list[dict]:
-        rows = self.db.execute("SELECT data FROM events ORDER BY seq DESC LIMIT ?", (limit,))
-        return [unpack(d) for (d,) in reversed(rows.fetchall())]
+        rows = self.db.execute("SELECT seq, data FROM events ORDER BY seq DESC LIMIT ?",
+                               (limit,))
+        events = []
+        for seq, data in reversed(rows.fetchall()):
+            try:
+                events.append(unpack(data))
+            except RECORD_ERRORS as exc:
+                raise StoreError(f"{self.path}: damaged record in table events, seq {seq}: "
+                                 f"{_why(exc)}; it was left as it is") from None
+        return events
 
     def last_seq(self) -> int:
         """The newest event's seq: trimming keeps the newest, so it is always in the table
@@ -148,3 +206,16 @@ class Store:
 
     def close(self) -> None:
         self.db.close()
+        self._lock.close()
+
+
+# what reading a damaged record raises: msgpack's own errors (ValueError subclasses), a
+# missing field, a field of the wrong type
+RECORD_ERRORS = (ValueError, KeyError, TypeError, AttributeError, IndexError,
+                 msgpack.UnpackException)
+
+
+def _why(exc: Exception) -> str:
+    if isinstance(exc, KeyError):
+        return f"missing field {str(exc.args[0])[:100]!r}"
+    return f"{type(exc).__name__}: {str(exc)[:200]}"

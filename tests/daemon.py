@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import signal
 import subprocess
 import sys
@@ -17,6 +18,10 @@ from pathlib import Path
 import yaml
 
 from atsclient import ATSClient
+
+# Tests run their jobs as whoever runs the tests, said explicitly: atsd refuses to run jobs
+# as root unless the config names root (tests/test_job_limits.py runs them as nobody).
+JOB_USER = pwd.getpwuid(os.geteuid()).pw_name
 
 BASE_CONFIG = {
     "resources": [

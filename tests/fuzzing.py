@@ -10,7 +10,7 @@ import zmq
 from atsclient import ATSClient
 from atsd.commands import load_all
 from atsd.config import Config
-from daemon import BASE_CONFIG
+from daemon import BASE_CONFIG, JOB_USER
 
 OBSERVER = "observer"       # the admin that looks at the state and cleans up; fuzz never is it
 
@@ -18,6 +18,7 @@ FUZZ_CONFIG = {
     **BASE_CONFIG,
     "resources": BASE_CONFIG["resources"] + [{"name": "gpus/0", "type": "gpus", "slots": 4}],
     "queues": {"debug": {"backend": "local", "hosts": ["h1", "h2"]}},
+    "jobs": {"run_as": JOB_USER},
     "security": {"admins": [OBSERVER, "fuzzadmin"]},
 }
 

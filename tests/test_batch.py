@@ -18,7 +18,7 @@ import pytest
 import zmq
 
 from atsclient.errors import BackendError, BadRequest, Conflict, ResourceUnavailable
-from daemon import wait_for
+from daemon import JOB_USER, wait_for
 from slurm_cluster import SlurmCluster, slurm_binaries_missing
 
 REQUIRE_SLURM = os.environ.get("ATSD_REQUIRE_SLURM") == "1"
@@ -100,7 +100,7 @@ def queue(request, tmp_path, daemon_factory):
         (jobs / name).chmod(0o755)
     config = {"resources": [{"name": "scope-1", "type": "scope"}],
               "queues": {"q": QUEUE[backend]},
-              "jobs": {"allowed_dirs": ["jobs"], "output_dir": "out"}}
+              "jobs": {"allowed_dirs": ["jobs"], "output_dir": "out", "run_as": JOB_USER}}
     d = daemon_factory(config, env=cluster.env if cluster else None)
     queue = Queue(backend, d, cluster)
     yield queue
@@ -171,7 +171,7 @@ def _chain(events, key):
 
 def test_lifecycle_jobs_and_events(queue):
     """Granted, active at its start, jobs run (one completes, one fails, one is stopped at the
-    end), ended at its end; every transition is published in order and the status agrees."""
+    end of its time: TIMEOUT), ended at its end; every transition is published in order and the status agrees."""
     events = Events(queue)
     t0 = time.time()
     r = queue.create(2, 5, t0 + 4)         # room for three sbatch calls before the start
@@ -196,7 +196,7 @@ def test_lifecycle_jobs_and_events(queue):
 
     ended = queue.wait_status(rid, "RESERVATION_ENDED")
     assert time.time() >= r["end_time"]
-    assert queue.wait_job(jobs["sleep.sh"], "CANCELLED", timeout=5)["exit_code"] == -15
+    assert queue.wait_job(jobs["sleep.sh"], "TIMEOUT", timeout=5)["exit_code"] == -15
     with pytest.raises(Conflict):
         queue.submit(rid, queue.jobs / "ok.sh")
     with pytest.raises(Conflict):
@@ -206,7 +206,7 @@ def test_lifecycle_jobs_and_events(queue):
     assert _chain(mine(), "reservation_status") == [
         "RESERVATION_GRANTED", "RESERVATION_ACTIVE", "RESERVATION_ENDED"]
     final = {name: queue.job(j)["state"] for name, j in jobs.items()}
-    assert final == {"ok.sh": "COMPLETED", "fail.sh": "FAILED", "sleep.sh": "CANCELLED"}
+    assert final == {"ok.sh": "COMPLETED", "fail.sh": "FAILED", "sleep.sh": "TIMEOUT"}
     assert {j["job_id"]: j["state"] for j in queue.status(rid)["jobs"]} == {
         j: final[name] for name, j in jobs.items()}
     wait_for(lambda: all(events.of("job.status", "job_id", j)[-1]["state"] == final[name]
@@ -311,7 +311,9 @@ def test_restart_keeps_active_reservation_and_jobs(queue):
     assert (status["start_time"], status["end_time"], status["hosts"]) == (
         r["start_time"], r["end_time"], r["hosts"])
     assert {k: v for k, v in queue.job(ok).items() if k != "request_id"} == before
-    queue.wait_job(slow, {"local": "FAILED", "slurm": "COMPLETED"}[queue.backend])
+    lost = queue.wait_job(slow, {"local": "FAILED", "slurm": "COMPLETED"}[queue.backend])
+    if queue.backend == "local":
+        assert lost["reason"] == "lost in a daemon restart"
     queue.wait_status(rid, "RESERVATION_ENDED")
     assert {j["job_id"] for j in queue.status(rid)["jobs"]} == {ok, slow}
 

@@ -3,7 +3,7 @@
 import json
 import time
 
-from daemon import wait_for
+from daemon import JOB_USER, wait_for
 
 
 def test_resources_reserve_list_extend_release(daemon):
@@ -74,7 +74,8 @@ def test_batch_from_the_command_line(daemon_factory, tmp_path):
     script.write_text("#!/bin/sh\necho \"hello $1 from $ATS_HOSTS\"\n")
     script.chmod(0o755)
     d = daemon_factory({"queues": {"q": {"backend": "local", "hosts": ["h1", "h2"]}},
-                        "jobs": {"allowed_dirs": [str(jobs)], "output_dir": str(tmp_path / "out")}})
+                        "jobs": {"allowed_dirs": [str(jobs)], "output_dir": str(tmp_path / "out"),
+                                 "run_as": JOB_USER}})
     out = d.cli("--json", "batch", "create", "-q", "q", "-n", "2", "-t", "30s")
     assert out.returncode == 0, out.stderr
     rid = json.loads(out.stdout)["reservation_id"]

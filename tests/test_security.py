@@ -16,7 +16,7 @@ from atsclient import ATSClient, Forbidden, Unreachable
 from atsclient.security import write_keypair
 from atsd import config as configmod
 from atsd.commands import load_all
-from daemon import BASE_CONFIG, wait_for
+from daemon import BASE_CONFIG, JOB_USER, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 USERS = ("alice", "bob", "labadmin")
@@ -41,6 +41,7 @@ class CurveLab:
             "resources": BASE_CONFIG["resources"] + [{"name": "gpus/0", "type": "gpus",
                                                       "slots": 4}],
             "queues": {"debug": {"backend": "local", "hosts": ["h1", "h2"]}},
+            "jobs": {"run_as": JOB_USER},
             "security": {"admins": ["labadmin"],
                          "curve": {"secret_key": "server.key_secret",
                                    "authorized_keys": "clients.d"}}})

@@ -65,9 +65,33 @@ def parse_time(text: str, now: float | None = None) -> float:
     except ValueError:
         pass
     try:
-        return dt.datetime.fromisoformat(text).timestamp()
+        when = dt.datetime.fromisoformat(text)
     except ValueError:
         raise UsageError(f"not a time: {text!r} (try now+10m, 2026-12-01T09:00)") from None
+    if when.tzinfo is None:
+        return _local_time(when, text)
+    return when.timestamp()
+
+
+def _local_time(when: dt.datetime, text: str) -> float:
+    """A wall-clock time in the local zone, refused when a clock change skips it (spring
+    forward) or repeats it (fall back): guessing would book an hour off."""
+    first, second = when.replace(fold=0).timestamp(), when.replace(fold=1).timestamp()
+    if first == second:
+        return first
+    as_utc = when.replace(tzinfo=dt.timezone.utc).timestamp()
+    offsets = " or ".join(f"{text}{_offset(as_utc - t)}" for t in sorted({first, second}))
+    if dt.datetime.fromtimestamp(first) != when:
+        raise UsageError(f"{text} does not exist in local time (the clocks skip it); "
+                         f"give an explicit offset: {offsets}")
+    raise UsageError(f"{text} happens twice in local time (the clocks go back); "
+                     f"give an explicit offset: {offsets}")
+
+
+def _offset(seconds: float) -> str:
+    sign = "+" if seconds >= 0 else "-"
+    minutes = int(abs(seconds)) // 60
+    return f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"
 
 
 def fmt_time(t: float | None) -> str:

@@ -1,6 +1,7 @@
 """Where batch jobs run. ``JobRunner`` turns committed changes into backend actions: a batch
 reservation that became ACTIVE starts its pending jobs, one that ENDED stops its running
-ones, a job submitted into an ACTIVE reservation starts at once. It acts only on committed
+ones (TIMEOUT when its time ran out, CANCELLED when it ended early), a job submitted into
+an ACTIVE reservation starts at once. It acts only on committed
 events, so nothing runs for a change that did not reach the disk.
 
 Backends report job changes back through ``report``, which updates the engine and wakes the
@@ -13,7 +14,7 @@ import time
 
 from ..engine import states
 from .local import LocalBackend
-from ..engine.batch import PENDING, RUNNING
+from ..engine.batch import CANCELLED, PENDING, RUNNING, TIMEOUT
 from ..engine.events import JOB_STATUS, RESERVATION_STATUS
 
 
@@ -21,7 +22,8 @@ class JobRunner:
     def __init__(self, server, config) -> None:
         self.server = server
         self.backends = {}              # queue name -> backend; local queues share one
-        local = LocalBackend(config.job_dirs, config.job_output_dir, config.base, self.report)
+        local = LocalBackend(config.job_dirs, config.job_output_dir, config.base,
+                             config.job_env_allow, config.job_user, self.report)
         for q in config.queues.values():
             if q.backend == "local":
                 self.backends[q.name] = local
@@ -61,9 +63,9 @@ class JobRunner:
             backend.start(job, r)
         elif r.state == states.ENDED and job.state in (PENDING, RUNNING):
             if job.state == RUNNING:
-                backend.stop(job.id)
+                backend.stop(job.id, TIMEOUT if r.reason == "expired" else CANCELLED)
             else:
-                self.report(job.id, "CANCELLED")
+                self.report(job.id, CANCELLED)
 
     def recover(self) -> None:
         """After a restart: jobs that were running under a dead daemon are lost; pending

@@ -11,10 +11,14 @@ job is submitted by and runs as, the daemon's own OS user; who may use a reserva
 decided by atsd (its owner, admins), not by Slurm.
 
 Jobs: ``sbatch --parsable --reservation=atsd-<id>``, each ``submit_args`` pair ``[key,
-value]`` becoming ``--key=value`` (the options atsd sets itself are refused), with
-``ATS_RESERVATION_ID``, ``ATS_JOB_ID`` and ``ATS_HOSTS`` in the job's environment, working
-directory and output ``jobs.output_dir`` (``<job id>.out``; on a real cluster that directory
-must be shared with the compute nodes). Scripts come only from ``jobs.allowed_dirs``, as on
+value]`` becoming ``--key=value``. Only the options in ``SBATCH_OPTIONS`` pass: a job never
+gets more than its submitter could ask for, so what would run code or read files of the
+submitter's choice as atsd's user (``export``, ``input``, ``uid``, ``gid``, ``chdir``,
+``wrap``, ...) or is unknown is refused, and ``output``/``error`` must name a file inside
+``jobs.output_dir``. ``ATS_RESERVATION_ID``, ``ATS_JOB_ID`` and ``ATS_HOSTS`` are in the
+job's environment; its working directory is ``jobs.output_dir``, its output
+``<job id>.out`` there unless it asked for another (on a real cluster that directory must
+be shared with the compute nodes). Scripts come only from ``jobs.allowed_dirs``, as on
 the local backend. Without a ``time`` option a job's time limit is what is left of the
 reservation (whole minutes, at least one): Slurm starts a job only when its time limit does
 not run into a later reservation on its nodes, so the partition's default (often unlimited)
@@ -24,10 +28,11 @@ nodes, no job can start.)
 
 Following a job: one task per job polls ``scontrol show job`` every ``POLL_S`` and reports
 each change; while slurmctld is unreachable it backs off (up to ``MAX_BACKOFF_S``) and
-carries on when it is back. When the reservation ends, atsd cancels (scancel) the jobs still
-in it, so they end CANCELLED as on the local backend: Slurm itself would stop running ones
-only at its next periodic time-limit check (up to half a minute late, as TIMEOUT) and hold
-pending ones (RESV_DEL_HOLD, which atsd also cancels whenever it sees it). A job Slurm forgot
+carries on when it is back. When the reservation's time is up, atsd cancels (scancel) the
+jobs still in it, so they end as on the local backend, running ones TIMEOUT and pending
+ones CANCELLED: Slurm itself would stop running ones only at its next periodic time-limit
+check (up to half a minute late) and hold pending ones (RESV_DEL_HOLD, which atsd also
+cancels whenever it sees it). A job Slurm forgot
 (``MinJobAge`` passed while atsd was down) before atsd saw it end is recorded FAILED with
 that reason: without slurmdbd there is no ``sacct`` to ask how it ended.
 
@@ -44,7 +49,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from ..engine.batch import CANCELLED, COMPLETED, FAILED, FINAL, PENDING, RUNNING, Job
+from ..engine.batch import CANCELLED, COMPLETED, FAILED, FINAL, PENDING, RUNNING, TIMEOUT, Job
 from ..engine.errors import BackendError, BadRequest, Unavailable
 from ..engine.lab import Reservation, new_id
 from .scripts import allowed_script
@@ -53,6 +58,9 @@ from . import slurm_cli as sc
 
 POLL_S = 0.5
 MAX_BACKOFF_S = 5.0
+SBATCH_OPTIONS = {"job-name", "time", "ntasks", "cpus-per-task", "mem", "gres", "output",
+                  "error"}
+PATH_OPTIONS = {"output", "error"}
 
 # Slurm job states (22.05) -> atsd's; RESV_DEL_HOLD (its reservation is gone) is not here:
 # such a job is cancelled.
@@ -62,7 +70,7 @@ STATES = {
     "RUNNING": RUNNING, "COMPLETING": RUNNING, "SUSPENDED": RUNNING, "STOPPED": RUNNING,
     "SIGNALING": RUNNING, "STAGE_OUT": RUNNING, "RESIZING": RUNNING,
     "COMPLETED": COMPLETED,
-    "FAILED": FAILED, "TIMEOUT": FAILED, "NODE_FAIL": FAILED, "OUT_OF_MEMORY": FAILED,
+    "FAILED": FAILED, "TIMEOUT": TIMEOUT, "NODE_FAIL": FAILED, "OUT_OF_MEMORY": FAILED,
     "BOOT_FAIL": FAILED, "DEADLINE": FAILED, "PREEMPTED": FAILED, "SPECIAL_EXIT": FAILED,
     "CANCELLED": CANCELLED, "REVOKED": CANCELLED,
 }
@@ -126,25 +134,44 @@ class SlurmBackend:
     def check_submission(self, script: str, submit_args: list) -> str:
         """The script's resolved path, or bad_request saying why it may not be submitted."""
         path = allowed_script(script, self.base, self.allowed_dirs, os.R_OK)
+        for i, (key, value) in enumerate(submit_args):
+            if key not in SBATCH_OPTIONS:
+                raise BadRequest(f"submit_args[{i}]: sbatch option {key[:64]!r} is not "
+                                 f"allowed (allowed: {', '.join(sorted(SBATCH_OPTIONS))})")
+            if key in PATH_OPTIONS:
+                self._inside_output_dir(value, f"submit_args[{i}]")
+        return path
+
+    def _inside_output_dir(self, value: str, where: str) -> Path:
         try:
-            sc.sbatch_args(submit_args)
-        except ValueError as exc:
-            raise BadRequest(f"submit_args: {exc}") from None
+            path = (self.output_dir / value).resolve()
+        except (ValueError, OSError) as exc:        # a NUL byte, a loop of links
+            raise BadRequest(f"{where}: not a usable path ({exc})") from None
+        if not path.is_relative_to(self.output_dir.resolve()):
+            raise BadRequest(f"{where}: output and error files must be inside "
+                             f"jobs.output_dir ({self.output_dir})")
         return path
 
     async def submit(self, job: Job, r: Reservation) -> str:
         """sbatch the job into the reservation; returns Slurm's job id."""
         name = reservation_name(r.id)
         self._ends[name] = r.end
-        args = list(job.submit_args)
+        args = [[k, v] for k, v in job.submit_args if k != "output"]
+        output = self._output(job)
         if not any(key == "time" for key, _ in args):
             minutes = int((r.end - max(r.start, time.time())) // 60)
             args.append(["time", str(max(1, minutes))])
-        self.output_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BackendError(f"cannot write job output in {self.output_dir}: "
+                               f"{exc.strerror or exc}") from None
         env = {"ATS_RESERVATION_ID": r.id, "ATS_JOB_ID": job.id,
                "ATS_HOSTS": ",".join(r.extra["hosts"])}
+        args = [[k, self._inside_output_dir(v, k) if k in PATH_OPTIONS else v]
+                for k, v in args]
         return await _slurm(sc.submit(name, job.script, args, env, workdir=self.output_dir,
-                                      output=self._output(job)))
+                                      output=output))
 
     def watch(self, job: Job) -> None:
         """Follow a submitted job in Slurm until it ends (once per job)."""
@@ -167,30 +194,32 @@ class SlurmBackend:
         name = reservation_name(job.reservation_id)
         output = str(self._output(job))
         last = job.state
-        stopping = False        # scancel sent: the reservation ended or Slurm deleted it
-        delay = POLL_S
+        stopped_as = None       # scancel sent (the reservation ended, or Slurm deleted it):
+        delay = POLL_S          # the state its CANCELLED means
         while True:
             try:
                 info = await sc.show_job(job.backend_ref)
                 if info is None:
-                    if stopping:
-                        self.report(job.id, CANCELLED, output=output)
+                    if stopped_as:
+                        self.report(job.id, stopped_as, output=output)
                     else:
                         self.report(job.id, FAILED, output=output, extra={
                             **job.extra, "error": "Slurm forgot the job (MinJobAge) before "
                                                   "atsd saw how it ended"})
                     return
                 state = STATES.get(info["state"])
+                if state == CANCELLED and stopped_as:
+                    state = stopped_as
                 if state is not None and state != last:
                     last = state
                     self.report(job.id, state, _exit_code(info) if state in FINAL else None,
                                 output=output)
                 if state in FINAL:
                     return
-                if not stopping and (info["state"] == "RESV_DEL_HOLD"
-                                     or time.time() >= await self._end(name)):
+                if stopped_as is None and (info["state"] == "RESV_DEL_HOLD"
+                                           or time.time() >= await self._end(name)):
                     await sc.cancel_job(job.backend_ref)
-                    stopping = True
+                    stopped_as = TIMEOUT if state == RUNNING else CANCELLED
                 delay = POLL_S
             except sc.SlurmError as exc:
                 log.warning("slurm_poll_failed", job_id=job.id, slurm_job=job.backend_ref,
@@ -207,6 +236,10 @@ class SlurmBackend:
         return self._ends[name]
 
     def _output(self, job: Job) -> Path:
+        """Where its output goes: the ``output`` it asked for, or ``<job id>.out``."""
+        asked = [v for k, v in job.submit_args if k == "output"]
+        if asked:
+            return self._inside_output_dir(asked[-1], "output")
         return self.output_dir / f"{job.id}.out"
 
     async def close(self) -> None:

@@ -16,11 +16,32 @@ from ..protocol import POSITIVE_DURATION, TEXT, TIME, count, list_of, optional, 
 from . import Call, command
 
 
+def _scalar(value) -> bool:
+    return isinstance(value, (str, int, float)) and not isinstance(value, bool)
+
+
 def _pair(value, key):
     if not (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)
-            and isinstance(value[1], (str, int, float)) and not isinstance(value[1], bool)):
+            and _scalar(value[1])):
         raise BadRequest(f"{key} must be a [key, value] pair")
     return [value[0], str(value[1])]
+
+
+MAX_SUBMIT_ARGS = 64
+_pairs = list_of(_pair, MAX_SUBMIT_ARGS)
+
+
+def _submit_args(value, key):
+    """``[[key, value], ...]`` or the map form ``{key: value}`` (CQR allows both), as
+    pairs: the backends' allow-lists then see one shape."""
+    if not isinstance(value, dict):
+        return _pairs(value, key)
+    if len(value) > MAX_SUBMIT_ARGS:
+        raise BadRequest(f"{key} may hold at most {MAX_SUBMIT_ARGS} items")
+    for k, v in value.items():
+        if not (isinstance(k, str) and _scalar(v)):
+            raise BadRequest(f"{key} must map option names to strings or numbers")
+    return [[k, str(v)] for k, v in value.items()]
 
 
 HOSTS = count(1, 100_000)
@@ -91,12 +112,13 @@ def get_reservation_status(call: Call, reservation_id: str) -> dict:
 
 
 @command("submit_job_to_reservation", mutating=True, reservation_id=required(TEXT),
-         job_script=required(TEXT), submit_args=optional(list_of(_pair, 64), []))
+         job_script=required(TEXT), submit_args=optional(_submit_args, []))
 def submit_job_to_reservation(call: Call, reservation_id: str, job_script: str,
                               submit_args: list):
     """Run job_script in the reservation: queued (PENDING) until it is ACTIVE, stopped when
-    it ends. submit_args are [key, value] pairs: sbatch options on Slurm; on a local queue
-    ["arg", value] and ["env", "NAME=value"]."""
+    it ends. submit_args are [key, value] pairs or a {key: value} map: sbatch options on
+    Slurm; on a local queue ["arg", value] and ["env", "NAME=value"] (allow-lists in the
+    backends)."""
     app = call.app
     r = app.batch.batch_reservation(reservation_id, call.caller)
     backend = app.backends[r.extra["queue"]]
@@ -119,10 +141,11 @@ def submit_job_to_reservation(call: Call, reservation_id: str, job_script: str,
 
 @command("get_job_status", job_id=required(TEXT))
 def get_job_status(call: Call, job_id: str) -> dict:
-    """PENDING, RUNNING, COMPLETED, FAILED or CANCELLED, and the exit code once it ended."""
+    """PENDING, RUNNING, COMPLETED, FAILED, TIMEOUT or CANCELLED, the exit code once it
+    ended, and why it failed when it never ran to an exit code (``reason``)."""
     job = call.app.batch.job(job_id)
     return {"state": job.state, "exit_code": job.exit_code, "reservation_id": job.reservation_id,
-            "output": job.output}
+            "output": job.output, "reason": job.extra.get("error")}
 
 
 @command("cancel_reservation", mutating=True, reservation_id=required(TEXT))

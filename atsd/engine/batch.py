@@ -9,8 +9,9 @@ exclusively on its timeline, so a host in a batch reservation is a host nobody e
 or *external* (a Slurm partition: Slurm owns the nodes and grants the reservation; the
 engine keeps the record, the states and the jobs, with no bookings of its own).
 
-Jobs: PENDING → RUNNING → COMPLETED | FAILED, or → CANCELLED from PENDING or RUNNING (a
-backend that only sees a job after it ended may report PENDING → COMPLETED | FAILED). The
+Jobs: PENDING → RUNNING → COMPLETED | FAILED, → TIMEOUT when its reservation's time ran out
+while it ran, or → CANCELLED from PENDING or RUNNING (a backend that only sees a job after it
+ended may report PENDING → COMPLETED | FAILED). The
 engine keeps the records (Slurm forgets finished jobs after MinJobAge); running them is the
 backend's business (atsd/backends), which reports each change through ``job_changed``.
 """
@@ -25,11 +26,11 @@ from .events import JOB_STATUS
 from .lab import Caller, Lab, Reservation, new_id
 from .timeline import Booking
 
-PENDING, RUNNING, COMPLETED, FAILED, CANCELLED = (
-    "PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED")
-FINAL = (COMPLETED, FAILED, CANCELLED)
+PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, TIMEOUT = (
+    "PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT")
+FINAL = (COMPLETED, FAILED, CANCELLED, TIMEOUT)
 JOB_TRANSITIONS = {PENDING: {RUNNING, CANCELLED, COMPLETED, FAILED},
-                   RUNNING: {COMPLETED, FAILED, CANCELLED}}
+                   RUNNING: {COMPLETED, FAILED, CANCELLED, TIMEOUT}}
 
 JOB = "job"   # record kind in the store
 
