@@ -142,7 +142,7 @@ class Store:
             for key, data in self.db.execute("SELECT key, data FROM records WHERE kind=?",
                                              (kind,)):
                 reading[:] = kind, key
-                yield unpack(data)
+                yield _unpack_stored(data)
         kinds = [k for (k,) in self.db.execute("SELECT DISTINCT kind FROM records")]
         try:
             yield {kind: rows(kind) for kind in kinds}
@@ -157,8 +157,8 @@ class Store:
         events = []
         for seq, data in reversed(rows.fetchall()):
             try:
-                events.append(unpack(data))
-            except RECORD_ERRORS as exc:
+                events.append(_unpack_stored(data))
+            except NotMsgpack as exc:
                 raise StoreError(f"{self.path}: damaged record in table events, seq {seq}: "
                                  f"{_why(exc)}; it was left as it is") from None
         return events
@@ -209,13 +209,27 @@ class Store:
         self._lock.close()
 
 
-# what reading a damaged record raises: msgpack's own errors (ValueError subclasses), a
-# missing field, a field of the wrong type
-RECORD_ERRORS = (ValueError, KeyError, TypeError, AttributeError, IndexError,
-                 msgpack.UnpackException)
+# what the engine raises on a record it cannot read back: a missing field, a field of the
+# wrong type or shape (and NotMsgpack, a ValueError, for one that does not unpack)
+RECORD_ERRORS = (ValueError, KeyError, TypeError, AttributeError, IndexError)
+
+
+class NotMsgpack(ValueError):
+    """A stored blob that does not even unpack."""
+
+
+def _unpack_stored(data: bytes):
+    try:
+        return unpack(data)
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise NotMsgpack(f"not valid msgpack ({_detail(exc)})") from None
 
 
 def _why(exc: Exception) -> str:
     if isinstance(exc, KeyError):
         return f"missing field {str(exc.args[0])[:100]!r}"
-    return f"{type(exc).__name__}: {str(exc)[:200]}"
+    return str(exc) if isinstance(exc, NotMsgpack) else _detail(exc)
+
+
+def _detail(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {str(exc)[:200]}" if str(exc) else type(exc).__name__
