@@ -1,9 +1,10 @@
 """The command line as a person uses it: real processes against a real daemon."""
 
 import json
+import subprocess
 import time
 
-from daemon import JOB_USER, wait_for
+from daemon import JOB_USER, cli_env, wait_for
 
 
 def test_resources_reserve_list_extend_release(daemon):
@@ -109,3 +110,24 @@ def test_unreachable_daemon_is_named(tmp_path):
     assert out.returncode == 1
     assert out.stderr.strip() == (f"atsclient: unreachable: no reply from atsd at "
                                   f"{nobody} after 2 tries of 0.2s")
+
+
+def test_local_times_a_clock_change_skips_or_repeats_are_refused(daemon):
+    """In Europe/Berlin 02:30 does not exist on 2027-03-28 and happens twice on 2027-10-31:
+    refused with the two offsets that would work, never booked an hour off; the same times
+    with an offset are booked as written."""
+    env = {**cli_env(), "TZ": "Europe/Berlin"}
+
+    def reserve(at):
+        return subprocess.run(daemon.cli_argv("--json", "reserve", "dut-1", "--at", at,
+                                              "--for", "10m"),
+                              capture_output=True, text=True, timeout=60, env=env)
+    for at, what in [("2027-03-28T02:30", "does not exist in local time"),
+                     ("2027-10-31T02:30", "happens twice in local time")]:
+        out = reserve(at)
+        assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+        assert what in out.stderr and f"{at}+01:00" in out.stderr and f"{at}+02:00" in out.stderr
+    assert json.loads(daemon.cli("--json", "reservations").stdout) == []
+    out = reserve("2027-10-31T02:30+01:00")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["time_available"] == 1824946200      # 01:30 UTC
