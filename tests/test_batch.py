@@ -66,7 +66,9 @@ class Queue:
 
     def submit(self, rid, script, args=()):
         return self.client.call("submit_job_to_reservation", reservation_id=rid,
-                                job_script=str(script), submit_args=list(args))["job_id"]
+                                job_script=str(script),
+                                submit_args=args if isinstance(args, dict) else list(args)
+                                )["job_id"]
 
     def job(self, job_id):
         return self.client.call("get_job_status", job_id=job_id)
@@ -289,6 +291,34 @@ def test_bad_submissions(queue, tmp_path):
     with pytest.raises(BadRequest, match="submit_args"):
         queue.submit(rid, queue.jobs / "ok.sh", [["reservation", "other"]])
     assert queue.status(rid)["jobs"] == []
+
+
+@pytest.mark.parametrize("queue", ["slurm"], indirect=True)
+def test_sbatch_options_outside_the_allow_list_are_refused(queue):
+    """What would run code or touch files of the submitter's choice as atsd's user, and
+    anything unknown, is refused at submit time; the allowed options work, in both forms."""
+    rid = queue.create(1, 30, time.time())["reservation_id"]
+    ok = queue.jobs / "ok.sh"
+    for key, value in [("export", "ALL,LD_PRELOAD=/tmp/evil.so"), ("input", "/etc/shadow"),
+                       ("uid", "0"), ("gid", "0"), ("chdir", "/"), ("wrap", "id"),
+                       ("reservation", "other"), ("partition", "other"), ("outp", "x"),
+                       ("no-such-option", "1")]:
+        for args in ([[key, value]], {key: value}):
+            with pytest.raises(BadRequest, match=f"sbatch option '{key}' is not allowed"):
+                queue.submit(rid, ok, args)
+    for key, value in [("output", "/tmp/x.out"), ("error", "../x.err"),
+                       ("output", "sub/../../x.out")]:
+        with pytest.raises(BadRequest, match="must be inside jobs.output_dir"):
+            queue.submit(rid, ok, [[key, value]])
+    assert queue.status(rid)["jobs"] == []
+
+    out = queue.daemon.dir / "out"
+    job = queue.submit(rid, ok, {"job-name": "mine", "time": "1", "ntasks": "1",
+                                 "cpus-per-task": "1", "output": "mine.out",
+                                 "error": "mine.err"})
+    done = queue.wait_job(job, "COMPLETED", timeout=30)
+    assert done["output"] == str(out / "mine.out")
+    assert (out / "mine.out").read_text().startswith(f"rid={rid} job={job}")
 
 
 def test_restart_keeps_active_reservation_and_jobs(queue):
