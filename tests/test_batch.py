@@ -29,6 +29,7 @@ SCRIPTS = {
     "fail.sh": "#!/bin/sh\necho failing\nexit 3\n",
     "slow.sh": "#!/bin/sh\nsleep 2\necho done\n",
     "sleep.sh": "#!/bin/sh\nexec sleep 60\n",
+    "env.sh": "#!/bin/sh\nexec env\n",
 }
 
 
@@ -319,6 +320,13 @@ def test_sbatch_options_outside_the_allow_list_are_refused(queue):
     done = queue.wait_job(job, "COMPLETED", timeout=30)
     assert done["output"] == str(out / "mine.out")
     assert (out / "mine.out").read_text().startswith(f"rid={rid} job={job}")
+
+    job = queue.submit(rid, queue.jobs / "env.sh", [["time", "1"]])
+    env = dict(line.split("=", 1) for line in
+               open(queue.wait_job(job, "COMPLETED", timeout=30)["output"]).read().splitlines())
+    assert (env["PATH"], env["ATS_JOB_ID"], env["ATS_RESERVATION_ID"]) == (
+        "/usr/local/bin:/usr/bin:/bin", job, rid)
+    assert "PYTHONPATH" not in env       # the daemon's own environment stays out
 
 
 def test_restart_keeps_active_reservation_and_jobs(queue):

@@ -114,7 +114,8 @@ def test_time_conversion_is_utc():
 @pytest.mark.parametrize("args", [
     [["Time", "1"]], [["time limit", "1"]], [["--time", "1"]], [["1time", "1"]],
     [["reservation", "x"]], [["reserv", "x"]], [["output", "/tmp/x"]],
-    [["chdir", "/"]], [["parsable", "1"]], [["time"]], ["time=1"],
+    [["chdir", "/"]], [["parsable", "1"]], [["time"]], ["time=1"], [["export", "ALL"]],
+    [["exp", "ALL"]],
 ])
 async def test_submit_rejects_bad_args_before_running_sbatch(args, tmp_path):
     # slurm_conf points nowhere: validation must happen before any command.

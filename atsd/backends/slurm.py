@@ -15,10 +15,12 @@ value]`` becoming ``--key=value``. Only the options in ``SBATCH_OPTIONS`` pass: 
 gets more than its submitter could ask for, so what would run code or read files of the
 submitter's choice as atsd's user (``export``, ``input``, ``uid``, ``gid``, ``chdir``,
 ``wrap``, ...) or is unknown is refused, and ``output``/``error`` must name a file inside
-``jobs.output_dir``. ``ATS_RESERVATION_ID``, ``ATS_JOB_ID`` and ``ATS_HOSTS`` are in the
-job's environment; its working directory is ``jobs.output_dir``, its output
-``<job id>.out`` there unless it asked for another (on a real cluster that directory must
-be shared with the compute nodes). Scripts come only from ``jobs.allowed_dirs``, as on
+``jobs.output_dir``. Nothing of the daemon's environment reaches the job: sbatch exports
+only a fixed ``PATH``, ``HOME``, ``ATS_RESERVATION_ID``, ``ATS_JOB_ID`` and ``ATS_HOSTS``
+(``--export`` of those names), on top of what Slurm sets itself (its SLURM_* and, for an
+export by name, the job user's login environment). Its working directory is
+``jobs.output_dir``, its output ``<job id>.out`` there unless it asked for another (on a
+real cluster that directory must be shared with the compute nodes). Scripts come only from ``jobs.allowed_dirs``, as on
 the local backend. Without a ``time`` option a job's time limit is what is left of the
 reservation (whole minutes, at least one): Slurm starts a job only when its time limit does
 not run into a later reservation on its nodes, so the partition's default (often unlimited)
@@ -52,6 +54,7 @@ from typing import Callable
 from ..engine.batch import CANCELLED, COMPLETED, FAILED, FINAL, PENDING, RUNNING, TIMEOUT, Job
 from ..engine.errors import BackendError, BadRequest, Unavailable
 from ..engine.lab import Reservation, new_id
+from .local import PATH
 from .scripts import allowed_script
 from .. import log as logmod
 from . import slurm_cli as sc
@@ -166,12 +169,13 @@ class SlurmBackend:
         except OSError as exc:
             raise BackendError(f"cannot write job output in {self.output_dir}: "
                                f"{exc.strerror or exc}") from None
-        env = {"ATS_RESERVATION_ID": r.id, "ATS_JOB_ID": job.id,
+        env = {"PATH": PATH, "HOME": pwd.getpwnam(self.user).pw_dir,
+               "ATS_RESERVATION_ID": r.id, "ATS_JOB_ID": job.id,
                "ATS_HOSTS": ",".join(r.extra["hosts"])}
         args = [[k, self._inside_output_dir(v, k) if k in PATH_OPTIONS else v]
                 for k, v in args]
         return await _slurm(sc.submit(name, job.script, args, env, workdir=self.output_dir,
-                                      output=output))
+                                      output=output, export_only=True))
 
     def watch(self, job: Job) -> None:
         """Follow a submitted job in Slurm until it ends (once per job)."""

@@ -472,7 +472,8 @@ async def create_reservation(name: str, partition: str, node_count: int,
 # sbatch options that this module sets itself; user args may not name them
 # nor an abbreviation of them (getopt_long accepts unique prefixes, so
 # "--reserv=x" would mean --reservation).
-_RESERVED_SBATCH_OPTS = ("reservation", "parsable", "chdir", "output", "wrap")
+_RESERVED_SBATCH_OPTS = ("reservation", "parsable", "chdir", "output", "wrap", "export")
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SBATCH_KEY_RE = re.compile(r"^[a-z][a-z-]*$")
 
 
@@ -494,18 +495,27 @@ def sbatch_args(args: Iterable[Sequence[str]]) -> list[str]:
 
 async def submit(reservation: str, script_path, args: Iterable[Sequence[str]] = (),
                  env: Mapping[str, str] | None = None, workdir=None, output=None,
-                 *, slurm_conf=None, timeout: float = DEFAULT_TIMEOUT) -> str:
+                 *, export_only: bool = False, slurm_conf=None,
+                 timeout: float = DEFAULT_TIMEOUT) -> str:
     """``sbatch --parsable --reservation=NAME [--key=value ...] script``.
 
     ``args``: [key, value] pairs -> ``--key=value`` (key must match
-    ``^[a-z][a-z-]*$``; reservation/parsable/chdir/output/wrap and their
-    abbreviations are refused).  ``env`` is added to sbatch's environment,
-    which sbatch exports to the job (its default --export=ALL).
+    ``^[a-z][a-z-]*$``; reservation/parsable/chdir/output/wrap/export and
+    their abbreviations are refused).  ``env`` is added to sbatch's
+    environment, which sbatch exports to the job (its default --export=ALL);
+    with ``export_only`` the job gets ``env`` and Slurm's own SLURM_* only
+    (``--export=NAME,...``), none of the caller's environment.
     ``workdir`` -> --chdir, ``output`` -> --output (stdout+stderr; Slurm
     patterns such as %j work).  Returns the job id as a string.
     """
     reservation = _check_name("reservation name", reservation)
     argv = ["sbatch", "--parsable", f"--reservation={reservation}"]
+    if export_only:
+        names = list(env or {})
+        bad = [n for n in names if not _ENV_NAME_RE.match(n)]
+        if bad or not names:
+            raise ValueError(f"export_only needs environment variable names, not {bad!r}")
+        argv.append(f"--export={','.join(names)}")
     if workdir is not None:
         argv.append(f"--chdir={os.fspath(workdir)}")
     if output is not None:
