@@ -102,7 +102,8 @@ def test_map_form_submit_args(lab):
     assert "JOB_FORM=map" in lab.output(job).splitlines()
     for bad, why in [({"env": 1.5}, "NAME=VALUE"), ({"nice": "5"}, "takes arg or env"),
                      ({"env": ["JOB_A=1"]}, "strings or numbers"),
-                     ({f"k{i}": "v" for i in range(65)}, "at most 64")]:
+                     ({f"k{i}": "v" for i in range(65)}, "at most 64"),
+                     ({"arg": "a\0b"}, "NUL"), ([["env", "JOB_A=\0"]], "NUL")]:
         with pytest.raises(BadRequest, match=why):
             lab.submit("env.sh", bad)
 

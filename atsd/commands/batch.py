@@ -33,15 +33,19 @@ _pairs = list_of(_pair, MAX_SUBMIT_ARGS)
 
 def _submit_args(value, key):
     """``[[key, value], ...]`` or the map form ``{key: value}`` (CQR allows both), as
-    pairs: the backends' allow-lists then see one shape."""
-    if not isinstance(value, dict):
-        return _pairs(value, key)
-    if len(value) > MAX_SUBMIT_ARGS:
-        raise BadRequest(f"{key} may hold at most {MAX_SUBMIT_ARGS} items")
-    for k, v in value.items():
-        if not (isinstance(k, str) and _scalar(v)):
+    pairs: the backends' allow-lists then see one shape. No NUL anywhere: no command line
+    or environment can carry one."""
+    if isinstance(value, dict):
+        if len(value) > MAX_SUBMIT_ARGS:
+            raise BadRequest(f"{key} may hold at most {MAX_SUBMIT_ARGS} items")
+        if not all(isinstance(k, str) and _scalar(v) for k, v in value.items()):
             raise BadRequest(f"{key} must map option names to strings or numbers")
-    return [[k, str(v)] for k, v in value.items()]
+        pairs = [[k, str(v)] for k, v in value.items()]
+    else:
+        pairs = _pairs(value, key)
+    if any("\0" in k or "\0" in v for k, v in pairs):
+        raise BadRequest(f"{key} may not hold NUL characters")
+    return pairs
 
 
 HOSTS = count(1, 100_000)
