@@ -174,7 +174,8 @@ def _chain(events, key):
 
 def test_lifecycle_jobs_and_events(queue):
     """Granted, active at its start, jobs run (one completes, one fails, one is stopped at the
-    end of its time: TIMEOUT), ended at its end; every transition is published in order and the status agrees."""
+    end of its time: TIMEOUT), ended at its end; every transition is published in order and
+    the status agrees."""
     events = Events(queue)
     t0 = time.time()
     r = queue.create(2, 5, t0 + 4)         # room for three sbatch calls before the start

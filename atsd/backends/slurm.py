@@ -20,8 +20,8 @@ only a fixed ``PATH``, ``HOME``, ``ATS_RESERVATION_ID``, ``ATS_JOB_ID`` and ``AT
 (``--export`` of those names), on top of what Slurm sets itself (its SLURM_* and, for an
 export by name, the job user's login environment). Its working directory is
 ``jobs.output_dir``, its output ``<job id>.out`` there unless it asked for another (on a
-real cluster that directory must be shared with the compute nodes). Scripts come only from ``jobs.allowed_dirs``, as on
-the local backend. Without a ``time`` option a job's time limit is what is left of the
+real cluster that directory must be shared with the compute nodes). Scripts come only
+from ``jobs.allowed_dirs``, as on the local backend. Without a ``time`` option a job's time limit is what is left of the
 reservation (whole minutes, at least one): Slurm starts a job only when its time limit does
 not run into a later reservation on its nodes, so the partition's default (often unlimited)
 would keep it pending whenever reservations follow each other. (Time limits are whole
