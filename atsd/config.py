@@ -137,7 +137,6 @@ class _Reader:
             self.fail(key, "must be a list of names")
         return [self.name(v, f"{key}[{i}]") for i, v in enumerate(value)]
 
-
     def env_patterns(self, value: Any, key: str) -> list[str]:
         if not isinstance(value, list):
             self.fail(key, "must be a list of glob patterns such as JOB_*")

@@ -1,8 +1,8 @@
 """Where batch jobs run. ``JobRunner`` turns committed changes into backend actions: a batch
 reservation that became ACTIVE starts its pending jobs, one that ENDED stops its running
 ones (TIMEOUT when its time ran out, CANCELLED when it ended early), a job submitted into
-an ACTIVE reservation starts at once. It acts only on committed
-events, so nothing runs for a change that did not reach the disk.
+an ACTIVE reservation starts at once. It acts only on committed events, so nothing runs for
+a change that did not reach the disk.
 
 Backends report job changes back through ``report``, which updates the engine and wakes the
 server so the change is committed and published like any other.

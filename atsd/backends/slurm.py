@@ -21,22 +21,22 @@ only a fixed ``PATH``, ``HOME``, ``ATS_RESERVATION_ID``, ``ATS_JOB_ID`` and ``AT
 export by name, the job user's login environment). Its working directory is
 ``jobs.output_dir``, its output ``<job id>.out`` there unless it asked for another (on a
 real cluster that directory must be shared with the compute nodes). Scripts come only
-from ``jobs.allowed_dirs``, as on the local backend. Without a ``time`` option a job's time limit is what is left of the
-reservation (whole minutes, at least one): Slurm starts a job only when its time limit does
-not run into a later reservation on its nodes, so the partition's default (often unlimited)
-would keep it pending whenever reservations follow each other. (Time limits are whole
-minutes: in a reservation shorter than a minute that another follows at once on the same
-nodes, no job can start.)
+from ``jobs.allowed_dirs``, as on the local backend. Without a ``time`` option a job's time
+limit is what is left of the reservation (whole minutes, at least one): Slurm starts a job
+only when its time limit does not run into a later reservation on its nodes, so the
+partition's default (often unlimited) would keep it pending whenever reservations follow
+each other. (Time limits are whole minutes: in a reservation shorter than a minute that
+another follows at once on the same nodes, no job can start.)
 
 Following a job: one task per job polls ``scontrol show job`` every ``POLL_S`` and reports
 each change; while slurmctld is unreachable it backs off (up to ``MAX_BACKOFF_S``) and
 carries on when it is back. When the reservation's time is up, atsd cancels (scancel) the
-jobs still in it, so they end as on the local backend, running ones TIMEOUT and pending
-ones CANCELLED: Slurm itself would stop running ones only at its next periodic time-limit
-check (up to half a minute late) and hold pending ones (RESV_DEL_HOLD, which atsd also
-cancels whenever it sees it). A job Slurm forgot
-(``MinJobAge`` passed while atsd was down) before atsd saw it end is recorded FAILED with
-that reason: without slurmdbd there is no ``sacct`` to ask how it ended.
+jobs still in it, so they end as on the local backend, running ones TIMEOUT and pending ones
+CANCELLED: Slurm itself would stop running ones only at its next periodic time-limit check
+(up to half a minute late) and hold pending ones (RESV_DEL_HOLD, which atsd also cancels
+whenever it sees it). A job Slurm forgot (``MinJobAge`` passed while atsd was down) before
+atsd saw it end is recorded FAILED with that reason: without slurmdbd there is no ``sacct``
+to ask how it ended.
 
 A reservation deleted in Slurm behind atsd's back (Slurm refuses while jobs ask for it) keeps
 its record and times in atsd; later submissions fail with Slurm's message.
@@ -198,8 +198,8 @@ class SlurmBackend:
         name = reservation_name(job.reservation_id)
         output = str(self._output(job))
         last = job.state
-        stopped_as = None       # scancel sent (the reservation ended, or Slurm deleted it):
-        delay = POLL_S          # the state its CANCELLED means
+        stopped_as = None       # once atsd scancelled it: what Slurm's CANCELLED then means
+        delay = POLL_S
         while True:
             try:
                 info = await sc.show_job(job.backend_ref)

@@ -11,9 +11,9 @@ engine keeps the record, the states and the jobs, with no bookings of its own).
 
 Jobs: PENDING → RUNNING → COMPLETED | FAILED, → TIMEOUT when its reservation's time ran out
 while it ran, or → CANCELLED from PENDING or RUNNING (a backend that only sees a job after it
-ended may report PENDING → COMPLETED | FAILED). The
-engine keeps the records (Slurm forgets finished jobs after MinJobAge); running them is the
-backend's business (atsd/backends), which reports each change through ``job_changed``.
+ended may report PENDING → COMPLETED | FAILED). The engine keeps the records (Slurm forgets
+finished jobs after MinJobAge); running them is the backend's business (atsd/backends),
+which reports each change through ``job_changed``.
 """
 
 from __future__ import annotations
