@@ -3,7 +3,8 @@
 from .client import AsyncATSClient, ATSClient
 from .errors import (ATSError, BackendError, BadRequest, ClaimLate, Conflict, Forbidden,
                      InternalError, NotFound, Overloaded, ResourceRetryExceeded,
-                     ResourceUnavailable, TooEarly, Unauthenticated, Unreachable)
+                     ResourceUnavailable, ServerCommandMissing, TooEarly, Unauthenticated,
+                     Unreachable)
 from .events import ElasticEndpoint, Subscriber
 from .pool import ResourcePool
 from .resource import ResourceReservation
@@ -11,5 +12,6 @@ from .resource import ResourceReservation
 __all__ = ["ATSClient", "AsyncATSClient", "ResourceReservation", "ResourcePool", "Subscriber",
            "ElasticEndpoint", "ATSError", "BackendError",
            "BadRequest", "ClaimLate", "Conflict", "Forbidden", "InternalError", "NotFound",
-           "Overloaded", "ResourceRetryExceeded", "ResourceUnavailable", "TooEarly",
+           "Overloaded", "ResourceRetryExceeded", "ResourceUnavailable", "ServerCommandMissing",
+           "TooEarly",
            "Unauthenticated", "Unreachable"]

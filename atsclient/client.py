@@ -22,7 +22,7 @@ import msgpack
 import zmq
 import zmq.asyncio
 
-from .errors import BY_CODE, ResourceUnavailable, Unreachable, from_reply
+from .errors import BY_CODE, ResourceUnavailable, ServerCommandMissing, Unreachable, from_reply
 from .security import curve_keys
 
 DEFAULT_SERVER = "tcp://127.0.0.1:5555"
@@ -70,7 +70,9 @@ class _Methods:
     get_resource_availablity = get_resource_availability   # kissats' spelling
 
     def get_resource_config(self, resource: str):
-        return self._do({"command": "get_config", "resource": resource})
+        """The resource's configuration now, itself (kissats documents it so; its own code
+        returns the whole reply)."""
+        return self._do({"command": "get_config", "resource": resource}, lambda r: r["config"])
 
     def request_reservation(self, resource, res_config=None, time_needed=None,
                             reservation_duration=3600.0, next_available=True,
@@ -116,7 +118,9 @@ class _Methods:
 
     def server_communicate(self, server_request: dict):
         """Send a request as kissats does (a dict with ``command``) and return the reply as
-        it is, errors included."""
+        it is, errors included. Without a ``command``: ServerCommandMissing, as kissats."""
+        if "command" not in server_request:
+            raise ServerCommandMissing("server_request has no 'command'")
         return self._do(dict(server_request), accept=tuple(BY_CODE))
 
     # --- atsd's own ---
@@ -218,7 +222,8 @@ class _Methods:
                         lambda r: r["revocation_id"])
 
     def ack_delete_pending(self, nodes):
-        """Answer delete_pending: these nodes may go now. Returns the nodes that went."""
+        """Answer delete_pending: these nodes may go now (names, or delete_pending's own
+        entries: those with max_wait_time above 0 stay). Returns the nodes that went."""
         return self._do({"command": "ack_delete_pending", "nodelist": _nodelist(nodes)},
                         lambda r: r["acknowledged"])
 
@@ -242,8 +247,10 @@ class _Methods:
 
 
 def _nodelist(nodes) -> list[dict]:
-    """elasticslice's nodelist from node names (one name alone is taken as one node)."""
-    return [{"node_id": n} for n in ([nodes] if isinstance(nodes, str) else nodes)]
+    """elasticslice's nodelist from node names (one name alone is taken as one node);
+    entries already in its shape (dicts with node_id, client_id ...) are sent as they are."""
+    return [dict(n) if isinstance(n, dict) else {"node_id": n}
+            for n in ([nodes] if isinstance(nodes, str) else nodes)]
 
 
 def _without_none(request: dict) -> dict:

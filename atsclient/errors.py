@@ -19,29 +19,32 @@ class BadRequest(ATSError):
     code = "bad_request"
 
 
-class NotFound(ATSError):
-    code = "not_found"
-
-
 class ResourceUnavailable(ATSError):
-    """kissats raises this name where a resource cannot be had."""
+    """kissats raises this name where a resource cannot be had. Its documents say
+    ``Raises: ResourceUnavailable`` for request and claim, so every refusal of a reservation
+    (an unknown id, someone else's, the wrong state, too early, too late) is one: code that
+    catches it, as kissats' own ResourceReservation does, never crashes on them."""
 
     code = "unavailable"
 
 
-class Conflict(ATSError):
+class NotFound(ResourceUnavailable):
+    code = "not_found"
+
+
+class Conflict(ResourceUnavailable):
     code = "conflict"
 
 
-class TooEarly(ATSError):
+class TooEarly(ResourceUnavailable):
     code = "too_early"
 
 
-class ClaimLate(ATSError):
+class ClaimLate(ResourceUnavailable):
     code = "claim_late"
 
 
-class Forbidden(ATSError):
+class Forbidden(ResourceUnavailable):
     code = "forbidden"
 
 
@@ -65,6 +68,12 @@ class Unreachable(ATSError):
     """No reply from the daemon within the timeout, after every retry."""
 
     code = "unreachable"
+
+
+class ServerCommandMissing(BadRequest):
+    """kissats' name: ``server_communicate`` got a request without a ``command``."""
+
+    code = "bad_request"
 
 
 class ResourceRetryExceeded(ATSError):

@@ -266,14 +266,26 @@ class ElasticEndpoint(_Stoppable):
     """A holder's side of revocation, shaped like elasticslice's client endpoint: subclass
     it and override the hooks; ``run()`` follows the daemon's events and calls them.
 
-    The hooks see only the entries about this client's user's reservations (``client_id``
-    ``owner``), each carrying its event's ``revocation_id``, ``reason``, and for
-    delete_pending the ``max_wait_time`` left and the absolute ``deadline``. Node values
-    concern nodes, not holders: ``on_resource_values`` sees every entry.
+    Two spellings of the hooks work. elasticslice's own: ``NotifyDeletePending(params)``,
+    ``NotifyDeleteComplete(params)``, ``SetResourceValues(params)`` and ``GetVersion(params)``,
+    with ``params = {"nodelist": [...]}``, answering plain success (None, True, a result
+    map) or, for NotifyDeletePending, the input list with ``max_wait_time`` set to 0 on the
+    nodes that may go now. Or the Pythonic ``on_delete_pending(nodelist)`` (returning the
+    node ids that may go now), ``on_delete_complete`` and ``on_resource_values``, which the
+    default elasticslice methods call. A hook that raises is logged and the endpoint goes on
+    (the node is then held to its deadline).
+
+    The hooks see only the entries about this client's user's reservations (``owner``); each
+    entry has ``node_id``, ``client_id`` (the reservation id), ``owner``, its own
+    ``max_wait_time`` left (0 in delete_complete), and its event's ``revocation_id``,
+    ``reason`` and, for delete_pending, the absolute ``deadline`` (``final`` for
+    delete_complete). Node values concern nodes, not holders: SetResourceValues sees every
+    entry.
     """
 
     TOPICS = (DELETE_PENDING, DELETE_COMPLETE, RESOURCE_VALUES)
-    CARRIED = ("revocation_id", "reason", "max_wait_time", "deadline", "final")
+    CARRIED = ("revocation_id", "reason", "deadline", "final")
+    VERSION = {"api": "elasticslice client endpoint", "implementation": "atsclient"}
 
     def __init__(self, server: str = DEFAULT_SERVER, events_endpoint: str | None = None,
                  user: str | None = None, *, since_seq: int | None = None,
@@ -290,7 +302,25 @@ class ElasticEndpoint(_Stoppable):
         self.subscriber_options = subscriber_options
         self.subscriber: Subscriber | None = None
 
-    # --- hooks ---
+    # --- elasticslice's hooks ---
+
+    def GetVersion(self, params: dict) -> dict:  # noqa: N802 (elasticslice's name)
+        """This endpoint's version; called once when ``run`` starts, and logged."""
+        return dict(self.VERSION)
+
+    def NotifyDeletePending(self, params: dict):  # noqa: N802
+        """Answer: ``params["nodelist"]`` with max_wait_time 0 on the nodes that may go now."""
+        go = set(self.on_delete_pending(params["nodelist"]) or [])
+        return [{**e, "max_wait_time": 0} if e["node_id"] in go else e
+                for e in params["nodelist"]]
+
+    def NotifyDeleteComplete(self, params: dict):  # noqa: N802
+        self.on_delete_complete(params["nodelist"])
+
+    def SetResourceValues(self, params: dict):  # noqa: N802
+        self.on_resource_values(params["nodelist"])
+
+    # --- the Pythonic hooks ---
 
     def on_delete_pending(self, nodelist: list[dict]) -> list[str]:
         """These nodes of ours are being taken back; return the node ids that may go now
@@ -320,6 +350,8 @@ class ElasticEndpoint(_Stoppable):
                                          since_seq=self.since_seq, client=client,
                                          **self.subscriber_options)
             try:
+                version = self._call(self.GetVersion, {})
+                log.info("elastic endpoint %s for %s", version, self.user)
                 async for event in self.subscriber:
                     await self.handle(event, client)
                     if self._stopping:
@@ -328,19 +360,50 @@ class ElasticEndpoint(_Stoppable):
                 self._task = None
                 await self.subscriber.aclose()
 
+    def _call(self, hook, params: dict):
+        """A hook's answer; None (after logging it) when the hook raised."""
+        try:
+            return hook(params)
+        except Exception:
+            log.exception("%s raised; going on", hook.__name__)
+            return None
+
     async def handle(self, event: dict, client: AsyncATSClient) -> None:
         if event["topic"] == RESOURCE_VALUES:
-            self.on_resource_values(event["nodelist"])
+            self._call(self.SetResourceValues, {"nodelist": event["nodelist"]})
             return
         carried = {k: event[k] for k in self.CARRIED if k in event}
         mine = [{**entry, **carried} for entry in event["nodelist"]
-                if (entry.get("client_id") or {}).get("owner") == self.user]
+                if entry.get("owner") == self.user]
         if not mine:
             return
         if event["topic"] == DELETE_COMPLETE:
-            self.on_delete_complete(mine)
+            self._call(self.NotifyDeleteComplete, {"nodelist": mine})
             return
-        ours = {entry["node_id"] for entry in mine}
-        go = [n for n in dict.fromkeys(self.on_delete_pending(mine) or []) if n in ours]
+        go = _going(self._call(self.NotifyDeletePending, {"nodelist": mine}), mine)
         if go:
-            await client.ack_delete_pending(go)
+            try:
+                await client.ack_delete_pending(go)
+            except Exception:       # the daemon refused or is away: the deadline still holds
+                log.exception("ack_delete_pending of %s failed", [e["node_id"] for e in go])
+
+
+def _going(answer, mine: list[dict]) -> list[dict]:
+    """ack_delete_pending's entries from a NotifyDeletePending answer: entries of ours that
+    it set to max_wait_time 0. Plain success (anything but a list, or a map without a
+    nodelist) lets nothing go early."""
+    if isinstance(answer, dict):
+        answer = answer.get("nodelist")
+    if not isinstance(answer, list):
+        return []
+    ours = {(e["node_id"], e["client_id"]) for e in mine}
+    go = []
+    for entry in answer:
+        if not isinstance(entry, dict) or entry.get("max_wait_time") != 0:
+            continue
+        key = (entry.get("node_id"), entry.get("client_id"))
+        if key in ours:
+            go.append({"node_id": key[0], "client_id": key[1]})
+        else:
+            log.warning("NotifyDeletePending answered an entry that is not ours: %r", entry)
+    return list({(e["node_id"], e["client_id"]): e for e in go}.values())

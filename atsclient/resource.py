@@ -31,10 +31,37 @@ class ResourceReservation:
         self.reservation_id: str | None = None
         self.pre_reservation_id: str | None = None
         self.pre_res_expire: float | None = None
-        self.start_time: float | None = None
-        self.end_time: float | None = None
+        self._start_time: float | None = None
+        self._end_time: float | None = None
         self.retry_count = 0
         self.first_request_time: float | None = None
+
+    @property
+    def name(self) -> str:
+        """kissats' task packs look resources up by ``name``."""
+        return self.resource_name
+
+    @property
+    def start_time(self) -> float:
+        """Start of the reservation; before any request, now (fixed on first read), as kissats."""
+        if self._start_time is None:
+            self._start_time = time.time()
+        return self._start_time
+
+    @start_time.setter
+    def start_time(self, value: float | None) -> None:
+        self._start_time = value
+
+    @property
+    def end_time(self) -> float:
+        """End of the reservation; before any request, ``duration`` (3600 s) after start_time."""
+        if self._end_time is None:
+            self._end_time = self.start_time + self.duration
+        return self._end_time
+
+    @end_time.setter
+    def end_time(self, value: float | None) -> None:
+        self._end_time = value
 
     def __eq__(self, other) -> bool:
         if isinstance(other, ResourceReservation):
@@ -131,6 +158,5 @@ class ResourceReservation:
             self.ats_client.release_resource(held)
 
     def get_next_avail_time(self) -> dict:
-        start = time.time() if self.start_time is None else self.start_time
-        return self.ats_client.get_resource_availablity(self.resource_name, start,
-                                                        start + self.duration)
+        return self.ats_client.get_resource_availablity(self.resource_name, self.start_time,
+                                                        self.end_time)

@@ -65,8 +65,8 @@ def holder_answers(daemon, alice, admin, tmp_path):
         waits = [e["nodelist"][0]["max_wait_time"] for e in notices]
         assert len(notices) >= 3 and waits == sorted(waits, reverse=True)
         assert {e["nodelist"][0]["deadline"] for e in notices} == {deadline}
-        assert all(n["reason"] == "rack move" and n["client_id"]["owner"] == "alice"
-                   for e in notices for n in e["nodelist"])
+        assert all(n["reason"] == "rack move" and n["owner"] == "alice"
+                   and n["client_id"] == ids[n["node_id"]] for e in notices for n in e["nodelist"])
     finally:
         holder.kill()
         holder.wait()
@@ -176,7 +176,7 @@ def maintenance_warns(alice, admin):
     assert rows[0]["end_time"] == pytest.approx(reply["time_available"])
     notices = admin.get_events(0, ["resource.delete_pending"])["events"]
     assert notices[0]["deadline"] == pytest.approx(start)
-    assert notices[0]["nodelist"][0]["client_id"]["reservation_id"] == rid
+    assert notices[0]["nodelist"][0]["client_id"] == rid
     wait_for(lambda: ended(alice, rid), 5, what="the holder's reservation to end")
     assert time.time() >= start
     status = [e for e in admin.get_events(0, ["reservation.status"])["events"]

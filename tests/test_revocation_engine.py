@@ -45,9 +45,9 @@ def test_countdown_answers_and_deadline():
     [notice] = events(lab, DELETE_PENDING)
     assert notice["max_wait_time"] == 25 and notice["deadline"] == 125
     assert notice["revocation_id"] == rev.id and notice["reason"] == "repairs"
-    assert [(e["node_id"], e["client_id"]["owner"], e["client_id"]["reservation_id"])
-            for e in notice["nodelist"]] == [("n1", "alice", a.id), ("n2", "alice", b.id),
-                                             ("n3", "bob", c.id), ("n3", "bob", later.id)]
+    assert [(e["node_id"], e["owner"], e["client_id"], e["max_wait_time"])
+            for e in notice["nodelist"]] == [("n1", "alice", a.id, 25), ("n2", "alice", b.id, 25),
+                                             ("n3", "bob", c.id, 25), ("n3", "bob", later.id, 25)]
     with pytest.raises(Unavailable):            # no new bookings while it counts down
         cal.request(BOB, ["n1"], 100, 10, None, "exclusive", True, None, now=100)
     with pytest.raises(Forbidden):
@@ -55,11 +55,14 @@ def test_countdown_answers_and_deadline():
     assert rv.ack(ALICE, ["n1"], now=102) == ["n1"]
     assert a.state == states.ENDED and a.reason == "revoked" and b.state == states.ACTIVE
     [done] = events(lab, DELETE_COMPLETE)
-    assert done["final"] is False and [e["node_id"] for e in done["nodelist"]] == ["n1"]
+    assert done["final"] is False
+    assert done["nodelist"] == [{"node_id": "n1", "client_id": a.id, "owner": "alice",
+                                 "max_wait_time": 0}]
     lab.advance(110)
     [notice] = events(lab, DELETE_PENDING)
     assert notice["max_wait_time"] == 15 and notice["deadline"] == 125
     assert [(e["node_id"], e["client_id"]) for e in notice["nodelist"]][0] == ("n1", None)
+    assert {e["max_wait_time"] for e in notice["nodelist"]} == {15}      # each counts down
     lab.advance(124.9)
     assert b.state == c.state == states.ACTIVE and later.state == states.GRANTED
     lab.advance(125)
@@ -160,7 +163,7 @@ def test_countdown_resumes_after_restore_with_the_time_left():
     lab2.advance(40)
     [notice] = events(lab2, DELETE_PENDING)
     assert notice["max_wait_time"] == 30 and notice["deadline"] == 70
-    assert notice["nodelist"][0]["client_id"]["reservation_id"] == a.id
+    assert notice["nodelist"][0]["client_id"] == a.id
     assert not lab2.resources["n1"].in_service and lab2.resources["n2"].value == 0.5
     lab2.advance(70)
     assert lab2.reservations[a.id].state == states.ENDED
@@ -196,7 +199,7 @@ def test_maintenance_warns_holders_and_takes_the_window():
     out = lab.take_events()
     notice = next(e.payload for e in out if e.topic == DELETE_PENDING)
     assert notice["deadline"] == 200 and notice["max_wait_time"] == 150
-    assert {e["client_id"]["reservation_id"] for e in notice["nodelist"]} == {using.id,
+    assert {e["client_id"] for e in notice["nodelist"]} == {using.id,
                                                                              inside.id}
     lab.advance(200)
     assert using.state == states.ENDED and using.reason == "revoked"

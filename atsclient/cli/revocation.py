@@ -128,8 +128,7 @@ def _track(pending: dict, event: dict) -> None:
 
 def _holder(entry: dict) -> str:
     client = entry.get("client_id")
-    return entry["node_id"] + (f" ({client['owner']} {client['reservation_id']})" if client
-                               else "")
+    return entry["node_id"] + (f" ({entry['owner']} {client})" if client else "")
 
 
 def _line(event: dict) -> str:

@@ -139,19 +139,27 @@ class Calendar:
         if r.state == states.GRANTED and now > r.expire_time:
             self.lab.transition(r, "lapse", now)
         if r.state == states.ENDED and r.reason == "lapsed":
-            raise self._late(caller, r, now)
+            raise self._late(caller, r, now, f"pre-reservation {rid} lapsed at {r.expire_time}")
         states.next_state(r.state, "claim")   # refuses before anything changes
+        # kissats: a claim after time_available still gets the whole reservation_duration
+        # (the end moves), or, where that does not fit, a fresh offer instead
+        end = max(r.end, now + (r.end - r.start))
+        if end > r.end and not self._extends_to(r, end):
+            self.lab.transition(r, "lapse", now)
+            raise self._late(caller, r, now, f"{rid} claimed {now - r.start:.3f}s after "
+                             f"time_available: its {r.end - r.start:g}s no longer fit")
         r.kind = "claimed"
         self.lab.transition(r, "claim", now)
+        if end > r.end:
+            self.lab.set_end(r, end)
         if r.config is not None:
             for b in r.bookings:
                 self.lab.resources[b.resource].config = dict(r.config)
                 self.lab.touch(RESOURCE, b.resource)
         return r
 
-    def _late(self, caller: Caller, lapsed: Reservation, now: float) -> ClaimLate:
+    def _late(self, caller: Caller, lapsed: Reservation, now: float, msg: str) -> ClaimLate:
         """A late claim gets a fresh offer like the lapsed one, from now, when one exists."""
-        msg = f"pre-reservation {lapsed.id} lapsed at {lapsed.expire_time}"
         if not all(name in self.lab.resources for name in lapsed.resources):
             return ClaimLate(msg)           # a resource left the inventory since
         picks = []

@@ -68,21 +68,24 @@ class Revocation:
         return cls(**rec)
 
 
-def _entry(node: str, r: Reservation | None) -> dict:
-    return {"node_id": node,
-            "client_id": None if r is None else {"owner": r.owner, "reservation_id": r.id}}
+def _entry(node: str, r: Reservation | None, max_wait_time: float) -> dict:
+    """elasticslice's nodelist entry: ``client_id`` is the holder's reservation id (a string,
+    null for a node nobody holds), the holder's user in ``owner``, and the entry's own
+    ``max_wait_time`` left (0 in delete_complete)."""
+    return {"node_id": node, "client_id": None if r is None else r.id,
+            "owner": None if r is None else r.owner, "max_wait_time": max_wait_time}
 
 
-def _nodelist(rev: Revocation, pairs: list[tuple[str, Reservation]],
-              every_node: bool) -> list[dict]:
+def _nodelist(rev: Revocation, pairs: list[tuple[str, Reservation]], every_node: bool,
+              max_wait_time: float) -> list[dict]:
     """Entries in the revocation's node order; with ``every_node``, a node with nobody in
     ``pairs`` still gets one entry (``client_id`` null), so the event names all of them."""
     by_node: dict[str, list[dict]] = {}
     for n, r in pairs:
-        by_node.setdefault(n, []).append(_entry(n, r))
+        by_node.setdefault(n, []).append(_entry(n, r, max_wait_time))
     out = []
     for n in rev.nodes:
-        out += by_node.get(n) or ([_entry(n, None)] if every_node else [])
+        out += by_node.get(n) or ([_entry(n, None, max_wait_time)] if every_node else [])
     return out
 
 
@@ -114,11 +117,14 @@ class Revocations:
         self._notice(rev, now)
         return rev
 
-    def ack(self, caller: Caller, nodes: list[str], now: float) -> list[str]:
+    def ack(self, caller: Caller, nodes: list[str], now: float,
+            only: dict[str, str] | None = None) -> list[str]:
         """End now what ``caller`` holds on ``nodes`` under pending revocations (an admin
-        answers for anyone); returns the nodes that went. Nodes with nothing pending are
-        passed over: a notice may cross the deadline on its way."""
+        answers for anyone); returns the nodes that went. ``only`` maps a node to the one
+        reservation of it that may go. Nodes with nothing pending are passed over: a notice
+        may cross the deadline on its way."""
         self._check_nodes(nodes)
+        only = only or {}
         named = set(nodes)
         if not caller.admin:
             for node in nodes:
@@ -131,7 +137,8 @@ class Revocations:
         for rev in list(self.revocations.values()):
             holders = self._holders(rev)
             mine = {r.id for n, r in holders
-                    if n in named and (caller.admin or r.owner == caller.user)}
+                    if n in named and (caller.admin or r.owner == caller.user)
+                    and only.get(n, r.id) == r.id}
             if mine:
                 pairs = [(n, r) for n, r in holders if r.id in mine]
                 self._take(rev, pairs, now)
@@ -237,7 +244,7 @@ class Revocations:
         remaining = max(0.0, rev.deadline - now)
         self.lab.emit(DELETE_PENDING, revocation_id=rev.id, reason=rev.reason,
                       max_wait_time=remaining, deadline=rev.deadline,
-                      nodelist=_nodelist(rev, holders, every_node=True))
+                      nodelist=_nodelist(rev, holders, True, remaining))
         if not holders or remaining == 0:
             self._take(rev, holders, now)
             return
@@ -262,7 +269,7 @@ class Revocations:
             del self.revocations[rev.id]
             self.lab.touch(REVOCATION, rev.id)
         self.lab.emit(DELETE_COMPLETE, revocation_id=rev.id, reason=rev.reason, final=final,
-                      nodelist=_nodelist(rev, pairs, every_node=final))
+                      nodelist=_nodelist(rev, pairs, final, 0.0))
         # a reservation on the nodes of two revocations may have been the other's last
         for other in list(self.revocations.values()):
             if not self._holders(other):
