@@ -2,7 +2,7 @@
 
 A batch reservation is ``host_count`` hosts of a queue over ``[start, start + wall_time)``,
 GRANTED until its start, ACTIVE until its end, then ENDED; it may be cancelled only while
-GRANTED. The lab's clock drives those transitions as it does for every reservation.
+GRANTED. Each is published GRANTED first, one that starts at once too. The lab's clock drives those transitions as it does for every reservation.
 
 A queue is either *local* (its hosts are resources in the inventory: each host is booked
 exclusively on its timeline, so a host in a batch reservation is a host nobody else holds)
@@ -114,12 +114,16 @@ class Batch:
         rid = rid or new_id()
         local = queue in self.local_queues
         bookings = [Booking(rid, h, start, end, 1, True) for h in hosts] if local else []
-        r = Reservation(id=rid, kind="batch", owner=caller.user,
-                        state=states.GRANTED if start > now else states.ACTIVE,
+        r = Reservation(id=rid, kind="batch", owner=caller.user, state=states.GRANTED,
                         start=start, end=end, mode="exclusive", slots=1, config=None,
                         bookings=bookings,
                         extra={"queue": queue, "hosts": list(hosts), "backend_ref": backend_ref})
-        return self.lab.add(r, now)
+        # published RESERVATION_GRANTED first, also when it starts at once, so a listener to
+        # status changes sees every batch reservation's whole life (CQR)
+        self.lab.add(r, now)
+        if start <= now:
+            self.lab.transition(r, "start", now)
+        return r
 
     def batch_reservation(self, rid: str, caller: Caller | None = None) -> Reservation:
         r = self.lab.owned(rid, caller) if caller else self.lab.reservation(rid)
