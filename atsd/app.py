@@ -19,7 +19,7 @@ class App:
         self.lab = Lab(config.resources, claim_window_s=config.claim_window_s,
                        expiring_notice_s=config.expiring_notice_s, history_s=config.history_s)
         self.calendar = Calendar(self.lab)
-        self.pool = Pool(self.lab)
+        self.pool = Pool(self.lab, config.pool_properties)
         self.revocations = Revocations(self.lab, config.countdown_interval_s)
         queues = config.queues.values()
         self.batch = Batch(self.lab, {q.name: q.hosts for q in queues if q.backend == "local"},

@@ -55,6 +55,7 @@ class Config:
     limits: Limits = field(default_factory=Limits)   # msgpack decoding limits
     resources: list[ResourceDef] = field(default_factory=list)
     resource_spec: Path | None = None
+    pool_properties: dict = field(default_factory=dict)   # canary's additional_properties
     queues: dict[str, QueueDef] = field(default_factory=dict)
     job_dirs: list[Path] = field(default_factory=list)
     job_output_dir: Path = Path("jobs/out")
@@ -269,6 +270,7 @@ def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
         except SpecError as exc:
             r.fail("resource_spec", str(exc))
         cfg.resource_spec = spec_path
+        cfg.pool_properties = spec.additional_properties
         cfg.resources += [ResourceDef(name=f"{i.type}/{i.id}", type=i.type, slots=i.slots)
                           for i in spec.instances]
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
@@ -64,10 +64,12 @@ class SpecInstance:
 
 @dataclass(frozen=True)
 class Spec:
-    """The inventory: every type named (a type may have no instances) and every instance."""
+    """The inventory: every type named (a type may have no instances) and every instance;
+    a canary pool's ``additional_properties`` too (served back by ``get_pool``)."""
 
     types: tuple[str, ...]
     instances: tuple[SpecInstance, ...]
+    additional_properties: dict = field(default_factory=dict)
 
 
 def load_spec(path) -> Spec:
@@ -176,7 +178,8 @@ def parse_spec_yaml(text: str, path="<string>") -> Spec:
         raise SpecError(path, f"{where}resources is missing")
     if not isinstance(doc["resources"], dict):
         raise SpecError(path, f"{where}resources must be a mapping of type to a list")
-    return _build(doc["resources"], path, f"{where}resources", int_ids=True)
+    spec = _build(doc["resources"], path, f"{where}resources", int_ids=True)
+    return replace(spec, additional_properties=dict(doc.get("additional_properties") or {}))
 
 
 def _build(socket: dict, path, where: str, int_ids: bool) -> Spec:

@@ -95,7 +95,7 @@ def test_accommodates_reasons_agree_with_checkout(alice):
         alice.checkout(request)
     assert err.value.message == reason
     # the canary-style facade: same answers, canary's shapes
-    pool = ResourcePool(alice)
+    pool = ResourcePool(client=alice)
     assert pool.types == ["crypto_chips", "gpus"] and pool.count("gpu") == 4
     outcome = pool.accommodates(request)
     assert not outcome and outcome.reason == reason

@@ -310,7 +310,8 @@ def test_canary_yaml(tmp_path):
     for name in ("pool.yaml", "pool.yml", "POOL.YAML"):
         (tmp_path / name).write_text(CANARY)
         assert load_spec(tmp_path / name) == Spec(("gpus", "cpus"), (
-            inst("gpus", "0", 2), inst("gpus", "1", 2), inst("gpus", "card_a", 1)))
+            inst("gpus", "0", 2), inst("gpus", "1", 2), inst("gpus", "card_a", 1)),
+            {"site": "lab"})
 
 
 def test_canary_yaml_without_wrapper():

@@ -83,8 +83,9 @@ class Waiter:
 
 
 class Pool:
-    def __init__(self, lab: Lab) -> None:
+    def __init__(self, lab: Lab, additional_properties: dict | None = None) -> None:
         self.lab = lab
+        self.additional_properties = dict(additional_properties or {})   # canary's, as given
         # type -> {id: resource}, in inventory order
         self.instances: dict[str, dict[str, Resource]] = {}
         for res in lab.resources.values():
@@ -119,7 +120,7 @@ class Pool:
                  else 0,
                  "total": res.slots}
                 for ident, res in insts.items()]
-        return {"additional_properties": {}, "resources": resources}
+        return {"additional_properties": self.additional_properties, "resources": resources}
 
     # --- deciding ---
 
