@@ -8,11 +8,12 @@ the same way, this one does too, with no daemon: the same surface (``additional_
 own), so it hands out what ``ctest`` and an atsd daemon would. ``ResourcePool(client=...)``
 asks a daemon instead, so every process in the lab (and the lab's calendar) shares one pool.
 
-A request is canary's list of requirements, one per slot group::
+A request is canary's list of requirements, one per slot group; on CTest's documented
+example spec (gpus 0: 2 slots, 1: 4, 2: 2, 3: 1; crypto_chips card0: 4)::
 
     pool.checkout([{"type": "gpus", "slots": 2}, {"type": "gpus", "slots": 1},
                    {"type": "crypto_chips", "slots": 1}])
-    # -> {"gpus": [{"id": "1", "slots": 2}, {"id": "0", "slots": 1}],
+    # -> {"gpus": [{"id": "1", "slots": 2}, {"id": "1", "slots": 1}],
     #     "crypto_chips": [{"id": "card0", "slots": 1}]}
 
 Each requirement is served by one instance; the result lists, per type, one
