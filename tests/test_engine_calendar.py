@@ -140,6 +140,8 @@ class CalendarMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def claim(self, data):
         rid = data.draw(st.sampled_from(self.ids))
+        r = self.lab.reservations.get(rid)
+        whole = None if r is None else r.end - r.start
         try:
             self.cal.claim(ALICE, rid, self.now)
         except ClaimLate as late:
@@ -147,6 +149,8 @@ class CalendarMachine(RuleBasedStateMachine):
                 self.ids.append(late.extra["pre_reservation_id"])
         except EngineError:
             pass
+        else:   # kissats: a claim, late or not, holds its whole reservation_duration
+            assert r.end - self.now >= whole - 1e-6
 
     @precondition(lambda self: self.ids)
     @rule(data=st.data())
