@@ -22,7 +22,7 @@ import msgpack
 import zmq
 import zmq.asyncio
 
-from .errors import BY_CODE, ResourceUnavailable, ServerCommandMissing, Unreachable, from_reply
+from .errors import BY_CODE, ServerCommandMissing, Unreachable, from_reply
 from .security import curve_keys
 
 DEFAULT_SERVER = "tcp://127.0.0.1:5555"
@@ -102,11 +102,11 @@ class _Methods:
     def claim_reservation(self, pre_reservation_id: str):
         """dict with ``reservation_id``, ``expire_time``, ``resource_config``; when the
         claim came late, the fresh offer: ``pre_reservation_id``, ``new_avail``,
-        ``new_expire``. Raises ResourceUnavailable when there is neither."""
+        ``new_expire``. Raises ClaimLate (a ResourceUnavailable) when there is neither."""
         def read(reply):
             if reply.get("ok") or reply.get("pre_reservation_id"):
                 return reply
-            raise ResourceUnavailable(reply["error"]["message"], reply)
+            raise from_reply(reply)
         return self._do({"command": "claim_reservation",
                          "pre_reservation_id": pre_reservation_id}, read, accept=("claim_late",))
 
