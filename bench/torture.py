@@ -209,6 +209,8 @@ class Booked:
     expire: float | None = None                # a pre-reservation lapses then
     released: tuple[float, float] | None = None   # its release was sent, answered (ok)
     release_requested: bool = False
+    late: tuple[float, float] | None = None   # a claim after time_available that no longer
+                                              # fit was sent, answered claim_late: it lapsed
 
     def natural_end(self) -> float:
         """When it ends by itself: lapse while unclaimed, else its (extended) end."""
@@ -216,7 +218,8 @@ class Booked:
 
     def held_until(self) -> float:
         return min(self.natural_end(),
-                   self.released[0] - DRAIN_S if self.released else float("inf"))
+                   self.released[0] - DRAIN_S if self.released else float("inf"),
+                   self.late[0] - DRAIN_S if self.late else float("inf"))
 
 
 @dataclass
@@ -301,7 +304,7 @@ def _replay_one(v: Verdict, owner: str, req: dict, reply: dict, sent: float,
     if target is None:
         v.fail(f"{where}: the client acted on a reservation it was never given")
         return
-    ended = target.natural_end()
+    ended = min(target.natural_end(), target.late[1] if target.late else float("inf"))
     if code == "not_found":
         v.fail(f"{where}: acknowledged reservation {target.id} is gone (not_found)")
     elif code == "conflict" and cmd != "claim_reservation":
@@ -312,15 +315,22 @@ def _replay_one(v: Verdict, owner: str, req: dict, reply: dict, sent: float,
         if reply["ok"]:
             if sent > target.expire + DRAIN_S:
                 v.fail(f"{where}: claimed {target.id} after it lapsed at {target.expire}")
-            if abs(reply["expire_time"] - target.end) > EPS:
-                v.fail(f"{where}: claim says end {reply['expire_time']}, booked {target.end}")
+            # the whole duration from the claim: the end moves when claimed after the start
+            whole = target.end - target.start
+            lo = max(target.end, sent - DRAIN_S + whole) - EPS
+            if not lo <= reply["expire_time"] <= max(target.end, acked + whole) + EPS:
+                v.fail(f"{where}: claim says end {reply['expire_time']}, booked "
+                       f"{target.start}..{target.end}")
             target.kind = "claimed"
+            target.end = reply["expire_time"]
         elif code == "too_early":
             if sent > target.start + DRAIN_S:
                 v.fail(f"{where}: too_early, but {target.id} starts at {target.start}")
         elif code == "claim_late":
-            if acked < target.expire - EPS:
-                v.fail(f"{where}: claim_late before {target.id} lapsed at {target.expire}")
+            if acked < target.expire - EPS and acked <= target.start + EPS:
+                v.fail(f"{where}: claim_late for {target.id} neither late nor lapsed")
+            if sent < target.expire:         # it may have lapsed at the claim, not later
+                target.late = (sent, acked)
             if reply.get("pre_reservation_id"):
                 b = Booked(reply["pre_reservation_id"], owner, "pre", dict(target.slots),
                            reply["new_avail"], reply["new_avail"] + target.end - target.start,
@@ -385,9 +395,9 @@ def check_listing(v: Verdict, rows: list[dict], t0: float, t1: float, what: str)
         v.fail(f"{what}: {rid} ({listed[rid]}) was never acknowledged to anyone")
     for b in v.booked.values():
         got = listed.get(b.id)
-        if b.released is not None:
+        if b.released is not None or b.late is not None:
             if got:
-                v.fail(f"{what}: released {b.id} is back: {got}")
+                v.fail(f"{what}: released or lapsed {b.id} is back: {got}")
             continue
         if b.natural_end() > t1 + EPS and not b.release_requested:
             if got is None:
@@ -436,6 +446,8 @@ def check_events(v: Verdict, events: list[dict]) -> None:
             continue
         if b.released is not None:
             reason, since, until = "released", b.released[0] - DRAIN_S, b.released[1]
+        elif b.late is not None:
+            reason, since, until = "lapsed", b.late[0] - DRAIN_S, b.late[1]
         else:
             reason, since, until = ("lapsed" if b.kind == "pre" else "expired",
                                     b.natural_end(), float("inf"))
