@@ -274,7 +274,8 @@ class ResourcePool:
 def _pairs(request: list[dict]) -> list[tuple[str, int]]:
     """canary's request as (type, slots) pairs; anything else is refused, saying why."""
     if not isinstance(request, list):
-        raise TypeError(f"a request is a list of {{type, slots}} maps, not {type(request).__name__}")
+        raise TypeError("a request is a list of {type, slots} maps, not "
+                        f"{type(request).__name__}")
     pairs = []
     for n, item in enumerate(request):
         if not isinstance(item, dict) or not isinstance(item.get("type"), str):

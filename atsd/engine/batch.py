@@ -2,7 +2,8 @@
 
 A batch reservation is ``host_count`` hosts of a queue over ``[start, start + wall_time)``,
 GRANTED until its start, ACTIVE until its end, then ENDED; it may be cancelled only while
-GRANTED. Each is published GRANTED first, one that starts at once too. The lab's clock drives those transitions as it does for every reservation.
+GRANTED. Each is published GRANTED first, one that starts at once too. The lab's clock
+drives those transitions as it does for every reservation.
 
 A queue is either *local* (its hosts are resources in the inventory: each host is booked
 exclusively on its timeline, so a host in a batch reservation is a host nobody else holds)
