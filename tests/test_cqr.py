@@ -11,9 +11,11 @@ import time
 
 from atsclient import AsyncATSClient
 from atsclient.events import Subscriber
+from daemon import JOB_USER
 
 CONFIG = {"resources": [{"name": "scope-1", "type": "scope"}],
-          "queues": {"q": {"backend": "local", "hosts": ["h1", "h2"]}}}
+          "queues": {"q": {"backend": "local", "hosts": ["h1", "h2"]}},
+          "jobs": {"run_as": JOB_USER}}
 
 
 async def batch_events(sub, rids, until):
