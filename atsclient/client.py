@@ -199,10 +199,12 @@ class _Methods:
 
     def submit_job_to_reservation(self, reservation_id: str, job_script: str,
                                   submit_args=()):
-        """The job id. ``submit_args``: [key, value] pairs (sbatch options on Slurm)."""
+        """The job id. ``submit_args``: a {key: value} map or [key, value] pairs (sbatch
+        options on Slurm), as the CQR capability allows both."""
+        args = dict(submit_args) if isinstance(submit_args, dict) else [list(p) for p in submit_args]
         return self._do({"command": "submit_job_to_reservation",
                          "reservation_id": reservation_id, "job_script": job_script,
-                         "submit_args": [list(p) for p in submit_args]},
+                         "submit_args": args},
                         lambda r: r["job_id"])
 
     def get_job_status(self, job_id: str):

@@ -100,6 +100,9 @@ def test_map_form_submit_args(lab):
     """CQR's {key: value} form, under the same allow-list."""
     job = lab.submit("env.sh", {"env": "JOB_FORM=map", "arg": "ignored-by-env"})
     assert "JOB_FORM=map" in lab.output(job).splitlines()
+    job = lab.client.submit_job_to_reservation(lab.rid, str(lab.jobs / "env.sh"),
+                                               {"env": "JOB_FORM=library"})
+    assert "JOB_FORM=library" in lab.output(job).splitlines()
     for bad, why in [({"env": 1.5}, "NAME=VALUE"), ({"nice": "5"}, "takes arg or env"),
                      ({"env": ["JOB_A=1"]}, "strings or numbers"),
                      ({f"k{i}": "v" for i in range(65)}, "at most 64"),
