@@ -3,12 +3,18 @@ Commands reach everything through it; the server owns it, the clock and the sock
 
 from __future__ import annotations
 
+from datetime import tzinfo
+from zoneinfo import ZoneInfo
+
 from .config import Config
 from .engine.batch import Batch
 from .engine.calendar import Calendar
 from .engine.lab import Caller, Lab
 from .engine.pool import Pool
 from .engine.revocation import Revocations
+from .engine.selection import Selection
+from .engine.series import Series
+from .engine.service import Service
 from .eventlog import EventLog
 
 
@@ -24,6 +30,11 @@ class App:
         queues = config.queues.values()
         self.batch = Batch(self.lab, {q.name: q.hosts for q in queues if q.backend == "local"},
                            {q.name for q in queues if q.backend != "local"})
+        self.selection = Selection(self.lab, self.calendar)
+        self.service = Service(self.lab, self.revocations)
+        self.service.on_up += [self.selection.retry, self.pool.serve]
+        self.series = Series(self.lab, self.calendar, self.selection, _zone(config.timezone),
+                             config.series_max_occurrences, config.series_horizon_s)
         self.backends: dict = {}    # queue name -> where its jobs run; the server fills it
 
     def external_backend(self, queue: str):
@@ -33,3 +44,11 @@ class App:
 
     def caller(self, user: str) -> Caller:
         return Caller(user, admin=user in self.config.admins)
+
+
+def _zone(name: str | None) -> tzinfo:
+    """The zone recurrences follow: the configured one, else the machine's."""
+    if name is None:
+        from dateutil.tz import tzlocal
+        return tzlocal()
+    return ZoneInfo(name)

@@ -36,6 +36,16 @@ class QueueDef:
 
 
 @dataclass
+class HealthCheckDef:
+    """A resource's health check: ``command`` (argv, no shell) exits 0 when it is healthy."""
+
+    command: list[str]
+    interval_s: float = 60.0
+    timeout_s: float = 30.0
+    failures: int = 3            # consecutive failures that take it down
+
+
+@dataclass
 class Config:
     path: Path | None = None
     listen: str = "tcp://127.0.0.1:5555"
@@ -65,6 +75,10 @@ class Config:
     admins: list[str] = field(default_factory=list)
     curve_secret_key: Path | None = None
     curve_authorized_keys: Path | None = None
+    timezone: str | None = None      # IANA name recurrences follow; None: the machine's zone
+    series_max_occurrences: int = 500
+    series_horizon_s: float = 2 * 366 * 86400.0
+    health_checks: dict[str, HealthCheckDef] = field(default_factory=dict)   # resource ->
 
     @property
     def base(self) -> Path:
@@ -149,11 +163,12 @@ class _Reader:
 
 
 ENV_PATTERN = re.compile(r"^[A-Za-z0-9_*?\[\]!]{1,128}$")
-RESOURCE_KEYS = {"name", "type", "slots", "config", "reconfigure_s", "tags"}
+RESOURCE_KEYS = {"name", "type", "slots", "config", "reconfigure_s", "tags", "health_check"}
+HEALTH_KEYS = {"command", "interval_s", "timeout_s", "failures"}
 TOP_KEYS = {"listen", "events", "state", "fsync", "claim_window_s", "expiring_notice_s", "history_s",
             "default_lease_s", "countdown_interval_s", "event_log_size", "event_hwm",
             "max_frame_bytes", "max_in_flight", "limits", "resources", "resource_spec", "queues", "jobs",
-            "security"}
+            "security", "timezone", "series_max_occurrences", "series_horizon_s"}
 
 
 def _resource(r: _Reader, value: Any, key: str) -> ResourceDef:
@@ -169,6 +184,31 @@ def _resource(r: _Reader, value: Any, key: str) -> ResourceDef:
         config=r.wire_map(value.get("config", {}), f"{key}.config"),
         reconfigure_s=r.number(value.get("reconfigure_s", 0), f"{key}.reconfigure_s"),
         tags=r.wire_map(value.get("tags", {}), f"{key}.tags"))
+
+
+def _health_check(r: _Reader, value: Any, key: str) -> HealthCheckDef:
+    value = r.map(value, key)
+    r.keys(value, key, HEALTH_KEYS)
+    argv = value.get("command")
+    if not isinstance(argv, list) or not argv:
+        r.fail(f"{key}.command", "must be a non-empty list (the argv; no shell)")
+    check = HealthCheckDef([r.text(a, f"{key}.command[{i}]") for i, a in enumerate(argv)])
+    for k in ("interval_s", "timeout_s"):
+        if k in value:
+            setattr(check, k, r.number(value[k], f"{key}.{k}", positive=True))
+    if "failures" in value:
+        check.failures = r.integer(value["failures"], f"{key}.failures")
+    return check
+
+
+def _timezone(r: _Reader, value: Any) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+    value = r.text(value, "timezone")
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        r.fail("timezone", f"{value!r} is not a time zone name like Europe/Berlin or UTC")
+    return value
 
 
 def _queue(r: _Reader, name: str, value: Any) -> QueueDef:
@@ -261,6 +301,18 @@ def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
     if not isinstance(resources, list):
         r.fail("resources", "must be a list")
     cfg.resources = [_resource(r, v, f"resources[{i}]") for i, v in enumerate(resources)]
+    for i, v in enumerate(resources):
+        if isinstance(v, dict) and "health_check" in v:
+            cfg.health_checks[v["name"]] = _health_check(r, v["health_check"],
+                                                         f"resources[{i}].health_check")
+    if "timezone" in data:
+        cfg.timezone = _timezone(r, data["timezone"])
+    if "series_max_occurrences" in data:
+        cfg.series_max_occurrences = r.integer(data["series_max_occurrences"],
+                                               "series_max_occurrences")
+    if "series_horizon_s" in data:
+        cfg.series_horizon_s = r.number(data["series_horizon_s"], "series_horizon_s",
+                                        positive=True)
 
     if "resource_spec" in data:
         from .resource_spec import SpecError, load_spec

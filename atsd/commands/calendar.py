@@ -6,22 +6,32 @@ from ..engine.errors import BadRequest, Forbidden
 from ..protocol import (BOOL, CONFIG, POSITIVE_DURATION, TEXT, TIME, count,
                         list_of, one_of, optional, required)
 from . import Call, command
+from .selection import SELECTOR, by_selector_or_rule, release_series
 
 MODE = one_of("exclusive", "shared")
 SLOTS = count(1, 1_000_000)
+COUNT = count(1, 64)
 
 
-@command("check_available", resource=required(TEXT), start_time=optional(TIME),
+@command("check_available", resource=optional(TEXT), start_time=optional(TIME),
          end_time=optional(TIME), reservation_mode=optional(MODE, "exclusive"),
-         slots=optional(SLOTS))
-def check_available(call: Call, resource: str, start_time: float | None,
-                    end_time: float | None, reservation_mode: str, slots: int | None) -> dict:
+         slots=optional(SLOTS), selector=optional(SELECTOR), count=optional(COUNT, 1))
+def check_available(call: Call, resource: str | None, start_time: float | None,
+                    end_time: float | None, reservation_mode: str, slots: int | None,
+                    selector: str | None, count: int) -> dict:
     """Whether the resource is free over [start_time, end_time) (default: now, for an hour);
-    when not, avail_start/avail_end give the soonest window as long."""
+    when not, avail_start/avail_end give the soonest window as long. With ``selector``
+    (instead of resource): whether ``count`` matching resources are free together; the reply
+    lists the ``resources`` that would be taken."""
     start = call.now if start_time is None else start_time
     end = start + 3600 if end_time is None else end_time
     if end <= start:
         raise BadRequest("end_time must be after start_time")
+    if (resource is None) == (selector is None):
+        raise BadRequest("missing key resource (or selector; not both)")
+    if selector is not None:
+        return call.app.selection.check_available(selector, count, start, end,
+                                                  reservation_mode, slots)
     return call.app.calendar.check_available(resource, start, end, reservation_mode, slots)
 
 
@@ -30,17 +40,32 @@ def check_available(call: Call, resource: str, start_time: float | None,
          time_needed=optional(TIME), reservation_duration=optional(POSITIVE_DURATION, 3600.0),
          resource_config=optional(CONFIG), configuration=optional(CONFIG),
          reservation_mode=optional(MODE, "exclusive"), next_available=optional(BOOL, True),
-         slots=optional(SLOTS), maintenance=optional(BOOL, False))
+         slots=optional(SLOTS), maintenance=optional(BOOL, False),
+         selector=optional(SELECTOR), count=optional(COUNT), recurrence=optional(TEXT),
+         partial=optional(BOOL, False))
 def request_reservation(call: Call, resource: str | None, resources: list[str] | None,
                         time_needed: float | None, reservation_duration: float,
                         resource_config: dict | None, configuration: dict | None,
                         reservation_mode: str, next_available: bool, slots: int | None,
-                        maintenance: bool) -> dict:
+                        maintenance: bool, selector: str | None, count: int | None,
+                        recurrence: str | None, partial: bool) -> dict:
     """Book [time_needed, +reservation_duration) as a pre-reservation, or the earliest window
     after it that fits when next_available. ``resources`` (a list) books several together in
     one window under one id. Claim it between time_available and expire_time. A config that
     differs from what the resource will have adds its reconfigure_s before time_available.
-    ``maintenance`` (admin) takes the window at once and warns its holders (revocation)."""
+    ``maintenance`` (admin) takes the window at once and warns its holders (revocation).
+    ``selector`` + ``count`` (instead of names) books that many matching resources together
+    (the reply lists ``resources``). ``recurrence`` (an RFC 5545 RRULE) books every occurrence
+    as a confirmed reservation that starts by itself: the reply has ``series_id``,
+    ``occurrences`` and ``conflicts``; all or nothing unless ``partial``."""
+    if selector is not None or count is not None or recurrence is not None or partial:
+        if resource_config is not None and configuration is not None and resource_config != configuration:
+            raise BadRequest("resource_config and configuration differ")
+        return by_selector_or_rule(
+            call, resource, resources, selector, count, recurrence, partial,
+            call.now if time_needed is None else time_needed, reservation_duration,
+            resource_config if resource_config is not None else configuration,
+            reservation_mode, next_available, slots, maintenance)
     if (resource is None) == (resources is None):
         raise BadRequest("give resource or resources, not both and not neither")
     if resource_config is not None and configuration is not None and resource_config != configuration:
@@ -77,7 +102,10 @@ def claim_reservation(call: Call, pre_reservation_id: str) -> dict:
 
 @command("release_reservation", mutating=True, reservation_id=required(TEXT))
 def release_reservation(call: Call, reservation_id: str) -> dict:
-    """End a pre-reservation or a reservation now and free its slots."""
+    """End a pre-reservation or a reservation now and free its slots. Given a series_id:
+    every occurrence of the series not yet ended (``released`` lists them)."""
+    if reservation_id not in call.app.lab.reservations:
+        return release_series(call, reservation_id)
     call.app.calendar.release(call.caller, reservation_id, call.now)
     return {"release_status": True}
 

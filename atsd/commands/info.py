@@ -6,6 +6,7 @@ from .. import __version__
 from ..engine.events import TOPICS
 from ..protocol import PROTOCOL_VERSION, TEXT, count, list_of, one_of, optional, required, CONFIG
 from . import Call, command
+from .selection import SELECTOR
 
 
 @command("get_version")
@@ -24,22 +25,29 @@ def get_all_resources(call: Call) -> dict:
 def get_available_resources(call: Call) -> dict:
     """Names of the resources in service that nobody holds right now."""
     return {"resource_list": [r.name for r in call.app.lab.resources.values()
-                              if r.in_service and r.timeline.used_slots(call.now) == 0]}
+                              if r.bookable and r.timeline.used_slots(call.now) == 0]}
 
 
-def resource_row(res, now: float) -> dict:
+def resource_row(res, now: float, service: tuple[str, str | None]) -> dict:
     used = res.timeline.used_slots(now)
-    state = ("out_of_service" if not res.in_service else
+    state = ("out_of_service" if not res.bookable else
              "free" if used == 0 else "full" if used >= res.slots else "partly_used")
     return {"name": res.name, "type": res.type, "slots": res.slots, "free_slots": res.slots - used,
-            "config": res.config, "tags": res.tags, "state": state, "value": res.value}
+            "config": res.config, "tags": res.tags, "state": state, "value": res.value,
+            "service": service[0], "service_reason": service[1]}
 
 
-@command("list_resources", type=optional(TEXT), tags=optional(CONFIG))
-def list_resources(call: Call, type: str | None, tags: dict | None) -> dict:
+@command("list_resources", type=optional(TEXT), tags=optional(CONFIG),
+         selector=optional(SELECTOR))
+def list_resources(call: Call, type: str | None, tags: dict | None,
+                   selector: str | None) -> dict:
     """Every resource with its type, slots, config, tags and state now (free, partly_used,
-    full, out_of_service); filtered by type and by tags (all given tags must match)."""
-    rows = [resource_row(r, call.now) for r in call.app.lab.resources.values()
+    full, out_of_service) and its ``service`` (up, down, revoked, retired) with
+    ``service_reason``; filtered by type, by tags (all given tags must match) and by a
+    selector."""
+    chosen = (call.app.lab.resources.values() if selector is None
+              else call.app.selection.matching(selector))
+    rows = [resource_row(r, call.now, call.app.service.state(r)) for r in chosen
             if (type is None or r.type == type)
             and all(r.tags.get(k) == v for k, v in (tags or {}).items())]
     return {"resources": rows}

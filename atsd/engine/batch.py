@@ -80,7 +80,7 @@ class Batch:
 
     def free_hosts(self, queue: str, start: float, end: float) -> list[str]:
         return [h for h in self.queue_hosts(queue)
-                if self.lab.resources[h].in_service
+                if self.lab.resources[h].bookable
                 and self.lab.resources[h].timeline.fits(start, end, 1, True)]
 
     def place(self, queue: str, host_count: int, start: float, wall_time: float) -> list[str]:

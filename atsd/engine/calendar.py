@@ -58,13 +58,13 @@ class Calendar:
 
     def _fits_at(self, picks, t: float, ignore: str | None = None) -> bool:
         lead = self._window(picks, t)
-        return all(r.in_service and r.timeline.fits(t, t + lead + w.duration, w.slots,
+        return all(r.bookable and r.timeline.fits(t, t + lead + w.duration, w.slots,
                                                      w.exclusive, w.config, ignore)
                    for r, w in picks)
 
     def earliest(self, picks: list[tuple[Resource, Want]], after: float) -> float | None:
         """The earliest start at or after ``after`` when every pick fits at once."""
-        if not all(r.in_service for r, _ in picks):
+        if not all(r.bookable for r, _ in picks):
             return None
         t = after
         for _ in range(MAX_SEARCH_STEPS):
@@ -85,7 +85,7 @@ class Calendar:
                         slots: int | None) -> dict:
         res = self.lab.resource(resource)
         want = self._want(res, mode, slots, None, end - start)
-        if res.in_service and res.timeline.fits(start, end, want.slots, want.exclusive):
+        if res.bookable and res.timeline.fits(start, end, want.slots, want.exclusive):
             return {"available": True, "avail_start": start, "avail_end": end}
         t = self.earliest([(res, want)], start)
         return {"available": False, "avail_start": t,
@@ -233,6 +233,7 @@ class Calendar:
                         "id": r.id, "kind": r.kind, "resource": b.resource,
                         "start_time": b.start, "end_time": b.end,
                         "reservation_mode": r.mode, "slots": b.slots, "owner": r.owner,
-                        "reservation_status": r.state, "expire_time": r.expire_time})
+                        "reservation_status": r.state, "expire_time": r.expire_time,
+                        "series_id": r.extra.get("series_id")})
         rows.sort(key=lambda row: (row["start_time"], row["resource"]))
         return rows

@@ -11,9 +11,13 @@ DELETE_PENDING = "resource.delete_pending"
 DELETE_COMPLETE = "resource.delete_complete"
 RESOURCE_VALUES = "resource.values"
 JOB_STATUS = "job.status"
+RESOURCE_STATE = "resource.state"
+RESERVATION_DEGRADED = "reservation.degraded"
+RESERVATION_REPLACED = "reservation.replaced"
 
 TOPICS = (RESERVATION_STATUS, RESERVATION_EXPIRING, DELETE_PENDING, DELETE_COMPLETE,
-          RESOURCE_VALUES, JOB_STATUS)
+          RESOURCE_VALUES, JOB_STATUS, RESOURCE_STATE, RESERVATION_DEGRADED,
+          RESERVATION_REPLACED)
 
 
 @dataclass(slots=True)

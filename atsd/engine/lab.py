@@ -48,8 +48,15 @@ class Resource:
     reconfigure_s: float
     tags: dict
     timeline: Timeline
-    in_service: bool = True
+    in_service: bool = True     # false from a revoke until its restore
     value: float | None = None
+    down: str | None = None     # why an admin or a health check took it down
+    down_by: str | None = None  # admin or health: a health check raises only what it took
+
+    @property
+    def bookable(self) -> bool:
+        """Whether anything new may be booked on it: in service and not down."""
+        return self.in_service and self.down is None
 
 
 @dataclass(slots=True, eq=False)
@@ -129,6 +136,9 @@ class Lab:
         self.on_freed: list[Callable[[Reservation, float], None]] = []
         # called with the id of an ended reservation whose history is dropped
         self.on_forget: list[Callable[[str], None]] = []
+        # called with (names, reason, now, start, end) when resources become unusable over
+        # [start, end): down, revoked, or taken by a maintenance window (see went_down)
+        self.on_down: list[Callable[[list[str], str, float, float, float], None]] = []
 
     # --- lookups and rights ---
 
@@ -191,6 +201,13 @@ class Lab:
         r.end = end
         self.touch(RESERVATION, r.id)
         self._schedule_for(r)
+
+    def went_down(self, names: list[str], reason: str, now: float, start: float | None = None,
+                  end: float = float("inf")) -> None:
+        """Tell the reservations booked on ``names`` over [start, end) (default: from now
+        on) that those resources will not serve them."""
+        for hook in self.on_down:
+            hook(names, reason, now, now if start is None else start, end)
 
     def touch(self, kind: str, key: str) -> None:
         self._dirty.add((kind, key))
@@ -289,7 +306,7 @@ class Lab:
         if res is None:
             return None
         return {"name": name, "in_service": res.in_service, "value": res.value,
-                "config": res.config}
+                "config": res.config, "down": res.down, "down_by": res.down_by}
 
     def _restore_resources(self, records, now: float) -> None:
         """A resource's state as the lab left it wins over the config file's starting
@@ -300,6 +317,8 @@ class Lab:
                 res.in_service = rec["in_service"]
                 res.value = rec["value"]
                 res.config = rec.get("config", res.config)
+                res.down = rec.get("down")
+                res.down_by = rec.get("down_by")
 
     def _restore_reservations(self, records, now: float) -> None:
         by_resource: dict[str, list[Booking]] = {}

@@ -103,7 +103,7 @@ class Pool:
     def _free(self, rtype: str, start: float, end: float) -> dict[str, int]:
         """Slots each instance of ``rtype`` has free throughout ``[start, end)``; none when
         out of service. (Never below 0, even if the inventory shrank under old bookings.)"""
-        return {ident: max(0, res.timeline.free_slots(start, end)) if res.in_service else 0
+        return {ident: max(0, res.timeline.free_slots(start, end)) if res.bookable else 0
                 for ident, res in self.instances[rtype].items()}
 
     def _totals(self) -> dict[str, dict[str, int]]:
@@ -116,7 +116,7 @@ class Pool:
         for rtype, insts in self.instances.items():
             resources[rtype] = [
                 {"id": ident,
-                 "slots": max(0, res.slots - res.timeline.used_slots(now)) if res.in_service
+                 "slots": max(0, res.slots - res.timeline.used_slots(now)) if res.bookable
                  else 0,
                  "total": res.slots}
                 for ident, res in insts.items()]

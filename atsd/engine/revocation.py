@@ -113,6 +113,7 @@ class Revocations:
         for node in nodes:
             self.lab.resources[node].in_service = False
             self.lab.touch(RESOURCE, node)
+        self.lab.went_down(list(nodes), reason or "revoked", now)
         rev = self._start(Revocation(new_id(), list(nodes), now + max_wait_time, reason))
         self._notice(rev, now)
         return rev
@@ -185,6 +186,7 @@ class Revocations:
         self._check_nodes(nodes)
         start = max(start, now)
         end = start + duration
+        self.lab.went_down(list(nodes), "maintenance", now, start, end)
         targets: dict[str, list[str]] = {}
         for node in nodes:
             for b in self.lab.resources[node].timeline.overlapping(start, end):

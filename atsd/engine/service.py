@@ -1,0 +1,63 @@
+"""Whether a resource can serve: up, down (an admin or its health check said so), revoked
+(a revocation counts down on it) or retired (revoked, and out of service until restored).
+
+Nothing new is booked on a resource that is not up (``Resource.bookable``). Taking one down
+tells the reservations booked on it (``Lab.went_down``: degraded, and repaired when made by
+selector); every change is published on ``resource.state``. A health check only brings up
+what a health check took down: an admin's ``down`` stays until an admin says ``up``.
+"""
+
+from __future__ import annotations
+
+from .errors import Conflict
+from .events import RESOURCE_STATE
+from .lab import RESOURCE, Lab, Resource
+from .revocation import Revocations
+
+ADMIN = "admin"
+HEALTH = "health"
+
+
+class Service:
+    def __init__(self, lab: Lab, revocations: Revocations) -> None:
+        self.lab = lab
+        self.revocations = revocations
+        # called with ``now`` after a resource came up: whoever waits for one may get it
+        self.on_up: list = []
+
+    def state(self, res: Resource) -> tuple[str, str | None]:
+        """(service, reason) as list_resources shows them."""
+        if not res.in_service:
+            pending = self.revocations._pending_revoke(res.name)
+            if pending is not None:
+                return "revoked", pending.reason
+            return "retired", None
+        if res.down is not None:
+            return "down", res.down
+        return "up", None
+
+    def set_state(self, name: str, up: bool, reason: str, by: str, now: float) -> bool:
+        """Take ``name`` down or bring it up; returns whether anything changed. ``by`` is
+        ADMIN or HEALTH (see the module docstring)."""
+        res = self.lab.resource(name)
+        if not res.in_service and up:
+            raise Conflict(f"{name} is revoked: restore puts it back in service")
+        was_up = res.down is None
+        if up:
+            if was_up or (by == HEALTH and res.down_by == ADMIN):
+                return False
+            res.down = res.down_by = None
+        else:
+            if not was_up and (by == HEALTH or res.down_by == ADMIN):
+                return False
+            res.down, res.down_by = reason, by
+        self.lab.touch(RESOURCE, name)
+        service, why = self.state(res)
+        self.lab.emit(RESOURCE_STATE, resource=name, service=service, reason=why or reason,
+                      by=by)
+        if up:
+            for hook in self.on_up:
+                hook(now)
+        elif was_up and res.in_service:
+            self.lab.went_down([name], reason, now)
+        return True
