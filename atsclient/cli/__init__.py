@@ -24,7 +24,7 @@ from ..errors import ATSError
 from ..events import default_events_endpoint
 from ..security import curve_keys, from_environment
 
-FEATURES = ("calendar", "batch", "keygen", "pool", "revocation")
+FEATURES = ("calendar", "batch", "keygen", "pool", "revocation", "service")
 
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
@@ -51,7 +51,8 @@ def parse_duration(text: str) -> float:
 
 def parse_time(text: str, now: float | None = None) -> float:
     """Epoch seconds from ``now``, ``now+10m``, ``now-1h``, ``+10m``, an ISO date/time
-    (``2026-12-01T09:00``, local time unless it names a zone) or epoch seconds."""
+    (``2026-12-01T09:00``, local time unless it names a zone), the next weekday at a local
+    time (``mon09:00``) or epoch seconds."""
     now = time.time() if now is None else now
     text = text.strip()
     m = re.fullmatch(r"(now)?\s*([+-])\s*(\S+)", text)
@@ -64,10 +65,15 @@ def parse_time(text: str, now: float | None = None) -> float:
         return float(text)
     except ValueError:
         pass
+    day = _WEEKDAY_TIME.fullmatch(text.lower())
+    if day:
+        return _local_time(_next_weekday(WEEKDAYS.index(day.group(1)), int(day.group(2)),
+                                         int(day.group(3)), now), text)
     try:
         when = dt.datetime.fromisoformat(text)
     except ValueError:
-        raise UsageError(f"not a time: {text!r} (try now+10m, 2026-12-01T09:00)") from None
+        raise UsageError(f"not a time: {text!r} (try now+10m, 2026-12-01T09:00, "
+                         "mon09:00)") from None
     if when.tzinfo is None:
         return _local_time(when, text)
     return when.timestamp()
@@ -92,6 +98,18 @@ def _offset(seconds: float) -> str:
     sign = "+" if seconds >= 0 else "-"
     minutes = int(abs(seconds)) // 60
     return f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_WEEKDAY_TIME = re.compile(r"(mon|tue|wed|thu|fri|sat|sun)\s*([01]?\d|2[0-3]):([0-5]\d)")
+
+
+def _next_weekday(weekday: int, hour: int, minute: int, now: float) -> dt.datetime:
+    """The next local ``weekday`` at hour:minute from ``now`` (today, if still ahead)."""
+    today = dt.datetime.fromtimestamp(now)
+    day = today.date() + dt.timedelta(days=(weekday - today.weekday()) % 7)
+    when = dt.datetime.combine(day, dt.time(hour, minute))
+    return when if when.timestamp() > now else when + dt.timedelta(days=7)
 
 
 def fmt_time(t: float | None) -> str:

@@ -16,6 +16,7 @@ def register(sub, common) -> None:
     p = sub.add_parser("resources", parents=[common], help="list resources and their state")
     p.add_argument("--type", help="only this type")
     p.add_argument("--tag", action="append", default=[], metavar="K=V", help="only with tag")
+    p.add_argument("--select", metavar="SELECTOR", help="only those matching, like 'board=imx8 and usb'")
     p.set_defaults(func=resources)
 
     p = sub.add_parser("show", parents=[common], help="one resource and its bookings")
@@ -31,7 +32,15 @@ def register(sub, common) -> None:
 
     p = sub.add_parser("reserve", parents=[common],
                        help="reserve one or more resources (together) and claim them")
-    p.add_argument("names", nargs="+", metavar="NAME")
+    p.add_argument("names", nargs="*", metavar="NAME")
+    p.add_argument("--select", metavar="SELECTOR",
+                   help="any resources whose tags match, like 'board=imx8 and usb' (not NAMEs)")
+    p.add_argument("--count", type=positive(int), help="how many to --select (default 1)")
+    p.add_argument("--repeat", metavar="RRULE",
+                   help="book every occurrence of an RFC 5545 rule, like "
+                        "'FREQ=WEEKLY;BYDAY=MO;COUNT=4' (confirmed, they start by themselves)")
+    p.add_argument("--partial", action="store_true",
+                   help="with --repeat: book the occurrences that fit, list the others")
     p.add_argument("--at", default="now", help="when needed (default now)")
     p.add_argument("--for", dest="duration", default="1h", help="how long (default 1h)")
     p.add_argument("--shared", action="store_true", help="share with other shared holders")
@@ -84,11 +93,17 @@ def _pairs(items: list[str], what: str) -> dict:
 
 def resources(args) -> None:
     with client_from(args) as c:
-        rows = c.list_resources(type=args.type, tags=_pairs(args.tag, "--tag") or None)
+        rows = c.call("list_resources", **_given(type=args.type, selector=args.select,
+                                                 tags=_pairs(args.tag, "--tag") or None)
+                      )["resources"]
     output(args, rows, lambda rows: print_table(
         [{**r, "slots": f"{r['free_slots']}/{r['slots']}",
           "config": ",".join(f"{k}={v}" for k, v in r["config"].items())} for r in rows],
-        ["name", "type", "state", "slots", "config"]))
+        ["name", "type", "state", "service", "slots", "config"]))
+
+
+def _given(**args) -> dict:
+    return {k: v for k, v in args.items() if v is not None}
 
 
 def show(args) -> None:
@@ -122,6 +137,14 @@ def when(args) -> None:
 
 def reserve(args) -> None:
     config = _pairs(args.config, "--config") or None
+    if bool(args.names) == bool(args.select):
+        raise UsageError("name the resources or --select them (one of the two)")
+    if args.count is not None and not args.select:
+        raise UsageError("--count goes with --select")
+    if args.partial and not args.repeat:
+        raise UsageError("--partial goes with --repeat")
+    if args.repeat or args.select:
+        return _reserve_chosen(args, config)
     with client_from(args) as c:
         pre, available, expire = c.request_reservation(
             args.names if len(args.names) > 1 else args.names[0], config,
@@ -137,6 +160,45 @@ def reserve(args) -> None:
         reply = _claim_when_due(c, pre)
     output(args, reply, lambda r: print(
         f"reserved {r['reservation_id']} until {fmt_time(r['expire_time'])}"))
+
+
+def _reserve_chosen(args, config: dict | None) -> None:
+    """reserve --select and/or --repeat."""
+    request = _given(
+        selector=args.select, count=args.count, recurrence=args.repeat,
+        resource=args.names[0] if len(args.names) == 1 else None,
+        resources=args.names if len(args.names) > 1 else None, resource_config=config,
+        time_needed=parse_time(args.at), reservation_duration=parse_duration(args.duration),
+        reservation_mode="shared" if args.shared else "exclusive", slots=args.slots)
+    if args.repeat:
+        request["partial"] = args.partial
+    else:
+        request["next_available"] = not args.exact
+    with client_from(args) as c:
+        reply = c.call("request_reservation", **request)
+        if args.repeat:
+            output(args, reply, _print_series)
+            return
+        pre, available = reply["pre_reservation_id"], reply["time_available"]
+        what = " ".join(reply["resources"])
+        if available > time.time() and not args.wait:
+            output(args, reply, lambda r: print(
+                f"pre-reserved {pre} ({what}): claim it with 'atsclient claim {pre}' between "
+                f"{fmt_time(available)} and {fmt_time(r['expire_time'])}"))
+            return
+        _countdown(available, what)
+        claimed = _claim_when_due(c, pre)
+    output(args, {**claimed, "resources": reply["resources"]}, lambda r: print(
+        f"reserved {r['reservation_id']} ({what}) until {fmt_time(r['expire_time'])}"))
+
+
+def _print_series(reply: dict) -> None:
+    print(f"series {reply['series_id']}: {len(reply['occurrences'])} occurrences booked")
+    print_table([{**o, "start": fmt_time(o["start_time"]), "end": fmt_time(o["end_time"]),
+                  "resources": " ".join(o["resources"])} for o in reply["occurrences"]],
+                ["reservation_id", "resources", "start", "end"])
+    for c in reply["conflicts"]:
+        print(f"not booked (busy): {fmt_time(c['start_time'])} - {fmt_time(c['end_time'])}")
 
 
 def _countdown(until: float, what: str) -> None:
@@ -200,7 +262,8 @@ def _print_reservations(rows: list[dict]) -> None:
     print_table([{**r, "start": fmt_time(r["start_time"]), "end": fmt_time(r["end_time"]),
                   "status": r["reservation_status"].removeprefix("RESERVATION_").lower()}
                  for r in rows],
-                ["id", "resource", "kind", "status", "owner", "start", "end", "slots"])
+                ["id", "resource", "kind", "status", "owner", "start", "end", "slots",
+                 "series_id"])
 
 
 def calendar(args) -> None:
