@@ -34,6 +34,7 @@ from .commands import Call, Command, load_all
 from .config import Config
 from .engine.errors import BadRequest, EngineError, Forbidden
 from .eventlog import EventLog
+from .health import HealthChecks
 from .store import Store
 
 REPLY_TTL_S = 3600.0         # how long a retried request_id gets its first reply again
@@ -59,6 +60,7 @@ class Server:
         self.limits = config.limits
         self.store = Store(config.state, config.fsync)
         self.runner = JobRunner(self, config)
+        self.health = HealthChecks(self, config)
         self.app = self._load_app()
         now = time.time()
         self.replies = self.store.load_replies(now - REPLY_TTL_S)
@@ -153,6 +155,7 @@ class Server:
         loop.add_reader(fd, self.wake)
         self.flush([], time.time())          # publish what recovery did
         self.runner.recover()
+        self.health.start()
         while not self.stopping:
             await self._sleep()
             self.step(time.time())
@@ -334,6 +337,7 @@ class Server:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         await self.runner.close()
+        await self.health.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

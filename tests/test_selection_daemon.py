@@ -2,6 +2,8 @@
 real atsclient CLI."""
 
 import json
+import subprocess
+import sys
 import time
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -210,3 +212,76 @@ def test_cli_select_repeat_and_set_state(daemon_factory):
     lines = {line.split()[0]: line.split() for line in out.stdout.splitlines()[1:]}
     assert sorted(lines) == ["imx-1", "imx-2", "imx-3"]
     assert lines["imx-3"][3] == "down" and lines["imx-1"][3] == "up"
+
+
+def health_lab(directory):
+    probe = [sys.executable, "-c", "import os, sys; open(sys.argv[1] + '.runs', 'a').write('.'); "
+             "sys.exit(0 if os.path.exists(sys.argv[1]) else 3)"]
+    fast = {"interval_s": 0.2, "timeout_s": 5}
+    return {
+        "resources": [
+            {"name": "b-1", "tags": {"board": "x"},
+             "health_check": {"command": probe + ["b-1.ok"], "failures": 2, **fast}},
+            {"name": "b-2", "tags": {"board": "x"}},
+            {"name": "slow", "health_check": {"command": ["sleep", "30"], "interval_s": 0.2,
+                                              "timeout_s": 0.2, "failures": 1}},
+            {"name": "gone", "health_check": {"command": [str(directory / "no-such-probe")],
+                                              "failures": 1, **fast}},
+        ],
+        "security": {"admins": ["labadmin"]},
+    }
+
+
+def test_health_checks_take_resources_down_and_up(daemon_factory, tmp_path):
+    directory = tmp_path / "atsd"
+    directory.mkdir()
+    ok = directory / "b-1.ok"
+    ok.touch()
+    daemon = daemon_factory(health_lab(directory))
+    with daemon.client("alice") as alice, daemon.client("labadmin") as admin:
+        def service(name):
+            return next(r for r in admin.list_resources() if r["name"] == name)
+
+        wait_for(lambda: service("slow")["service"] == "down", 10, what="slow to go down")
+        assert service("slow")["service_reason"] == (
+            "health check failed 1 times: no answer within 0.2s")
+        wait_for(lambda: service("gone")["service"] == "down", 10, what="gone to go down")
+        assert "cannot run" in service("gone")["service_reason"]
+        sel = alice.call("request_reservation", selector="board=x", reservation_duration=600)
+        assert sel["resources"] == ["b-1"] and service("b-1")["service"] == "up"
+        ok.unlink()
+        wait_for(lambda: service("b-1")["service"] == "down", 10, what="b-1 to go down")
+        assert service("b-1")["service_reason"] == "health check failed 2 times: exit status 3"
+        state = [e for e in events(admin, "resource.state") if e["resource"] == "b-1"]
+        assert [(e["service"], e["by"]) for e in state] == [("down", "health")]
+        replaced = wait_for(lambda: events(admin, "reservation.replaced"), 5, what="replaced")
+        assert [(e["old"], e["new"]) for e in replaced] == [("b-1", "b-2")]
+        ok.touch()
+        wait_for(lambda: service("b-1")["service"] == "up", 10, what="b-1 to come up")
+        # an admin's down is not lifted by a passing check
+        admin.call("set_resource_state", resource="b-1", state="down", reason="bench")
+        since = admin.get_events(0, limit=1)["last_seq"]
+        runs = directory / "b-1.ok.runs"
+        before = len(runs.read_text())
+        wait_for(lambda: len(runs.read_text()) >= before + 2, 10, what="two more passing checks")
+        assert service("b-1")["service"] == "down"
+        assert [e for e in events(admin, "resource.state", since) if e["resource"] == "b-1"] == []
+
+
+@pytest.mark.parametrize("config, words", [
+    ("resources: [{name: a, health_check: {command: probe}}]",
+     "resources[0].health_check.command: must be a non-empty list"),
+    ("resources: [{name: a, health_check: {command: [p], every: 3}}]",
+     "resources[0].health_check.every: unknown key"),
+    ("resources: [{name: a, health_check: {command: [p], failures: 0}}]",
+     "resources[0].health_check.failures: must be an integer of at least 1"),
+    ("timezone: Mars/Olympus", "timezone: 'Mars/Olympus' is not a time zone name"),
+    ("series_max_occurrences: 0", "series_max_occurrences: must be an integer of at least 1"),
+])
+def test_bad_health_and_series_config_stops_startup(tmp_path, config, words):
+    path = tmp_path / "atsd.yaml"
+    path.write_text(config)
+    result = subprocess.run([sys.executable, "-m", "atsd", "check-config", str(path)],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert str(path) in result.stderr and words in result.stderr, result.stderr
