@@ -299,8 +299,9 @@ class SelectionMachine(RuleBasedStateMachine):
         self.e = Engine()
         self.now = 0.0
         self.ids = []
+        self.series_ids = []
 
-    @rule(dt=st.floats(0, 50).map(lambda x: round(x, 1)))
+    @rule(dt=st.sampled_from([0.0, 5.0, 50.0, 86400.0]))
     def tick(self, dt):
         self.now += dt
         self.e.lab.advance(self.now)
@@ -318,6 +319,28 @@ class SelectionMachine(RuleBasedStateMachine):
         assert len(set(r.resources)) == count
         if claim and r.start <= self.now:
             self.e.cal.claim(ALICE, r.id, self.now)
+
+    @rule(selector=st.sampled_from(SELECTORS), count=st.integers(1, 2),
+          start=st.floats(0, 200).map(lambda x: round(x, 1)),
+          times=st.integers(1, 4), partial=st.booleans())
+    def request_series(self, selector, count, start, times, partial):
+        try:
+            got = self.e.series.request(ALICE, None, selector, count, self.now + start, 60,
+                                        None, "exclusive", None, f"FREQ=DAILY;COUNT={times}",
+                                        partial, self.now)
+        except Unavailable:
+            return
+        assert len(got["occurrences"]) + len(got["conflicts"]) == times
+        self.ids += [o["reservation_id"] for o in got["occurrences"]]
+        self.series_ids.append(got["series_id"])
+
+    @precondition(lambda self: self.series_ids)
+    @rule(data=st.data())
+    def release_series(self, data):
+        try:
+            self.e.series.release(ALICE, data.draw(st.sampled_from(self.series_ids)), self.now)
+        except EngineError:
+            pass
 
     @rule(name=st.sampled_from([d.name for d in BOARDS]),
           start=st.floats(0, 200).map(lambda x: round(x, 1)))
