@@ -275,6 +275,11 @@ def test_series_is_all_or_nothing_unless_partial():
     ("FREQ=DAILY;COUNT=x", "recurrence"),
     ("FREQ=DAILY;COUNT=3\nDTSTART:20200101T000000", "one RRULE line"),
     ("FREQ=DAILY;INTERVAL=1;COUNT=3;BYHOUR=9,10", "overlap"),
+    ("FREQ=DAILY;INTERVAL=7;BYDAY=TU;COUNT=2", "INTERVAL with BYDAY on FREQ=DAILY"),
+    ("FREQ=MONTHLY;BYMONTH=13;COUNT=2", "BYMONTH values must be from 1 to 12"),
+    ("FREQ=MONTHLY;BYDAY=6MO;COUNT=2", "ordinal must be from -5 to 5"),
+    ("FREQ=WEEKLY;BYDAY=2MO;COUNT=2", "goes with FREQ=MONTHLY or YEARLY"),
+    ("FREQ=DAILY;FREQ=WEEKLY;COUNT=2", "given twice"),
 ])
 def test_bad_rules_are_refused(rule, message):
     e = Engine()
@@ -430,3 +435,24 @@ class SelectionMachine(RuleBasedStateMachine):
 TestSelectionMachine = SelectionMachine.TestCase
 TestSelectionMachine.settings = settings(max_examples=100, stateful_step_count=40,
                                          deadline=None)
+
+
+RULE_PARTS = ["FREQ=DAILY", "FREQ=WEEKLY", "FREQ=MONTHLY", "FREQ=YEARLY", "FREQ=daily",
+              "COUNT=3", "COUNT=0", "COUNT=-1", "INTERVAL=0", "INTERVAL=2", "BYMONTH=2",
+              "BYMONTH=13", "BYMONTHDAY=30", "BYMONTHDAY=-1", "BYMONTHDAY=0", "BYDAY=MO",
+              "BYDAY=1MO", "BYDAY=XX", "BYHOUR=25", "BYHOUR=9", "BYMINUTE=30",
+              "UNTIL=20270101T000000Z", "UNTIL=2027", "WKST=SU", "", "=", "FREQ",
+              "INTERVAL=7", "INTERVAL=12", "BYDAY=TU", "BYDAY=5MO", "BYDAY=-1SU", "BYDAY=53FR",
+              "BYMONTHDAY=29", "BYMONTHDAY=31", "BYMONTH=4", "COUNT=2", "BYSETPOS=1"]
+
+
+@settings(deadline=1000, max_examples=500)
+@given(st.lists(st.sampled_from(RULE_PARTS), max_size=5))
+def test_any_rule_is_expanded_or_refused_quickly(parts):
+    e = Engine()
+    try:
+        starts = e.series.starts(";".join(parts), ts(2026, 6, 1, 9), ts(2026, 6, 1))
+    except BadRequest:
+        return
+    assert 1 <= len(starts) <= e.series.max_occurrences
+    assert starts == sorted(starts)

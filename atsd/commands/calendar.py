@@ -58,23 +58,19 @@ def request_reservation(call: Call, resource: str | None, resources: list[str] |
     (the reply lists ``resources``). ``recurrence`` (an RFC 5545 RRULE) books every occurrence
     as a confirmed reservation that starts by itself: the reply has ``series_id``,
     ``occurrences`` and ``conflicts``; all or nothing unless ``partial``."""
-    if selector is not None or count is not None or recurrence is not None or partial:
-        if resource_config is not None and configuration is not None and resource_config != configuration:
-            raise BadRequest("resource_config and configuration differ")
-        return by_selector_or_rule(
-            call, resource, resources, selector, count, recurrence, partial,
-            call.now if time_needed is None else time_needed, reservation_duration,
-            resource_config if resource_config is not None else configuration,
-            reservation_mode, next_available, slots, maintenance)
-    if (resource is None) == (resources is None):
-        raise BadRequest("give resource or resources, not both and not neither")
     if resource_config is not None and configuration is not None and resource_config != configuration:
         raise BadRequest("resource_config and configuration differ")
+    config = resource_config if resource_config is not None else configuration
+    start = call.now if time_needed is None else time_needed
+    if selector is not None or count is not None or recurrence is not None or partial:
+        return by_selector_or_rule(call, resource, resources, selector, count, recurrence,
+                                   partial, start, reservation_duration, config,
+                                   reservation_mode, next_available, slots, maintenance)
+    if (resource is None) == (resources is None):
+        raise BadRequest("give resource or resources, not both and not neither")
     names = [resource] if resource is not None else resources
     if not names:
         raise BadRequest("resources must name at least one resource")
-    config = resource_config if resource_config is not None else configuration
-    start = call.now if time_needed is None else time_needed
     if maintenance:
         if not call.caller.admin:
             raise Forbidden("maintenance reservations are for admins")

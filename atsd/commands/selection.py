@@ -32,6 +32,8 @@ def by_selector_or_rule(call: Call, resource: str | None, resources: list[str] |
     named = [resource] if resource is not None else resources
     if (named is None) == (selector is None):
         raise BadRequest("give resource, resources or selector (one of them)")
+    if named == []:
+        raise BadRequest("resources must name at least one resource")
     if count is not None and selector is None:
         raise BadRequest("count goes with selector")
     if partial and recurrence is None:

@@ -82,6 +82,8 @@ class Series:
                 slots: int | None, rule: str, partial: bool, now: float) -> dict:
         starts = self.starts(rule, max(first, now), now)
         if names is not None:
+            if not names:
+                raise BadRequest("resources must name at least one resource")
             if len(set(names)) != len(names):
                 raise BadRequest("a resource is named twice in resources")
             fixed = [(res, self.calendar._want(res, mode, slots, config, duration))
@@ -151,33 +153,84 @@ class Series:
 
 
 def _parts(rule: str) -> set[str]:
-    """The rule's part names, checked against the allow-list (dateutil parses the rest)."""
+    """The rule's part names, each checked against the allow-list and its value against its
+    range (dateutil parses the rest). dateutil itself accepts ``BYMONTH=13`` or
+    ``BYDAY=6MO`` and then scans to the year 9999 for a match, for up to half a minute."""
     if len(rule) > MAX_RULE_LENGTH:
         raise BadRequest(f"recurrence is longer than {MAX_RULE_LENGTH} characters")
     if not RULE_TEXT.match(rule):
         raise BadRequest("recurrence must be one RRULE line like FREQ=WEEKLY;BYDAY=MO;COUNT=4 "
                          "(letters, digits and = ; , + - only)")
-    values = {}
-    for part in rule.removeprefix("RRULE:").split(";"):
+    values: dict[str, str] = {}
+    for part in rule.removeprefix("RRULE:").upper().split(";"):
         name, sep, value = part.partition("=")
-        if not sep or name.upper() not in ALLOWED:
+        if not sep or name not in ALLOWED:
             raise BadRequest(f"recurrence: {part!r} is not one of the rule parts accepted: "
                              f"{', '.join(sorted(ALLOWED))} (as NAME=VALUE, ';' between)")
-        values[name.upper()] = value
-    if values.get("FREQ", "").upper() not in FREQUENCIES:
+        if name in values:
+            raise BadRequest(f"recurrence: {name} is given twice")
+        values[name] = value
+    if values.get("FREQ") not in FREQUENCIES:
         raise BadRequest(f"recurrence: FREQ must be one of {', '.join(sorted(FREQUENCIES))}")
-    if "BYMONTH" in values and "BYMONTHDAY" in values and not _some_day(
-            values["BYMONTH"], values["BYMONTHDAY"]):
+    for name, (lo, hi, nonzero) in RANGES.items():
+        for n in _numbers(values, name):
+            if not (lo <= n <= hi and (n != 0 or not nonzero)):
+                raise BadRequest(f"recurrence: {name} values must be from {lo} to {hi}"
+                                 f"{' and not 0' if nonzero else ''}, not {n}")
+    _check_byday(values)
+    skipping = REJECTING[values["FREQ"]] & set(values)
+    if _numbers(values, "INTERVAL") not in ([], [1]) and skipping:
+        raise BadRequest(f"recurrence: INTERVAL with {', '.join(sorted(skipping))} on "
+                         f"FREQ={values['FREQ']} is refused: such a rule can skip every period "
+                         "and never match")
+    if "BYMONTH" in values and "BYMONTHDAY" in values and not any(
+            abs(d) <= gregorian.monthrange(2024, m)[1]
+            for m in _numbers(values, "BYMONTH") for d in _numbers(values, "BYMONTHDAY")):
         raise BadRequest("recurrence: no month in BYMONTH has a day in BYMONTHDAY")
     return set(values)
 
 
-def _some_day(months: str, days: str) -> bool:
-    """Whether some BYMONTH month has some BYMONTHDAY day (in a leap year)."""
+# parts that drop whole periods of a frequency (the rest expand within a period): with an
+# INTERVAL they can drop every period for ever (every 7th day that is a Tuesday)
+REJECTING = {"DAILY": {"BYMONTH", "BYMONTHDAY", "BYDAY"}, "WEEKLY": {"BYMONTH", "BYMONTHDAY"},
+             "MONTHLY": {"BYMONTH"}, "YEARLY": set()}
+# part -> (lowest, highest, whether 0 is refused)
+RANGES = {"COUNT": (1, 1_000_000, True), "INTERVAL": (1, 1000, True),
+          "BYMONTH": (1, 12, True), "BYMONTHDAY": (-31, 31, True), "BYHOUR": (0, 23, False),
+          "BYMINUTE": (0, 59, False), "BYSECOND": (0, 59, False)}
+WEEKDAY = re.compile(r"^([+-]?\d{1,2})?(MO|TU|WE|TH|FR|SA|SU)$")
+
+
+def _numbers(values: dict[str, str], name: str) -> list[int]:
+    if name not in values:
+        return []
     try:
-        ms = [int(m) for m in months.split(",")]
-        ds = [int(d) for d in days.split(",")]
+        return [int(v) for v in values[name].split(",")]
     except ValueError:
-        return True         # dateutil refuses it with its own message
-    return any(1 <= m <= 12 and 0 < abs(d) <= gregorian.monthrange(2024, m)[1]
-               for m in ms for d in ds)
+        raise BadRequest(f"recurrence: {name} must be integers separated by ',', "
+                         f"not {values[name]!r}") from None
+
+
+def _check_byday(values: dict[str, str]) -> None:
+    """Weekdays, with an ordinal (``-1SU``, ``2MO``) only where RFC 5545 gives it a meaning
+    and only one that some month or year has."""
+    if values.get("WKST", "MO") not in WEEKDAYS:
+        raise BadRequest(f"recurrence: WKST must be one of {', '.join(WEEKDAYS)}")
+    within_month = values["FREQ"] == "MONTHLY" or "BYMONTH" in values
+    for day in values.get("BYDAY", "MO").split(","):
+        m = WEEKDAY.match(day)
+        if m is None:
+            raise BadRequest(f"recurrence: BYDAY takes weekdays like MO or -1FR, not {day!r}")
+        if m.group(1) is None:
+            continue
+        n = int(m.group(1))
+        if values["FREQ"] not in ("MONTHLY", "YEARLY") or "BYMONTHDAY" in values:
+            raise BadRequest("recurrence: a BYDAY ordinal like 2MO goes with FREQ=MONTHLY or "
+                             "YEARLY and without BYMONTHDAY")
+        most = 5 if within_month else 53
+        if not (n != 0 and -most <= n <= most):
+            raise BadRequest(f"recurrence: BYDAY ordinal must be from -{most} to {most} and "
+                             f"not 0, not {n}")
+
+
+WEEKDAYS = ("MO", "TU", "WE", "TH", "FR", "SA", "SU")
