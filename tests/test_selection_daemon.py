@@ -61,6 +61,8 @@ def test_selector_request_check_and_list(daemon_factory):
     ({"command": "request_reservation", "selector": "board=imx8 and"},
      "selector: expected a tag name, found the end at position 14"),
     ({"command": "check_available", "selector": "(usb"}, "at position 4"),
+    ({"command": "check_available", "selector": "usb", "resource": "imx-1"},
+     "give resource or selector, not both"),
     ({"command": "list_resources", "selector": "usb $"}, "unexpected character '$' at position 4"),
     ({"command": "request_reservation", "selector": "usb", "resource": "imx-1"},
      "resource, resources or selector (one of them)"),

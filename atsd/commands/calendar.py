@@ -27,8 +27,10 @@ def check_available(call: Call, resource: str | None, start_time: float | None,
     end = start + 3600 if end_time is None else end_time
     if end <= start:
         raise BadRequest("end_time must be after start_time")
-    if (resource is None) == (selector is None):
-        raise BadRequest("missing key resource (or selector; not both)")
+    if resource is not None and selector is not None:
+        raise BadRequest("give resource or selector, not both")
+    if resource is None and selector is None:
+        raise BadRequest("missing key resource (or selector)")
     if selector is not None:
         return call.app.selection.check_available(selector, count, start, end,
                                                   reservation_mode, slots)
