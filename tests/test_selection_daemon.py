@@ -5,7 +5,7 @@ import json
 import subprocess
 import sys
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -137,23 +137,19 @@ def test_down_resource_degrades_and_selector_booking_is_replaced(daemon_factory)
         assert admin.call("set_resource_state", resource="imx-1", state="up")["changed"] is False
 
 
-def berlin(*args):
-    return datetime(*args, tzinfo=BERLIN).timestamp()
-
-
 def test_standing_reservation_over_the_wire(daemon_factory):
     daemon = daemon_factory(LAB)
     now = time.time()
     first = datetime.fromtimestamp(now + 86400, BERLIN).replace(hour=9, minute=0, second=0,
                                                                 microsecond=0)
     with daemon.client("alice") as alice, daemon.client("bob") as bob:
-        busy, _, _ = bob.request_reservation("imx-1", time_needed=first.timestamp() + 86400,
+        second = (first + timedelta(days=1)).timestamp()     # wall clock: 09:00 again
+        busy, _, _ = bob.request_reservation("imx-1", time_needed=second,
                                              reservation_duration=60, next_available=False)
         with pytest.raises(ResourceUnavailable) as refused:
             alice.call("request_reservation", resource="imx-1", time_needed=first.timestamp(),
                        reservation_duration=3600, recurrence="FREQ=DAILY;COUNT=3")
-        assert [c["start_time"] for c in refused.value.reply["conflicts"]] == [
-            first.timestamp() + 86400]
+        assert [c["start_time"] for c in refused.value.reply["conflicts"]] == [second]
         assert len(alice.list_reservations(owner="alice")) == 0
         got = alice.call("request_reservation", resource="imx-1", time_needed=first.timestamp(),
                          reservation_duration=3600, recurrence="FREQ=DAILY;COUNT=3",
