@@ -265,7 +265,7 @@ def test_series_is_all_or_nothing_unless_partial():
 
 
 @pytest.mark.parametrize("rule, message", [
-    ("FREQ=DAILY", "must end"),
+    ("FREQ=DAILY", "more than 50 occurrences within the horizon"),
     ("FREQ=HOURLY;COUNT=3", "FREQ must be one of"),
     ("FREQ=DAILY;COUNT=51", "more than 50 occurrences"),
     ("FREQ=YEARLY;COUNT=3", "past the horizon"),
@@ -456,3 +456,18 @@ def test_any_rule_is_expanded_or_refused_quickly(parts):
         return
     assert 1 <= len(starts) <= e.series.max_occurrences
     assert starts == sorted(starts)
+
+
+def test_an_open_rule_books_up_to_the_horizon_and_says_so():
+    """"Every 1st of the month" with no COUNT or UNTIL: each one within the horizon, and the
+    reply names where the booking stops, so nothing is cut off unseen."""
+    e = Engine()
+    now = ts(2026, 6, 1)
+    got = e.series.request(ALICE, ["imx-1"], None, 1, ts(2026, 6, 1, 9), 3600, None,
+                           "exclusive", None, "FREQ=MONTHLY;BYMONTHDAY=1", False, now)
+    assert got["booked_until"] == now + 400 * 86400
+    starts = [o["start_time"] for o in got["occurrences"]]
+    assert len(starts) == 14 and starts[-1] <= got["booked_until"] < starts[-1] + 31 * 86400
+    closed = e.series.request(ALICE, ["imx-2"], None, 1, ts(2026, 6, 1, 9), 3600, None,
+                              "exclusive", None, "FREQ=WEEKLY;BYDAY=MO;COUNT=2", False, now)
+    assert "booked_until" not in closed

@@ -193,7 +193,9 @@ def _reserve_chosen(args, config: dict | None) -> None:
 
 
 def _print_series(reply: dict) -> None:
-    print(f"series {reply['series_id']}: {len(reply['occurrences'])} occurrences booked")
+    until = reply.get("booked_until")
+    print(f"series {reply['series_id']}: {len(reply['occurrences'])} occurrences booked"
+          + (f" (an open rule: booked up to {fmt_time(until)})" if until else ""))
     print_table([{**o, "start": fmt_time(o["start_time"]), "end": fmt_time(o["end_time"]),
                   "resources": " ".join(o["resources"])} for o in reply["occurrences"]],
                 ["reservation_id", "resources", "start", "end"])

@@ -5,7 +5,9 @@ that starts by itself, all under one ``series_id``.
 The rule is expanded by python-dateutil's ``rrule`` from the requested start, as wall-clock
 time in the daemon's time zone: "every Monday 09:00" stays 09:00 across a DST change. The
 expansion is bounded twice: at most ``max_occurrences``, none later than ``horizon_s`` from
-now; a rule that would go further is refused (give COUNT or UNTIL). Only rule parts that
+now. A rule that ends (COUNT or UNTIL) past either bound is refused; an open rule ("every
+Monday") books what falls within the horizon and its reply says where that is
+(``booked_until``), so nothing is cut off unseen. Only rule parts that
 cannot make dateutil scan for centuries are accepted (see ``ALLOWED``): a rule that can never
 match, like ``FREQ=DAILY;BYMONTH=2;BYMONTHDAY=30``, would otherwise keep the daemon busy for
 seconds while it looks until the year 9999.
@@ -53,8 +55,7 @@ class Series:
     def starts(self, rule: str, first: float, now: float) -> list[float]:
         """Occurrence start times of ``rule`` from ``first``, within the bounds."""
         parts = _parts(rule)
-        if "COUNT" not in parts and "UNTIL" not in parts:
-            raise BadRequest("recurrence must end: give COUNT or UNTIL")
+        open_rule = "COUNT" not in parts and "UNTIL" not in parts
         try:
             expansion = rrulestr(rule.removeprefix("RRULE:"),
                                  dtstart=datetime.fromtimestamp(first, self.tz))
@@ -65,12 +66,15 @@ class Series:
         for dt in expansion:
             t = dt.timestamp()
             if t > horizon:
+                if open_rule:
+                    break
                 raise BadRequest(f"recurrence reaches past the horizon of {self.horizon_s:g}s "
                                  f"from now; give COUNT or an earlier UNTIL")
             out.append(t)
             if len(out) > self.max_occurrences:
+                within = " within the horizon" if open_rule else ""
                 raise BadRequest(f"recurrence has more than {self.max_occurrences} "
-                                 "occurrences; give COUNT or an earlier UNTIL")
+                                 f"occurrences{within}; give COUNT or an earlier UNTIL")
         if not out:
             raise BadRequest("recurrence has no occurrence")
         return out
@@ -113,7 +117,10 @@ class Series:
             r = self._confirmed(caller, picks, t, mode, config, sid, selector, now)
             occurrences.append({"reservation_id": r.id, "start_time": r.start,
                                 "end_time": r.end, "resources": r.resources})
-        return {"series_id": sid, "occurrences": occurrences, "conflicts": conflicts}
+        reply = {"series_id": sid, "occurrences": occurrences, "conflicts": conflicts}
+        if "COUNT" not in _parts(rule) and "UNTIL" not in _parts(rule):
+            reply["booked_until"] = now + self.horizon_s
+        return reply
 
     def _confirmed(self, caller: Caller, picks, t: float, mode: str, config: dict | None,
                    sid: str, selector: str | None, now: float) -> Reservation:
