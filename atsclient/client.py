@@ -150,6 +150,14 @@ class _Methods:
     def get_version(self):
         return self._do({"command": "get_version"})
 
+    def get_audit(self, since=None, until=None, actor=None, resource=None, limit=None):
+        """Audit entries in [since, until), oldest first: changes and forbidden attempts,
+        each {seq, time, user, key, command, ids, outcome}. Users see their own; admins
+        everyone's (``actor`` picks one)."""
+        request = {"command": "get_audit", "since": since, "until": until, "actor": actor,
+                   "resource": resource, "limit": limit}
+        return self._do(_without_none(request), lambda r: r["entries"])
+
     # --- slot pools (canary ResourcePool / CTest) ---
 
     def accommodates(self, request):

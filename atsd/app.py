@@ -36,6 +36,7 @@ class App:
         self.series = Series(self.lab, self.calendar, self.selection, _zone(config.timezone),
                              config.series_max_occurrences, config.series_horizon_s)
         self.backends: dict = {}    # queue name -> where its jobs run; the server fills it
+        self.audit = None           # atsd.audit.AuditTrail; the server sets it
 
     def external_backend(self, queue: str):
         """The backend of a queue whose scheduler grants reservations itself (Slurm)."""

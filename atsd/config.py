@@ -62,6 +62,9 @@ class Config:
                                      # are fetched from the log, so a small queue loses none)
     max_frame_bytes: int = 1024 * 1024
     max_in_flight: int = 64          # requests one identity may have waiting for a reply
+    reply_cache_bytes: int = 64 * 1024 * 1024   # replies kept for retries, at most
+    audit_retention_s: float = 90 * 86400.0
+    audit_max_entries: int = 1_000_000
     limits: Limits = field(default_factory=Limits)   # msgpack decoding limits
     resources: list[ResourceDef] = field(default_factory=list)
     resource_spec: Path | None = None
@@ -167,7 +170,8 @@ RESOURCE_KEYS = {"name", "type", "slots", "config", "reconfigure_s", "tags", "he
 HEALTH_KEYS = {"command", "interval_s", "timeout_s", "failures"}
 TOP_KEYS = {"listen", "events", "state", "fsync", "claim_window_s", "expiring_notice_s", "history_s",
             "default_lease_s", "countdown_interval_s", "event_log_size", "event_hwm",
-            "max_frame_bytes", "max_in_flight", "limits", "resources", "resource_spec", "queues", "jobs",
+            "max_frame_bytes", "max_in_flight", "reply_cache_bytes", "audit_retention_s",
+            "audit_max_entries", "limits", "resources", "resource_spec", "queues", "jobs",
             "security", "timezone", "series_max_occurrences", "series_horizon_s"}
 
 
@@ -287,10 +291,11 @@ def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
             r.fail("fsync", f"must be true or false, not {data['fsync']!r}")
         cfg.fsync = data["fsync"]
     for key in ("claim_window_s", "expiring_notice_s", "history_s", "default_lease_s",
-                "countdown_interval_s"):
+                "countdown_interval_s", "audit_retention_s"):
         if key in data:
             setattr(cfg, key, r.number(data[key], key, positive=True))
-    for key in ("event_log_size", "event_hwm", "max_frame_bytes", "max_in_flight"):
+    for key in ("event_log_size", "event_hwm", "max_frame_bytes", "max_in_flight",
+                "reply_cache_bytes", "audit_max_entries"):
         if key in data:
             setattr(cfg, key, r.integer(data[key], key))
     limits = r.map(data.get("limits", {}), "limits")

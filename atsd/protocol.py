@@ -8,13 +8,15 @@ no command body ever sees a NaN, a negative duration or a key it did not declare
 
 from __future__ import annotations
 
+import hashlib
 import math
+import unicodedata
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import msgpack
 
-from .engine.errors import BadRequest, EngineError
+from .engine.errors import BadRequest, EngineError, clip, shown
 
 PROTOCOL_VERSION = 1
 
@@ -27,6 +29,8 @@ ERROR_CODES = ("bad_request", "not_found", "unavailable", "conflict", "too_early
 # small enough that adding them never overflows or loses all precision.
 MAX_TIME = 1e11
 MAX_DURATION = 1e9
+
+MAX_MESSAGE = 300           # characters of an error message
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +83,11 @@ def ok_reply(result: dict, request_id: str | None) -> dict:
 
 
 def error_reply(code: str, message: str, request_id: str | None = None, **extra) -> dict:
-    reply = {"ok": False, "error": {"code": code, "message": message}, **extra}
+    """Refusals quote request values through ``shown``; the cut at MAX_MESSAGE is the
+    backstop for text that is not ours (an exception's, a backend's), so no error reply
+    (sent, or kept for retries) is ever long."""
+    reply = {"ok": False, "error": {"code": code, "message": clip(message, MAX_MESSAGE)},
+             **extra}
     if request_id is not None:
         reply["request_id"] = request_id
     return reply
@@ -156,7 +164,7 @@ def TEXT(value: Any, key: str) -> str:
 def one_of(*choices: str) -> Callable[[Any, str], str]:
     def check(value: Any, key: str) -> str:
         if value not in choices:
-            raise BadRequest(f"{key} must be one of {', '.join(choices)}, not {value!r}")
+            raise BadRequest(f"{key} must be one of {', '.join(choices)}, not {shown(value)}")
         return value
     return check
 
@@ -210,7 +218,7 @@ ENVELOPE = ("command", "request_id", "user")
 def validate_args(request: dict, args: dict[str, Arg], prefix: str = "") -> dict:
     unknown = [k for k in request if k not in args and (prefix or k not in ENVELOPE)]
     if unknown:
-        raise BadRequest(f"unknown key {prefix}{sorted(map(str, unknown))[0]}")
+        raise BadRequest(f"unknown key {prefix}{clip(sorted(map(str, unknown))[0])}")
     out = {}
     for key, arg in args.items():
         value = request.get(key)
@@ -236,4 +244,25 @@ def envelope(request: dict) -> tuple[str, str | None, str | None]:
         raise BadRequest("missing key command" if command is None else "command must be a string")
     if user is not None and (not isinstance(user, str) or not 0 < len(user) <= 64):
         raise BadRequest("user must be a string of 1 to 64 characters")
+    if user is not None and any(unicodedata.category(c) in ("Cc", "Cf") for c in user):
+        raise BadRequest("user must not hold control or format characters (NUL, newline, "
+                         "direction marks ...)")
     return command, request_id, user
+
+
+def digest(request: dict) -> bytes:
+    """What a request asks, apart from who asks and its request_id: the command and every
+    argument, keys in sorted order, so a retry matches its first send and any other
+    request does not."""
+    body = _canonical({k: v for k, v in request.items() if k not in ("request_id", "user")})
+    return hashlib.blake2b(msgpack.packb(body, use_bin_type=True), digest_size=16).digest()
+
+
+def _canonical(value: Any) -> Any:
+    """Maps as lists of pairs in key order (keys are str or bytes: strict_map_key)."""
+    if isinstance(value, dict):
+        return [[k, _canonical(v)] for k, v in
+                sorted(value.items(), key=lambda kv: (isinstance(kv[0], bytes), kv[0]))]
+    if isinstance(value, list):
+        return [_canonical(v) for v in value]
+    return value

@@ -116,6 +116,14 @@ class Security:
             self.auth.stop()
             self.auth = None
 
+    def key(self, user: str) -> str | None:
+        """The public key (Z85) the user is on file with, for the audit trail; None
+        without CURVE. It is the key of the user's latest handshake: a key file is read
+        at each one."""
+        if not self.curve:
+            return None
+        return next((k.decode() for k, u in self.provider.users.items() if u == user), None)
+
     def user(self, frame: zmq.Frame, declared: str | None) -> str:
         """With CURVE the key's user (the request's ``user`` is ignored); without it,
         whoever the client says it is."""

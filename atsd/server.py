@@ -32,14 +32,17 @@ from .app import App
 from .backends import JobRunner
 from .commands import Call, Command, load_all
 from .config import Config
-from .engine.errors import BadRequest, EngineError, Forbidden
+from .audit import AuditTrail, touched
+from .engine.errors import BadRequest, Conflict, EngineError, Forbidden, shown
 from .eventlog import EventLog
 from .health import HealthChecks
+from .retries import ReplyCache
 from .store import Store
 
 REPLY_TTL_S = 3600.0         # how long a retried request_id gets its first reply again
 MAX_CACHED_REPLIES = 200_000  # and how many such replies are kept at most (memory bound)
 MAX_BATCH = 512              # requests answered per wake-up before committing
+MAX_FRAMES = 16              # a message with more (envelope + body) is dropped unread
 
 log = logmod.get("atsd.server")
 
@@ -61,16 +64,18 @@ class Server:
         self.store = Store(config.state, config.fsync)
         self.runner = JobRunner(self, config)
         self.health = HealthChecks(self, config)
-        self.app = self._load_app()
         now = time.time()
-        self.replies = self.store.load_replies(now - REPLY_TTL_S)
-        self._new_replies: list[tuple[str, float, bytes]] = []
+        self.audit = AuditTrail(self.store, config.audit_retention_s, config.audit_max_entries,
+                                now)
+        self.app = self._load_app()
+        self.replies = ReplyCache(REPLY_TTL_S, MAX_CACHED_REPLIES, config.reply_cache_bytes, now,
+                                  self.store.load_replies(now - REPLY_TTL_S))
         self._finished: list[Outgoing] = []
         self._in_flight: Counter[bytes] = Counter()
         self._received: Counter[bytes] = Counter()    # per identity, in this wake-up
         self._tasks: set[asyncio.Task] = set()
-        self._running: dict[str, list] = {}   # cache key -> envelopes of its retries
-        self._last_reply_prune = now
+        # a running request's cache key -> its digest, and the envelopes of its retries
+        self._running: dict[tuple[str, str], tuple[bytes, list]] = {}
         self.stopping = False
         self._wakeup: asyncio.Future | None = None
         self.endpoints: dict[str, str] = {}
@@ -82,6 +87,7 @@ class Server:
                           self.store.load_events(cfg.event_log_size))
         app = App(cfg, events)
         app.backends = self.runner.backends
+        app.audit = self.audit
         now = time.time()
         with self.store.records() as records:
             app.lab.restore(records, now)
@@ -175,10 +181,10 @@ class Server:
         self._received.clear()
         for _ in range(MAX_BATCH):
             try:
-                frames = self.router_sync.recv_multipart(zmq.NOBLOCK, copy=not self.security.curve)
+                frames = self._receive()
             except zmq.Again:
                 break
-            reply = self.handle(frames, now)
+            reply = None if frames is None else self.handle(frames, now)
             if reply is not None:
                 out.append(reply)
         out.extend(self._finished)
@@ -186,20 +192,35 @@ class Server:
         self.app.lab.advance(now)
         self.flush(out, now)
 
+    def _receive(self) -> list | None:
+        """One message's frames (zmq.Frames with CURVE: the last carries the User-Id), or
+        None for one of more than MAX_FRAMES: the rest of it is read only to be dropped,
+        never decoded nor answered (a reply would repeat every frame)."""
+        sock, copy = self.router_sync, not self.security.curve
+        frames = [sock.recv(zmq.NOBLOCK, copy=copy)]
+        while sock.rcvmore:
+            if len(frames) == MAX_FRAMES:
+                while sock.rcvmore:
+                    sock.recv(copy=False)
+                return None
+            frames.append(sock.recv(copy=copy))
+        return frames
+
     def flush(self, out: list[Outgoing], now: float) -> None:
         lab = self.app.lab
         records = lab.take_dirty()
         numbered = self.app.events.number(lab.take_events(), now)
-        replies, self._new_replies = self._new_replies, []
-        forget = None
-        if now - self._last_reply_prune > 600:
-            forget, self._last_reply_prune = now - REPLY_TTL_S, now
-            self.replies = {k: v for k, v in self.replies.items() if v[0] >= forget}
-        if records or numbered or replies or forget:
+        forget = self.replies.expire(now)
+        replies, dropped = self.replies.take()
+        audit, trim_audit = self.audit.take(), self.audit.trim(now)
+        if records or numbered or replies or dropped or forget or audit or trim_audit:
             try:
-                self.store.commit(records, numbered, replies, self.config.event_log_size, forget)
+                self.store.commit(records, numbered, replies, self.config.event_log_size, forget,
+                                  dropped_replies=dropped, audit=audit, trim_audit=trim_audit)
+                self.audit.committed(audit)
             except Exception as exc:
-                self._commit_failed(exc, out, replies)
+                self.replies.not_written(replies, dropped)
+                self._commit_failed(exc, out)
                 numbered = []
         for o in out:
             self.router_sync.send_multipart(o.envelope + [o.data])
@@ -208,8 +229,7 @@ class Server:
         for e in numbered:
             self.pub_sync.send_multipart([e["topic"].encode(), protocol.encode(e)])
 
-    def _commit_failed(self, exc: Exception, out: list[Outgoing],
-                       replies: list[tuple[str, float, bytes]]) -> None:
+    def _commit_failed(self, exc: Exception, out: list[Outgoing]) -> None:
         """Nothing of this group reached the disk: its mutating requests, and the reads
         after the first of them (they may have seen its change), are answered ``internal``,
         and the engine is rebuilt from what the disk has, so memory and disk agree again.
@@ -217,8 +237,6 @@ class Server:
         ended) stays pending, as at start-up, and is committed and published with the next
         group."""
         log.error("commit_failed", error=str(exc), exc_type=type(exc).__name__)
-        for key, _, _ in replies:
-            self.replies.pop(key, None)
         changed = False
         for o in out:
             changed = changed or o.mutating
@@ -238,39 +256,47 @@ class Server:
             frames = [f.bytes for f in frames]
         identity = frames[0]
         envelope = frames[:-1]
-        request_id = None
-        cache_key = None
-        mutating = False
+        request = request_id = cache_key = digest = caller = cmd = args = None
         try:
             request = protocol.decode(frames[-1], self.limits)
             request_id = _request_id(request)
             name, request_id, user = protocol.envelope(request)
             cmd = self.commands.get(name)
             if cmd is None:
-                raise BadRequest(f"unknown command {name!r}")
+                raise BadRequest(f"unknown command {shown(name)}")
             caller = self.app.caller(self.security.user(last, user))
-            mutating = cmd.mutating
-            if mutating and request_id is not None:
-                cache_key = f"{caller.user}\0{request_id}"
-                if cache_key in self.replies:
-                    return Outgoing(envelope, self.replies[cache_key][1], request_id)
-                if cache_key in self._running:      # a retry of a command still running:
-                    self._running[cache_key].append(envelope)   # it gets the same reply
-                    return None
             # a request is in flight from when it is read until its reply is sent: one
-            # wake-up, or a task's life. Capping that per identity lets a client that
-            # pipelines thousands cost each wake-up at most max_in_flight real requests.
+            # wake-up, or a task's life (retries of a running one too). Capping that per
+            # identity lets a client that pipelines thousands cost each wake-up at most
+            # max_in_flight real requests.
             if self._in_flight[identity] + self._received[identity] >= self.config.max_in_flight:
                 return self._reply(envelope, protocol.error_reply(
                     "overloaded", f"more than {self.config.max_in_flight} requests in flight",
-                    request_id), None, request_id, now, mutating=False)
+                    request_id), None, None, request_id, now, mutating=False)
+            if cmd.mutating and request_id is not None:
+                key, digest = (caller.user, request_id), protocol.digest(request)
+                cached = self.replies.get(key)
+                running = self._running.get(key)
+                first = cached.digest if cached is not None else running and running[0]
+                if first is not None and first != digest:
+                    raise Conflict(f"request_id {shown(request_id)} was used for another "
+                                   "request; a new request needs a new request_id")
+                if cached is not None:
+                    self._received[identity] += 1
+                    return Outgoing(envelope, cached.data, request_id)
+                if running is not None:     # a retry of a command still running:
+                    running[1].append(envelope)     # it gets the same reply
+                    self._in_flight[identity] += 1
+                    return None
+                cache_key = key
             self._received[identity] += 1
             if cmd.admin and not caller.admin:
                 raise Forbidden(f"{name} is for admins; {caller.user} is not one")
             args = protocol.validate_args(request, cmd.args)
             result = cmd.func(Call(self.app, caller, now), **args)
             if inspect.iscoroutine(result):
-                self._start_task(result, identity, envelope, cache_key, request_id, cmd)
+                self._start_task(result, identity, envelope, cache_key, digest, request_id,
+                                 caller, cmd, args)
                 return None
             reply = protocol.ok_reply(result, request_id)
         except EngineError as exc:
@@ -278,10 +304,25 @@ class Server:
         except Exception as exc:
             log.exception("command_failed", request_id=request_id)
             reply = protocol.error_reply("internal", f"{type(exc).__name__}: {exc}", request_id)
-        return self._reply(envelope, reply, cache_key, request_id, now, mutating)
+        self._audit(caller, cmd, request if args is None else args, reply, now)
+        return self._reply(envelope, reply, cache_key, digest, request_id, now,
+                           cmd is not None and cmd.mutating)
 
-    def _reply(self, envelope, reply: dict, cache_key: str | None, request_id: str | None,
-               now: float, mutating: bool) -> Outgoing:
+    def _audit(self, caller, cmd: Command | None, args: dict | None, reply: dict,
+               now: float) -> None:
+        """Record an accepted change, or a refusal of what the caller may not do. ``args``
+        are the request's own when it was refused before they were checked."""
+        if caller is None or cmd is None:
+            return
+        outcome = "ok" if reply["ok"] else reply["error"]["code"]
+        if (outcome == "ok" and cmd.mutating) or outcome == "forbidden":
+            ids = touched(self.app.lab, args or {}, reply)
+            self.audit.record(now, caller, self.security.key(caller.user), cmd.name, ids,
+                              outcome)
+
+    def _reply(self, envelope, reply: dict, cache_key: tuple[str, str] | None,
+               digest: bytes | None, request_id: str | None, now: float,
+               mutating: bool) -> Outgoing:
         try:
             data = protocol.encode(reply)
         except (TypeError, ValueError, OverflowError) as exc:   # a value msgpack cannot carry
@@ -289,17 +330,14 @@ class Server:
             data = protocol.encode(protocol.error_reply(
                 "internal", f"the reply could not be encoded: {exc}", request_id))
         if cache_key is not None:
-            self.replies[cache_key] = (now, data)
-            self._new_replies.append((cache_key, now, data))
-            if len(self.replies) > MAX_CACHED_REPLIES:
-                del self.replies[next(iter(self.replies))]      # the oldest
+            self.replies.put(cache_key, now, digest, data)
         return Outgoing(envelope, data, request_id, mutating)
 
-    def _start_task(self, coro, identity: bytes, envelope, cache_key, request_id,
-                    cmd: Command) -> None:
+    def _start_task(self, coro, identity: bytes, envelope, cache_key, digest, request_id,
+                    caller, cmd: Command, args: dict) -> None:
         self._in_flight[identity] += 1
         if cache_key is not None:
-            self._running[cache_key] = []
+            self._running[cache_key] = (digest, [])
         app = self.app
 
         async def answer():
@@ -317,15 +355,18 @@ class Server:
                 log.exception("command_failed", command=cmd.name, request_id=request_id)
                 reply = protocol.error_reply("internal", f"{type(exc).__name__}: {exc}",
                                              request_id)
-            finally:
-                self._in_flight[identity] -= 1
-                if self._in_flight[identity] <= 0:
-                    del self._in_flight[identity]
-            first = self._reply(envelope, reply, cache_key, request_id, time.time(),
+            now = time.time()
+            self._audit(caller, cmd, args, reply, now)
+            first = self._reply(envelope, reply, cache_key, digest, request_id, now,
                                 cmd.mutating)
             self._finished.append(first)
-            for retry in self._running.pop(cache_key, []) if cache_key is not None else []:
+            retries = self._running.pop(cache_key)[1] if cache_key is not None else []
+            for retry in retries:
                 self._finished.append(Outgoing(retry, first.data, request_id))
+            for ident in [identity] + [retry[0] for retry in retries]:
+                self._in_flight[ident] -= 1
+                if self._in_flight[ident] <= 0:
+                    del self._in_flight[ident]
             self.wake()
 
         task = asyncio.get_running_loop().create_task(answer())

@@ -23,24 +23,53 @@ from typing import Iterator
 
 import msgpack
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+
+REPLIES_V3 = """
+CREATE TABLE replies (user TEXT, request_id TEXT, ts REAL, digest BLOB, data BLOB,
+    PRIMARY KEY (user, request_id)) WITHOUT ROWID;
+"""
+
+AUDIT = """
+CREATE TABLE audit (seq INTEGER PRIMARY KEY, ts REAL, user TEXT, data BLOB);
+CREATE INDEX audit_ts ON audit (ts);
+CREATE INDEX audit_user ON audit (user, seq);
+CREATE TABLE audit_ids (id TEXT, seq INTEGER, PRIMARY KEY (id, seq)) WITHOUT ROWID;
+CREATE INDEX audit_ids_seq ON audit_ids (seq);
+"""
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS records (kind TEXT, key TEXT, data BLOB, PRIMARY KEY (kind, key))
+CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+CREATE TABLE records (kind TEXT, key TEXT, data BLOB, PRIMARY KEY (kind, key))
     WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, data BLOB);
-CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, ts REAL, data BLOB) WITHOUT ROWID;
-"""
+CREATE TABLE events (seq INTEGER PRIMARY KEY, data BLOB);
+""" + REPLIES_V3 + AUDIT
+
+
+def _create(db: sqlite3.Connection, script: str) -> None:
+    """Statement by statement: executescript would commit the migration's transaction."""
+    for statement in filter(str.strip, script.split(";")):
+        db.execute(statement)
 
 
 def _migrate_1_to_2(db: sqlite3.Connection) -> None:
     """Version 1 kept no reply cache; version 2 adds it (safe retries across restarts)."""
-    db.execute("CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, ts REAL, data BLOB)"
-               " WITHOUT ROWID")
+    db.execute("CREATE TABLE replies (key TEXT PRIMARY KEY, ts REAL, data BLOB) WITHOUT ROWID")
 
 
-MIGRATIONS = {1: _migrate_1_to_2}
+def _migrate_2_to_3(db: sqlite3.Connection) -> None:
+    """Version 3 keys replies by (user, request_id) instead of one joined string (which
+    two users could share), keeps a digest of each request, and adds the audit trail."""
+    db.execute("ALTER TABLE replies RENAME TO replies_v2")
+    _create(db, REPLIES_V3)
+    rows = db.execute("SELECT key, ts, data FROM replies_v2").fetchall()
+    db.executemany("INSERT OR REPLACE INTO replies VALUES (?, ?, ?, NULL, ?)",
+                   [(*key.split("\0", 1), ts, data) for key, ts, data in rows if "\0" in key])
+    db.execute("DROP TABLE replies_v2")
+    _create(db, AUDIT)
+
+
+MIGRATIONS = {1: _migrate_1_to_2, 2: _migrate_2_to_3}
 
 
 class StoreError(Exception):
@@ -171,14 +200,37 @@ class Store:
             " COALESCE((SELECT value FROM meta WHERE key='last_seq'), 0))").fetchone()
         return row[0]
 
-    def load_replies(self, since: float) -> dict[str, tuple[float, bytes]]:
-        rows = self.db.execute("SELECT key, ts, data FROM replies WHERE ts >= ?", (since,))
-        return {key: (ts, data) for key, ts, data in rows}
+    def load_replies(self, since: float) -> list[tuple[str, str, float, bytes | None, bytes]]:
+        """(user, request_id, ts, digest, data) rows, oldest first."""
+        return self.db.execute("SELECT user, request_id, ts, digest, data FROM replies"
+                               " WHERE ts >= ? ORDER BY ts", (since,)).fetchall()
+
+    def last_audit_seq(self) -> int:
+        return self.db.execute("SELECT COALESCE(max(seq), 0) FROM audit").fetchone()[0]
+
+    def audit(self, since: float | None, until: float | None, actor: str | None,
+              resource: str | None, limit: int) -> list[dict]:
+        """Audit entries in [since, until), oldest first; by ``actor`` and touching the id
+        ``resource`` when given."""
+        where, params = [], []
+        if resource is not None:
+            where.append("seq IN (SELECT seq FROM audit_ids WHERE id = ?)")
+            params.append(resource)
+        for clause, value in (("ts >= ?", since), ("ts < ?", until), ("user = ?", actor)):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        sql = ("SELECT data FROM audit" + (" WHERE " + " AND ".join(where) if where else "")
+               + " ORDER BY seq LIMIT ?")
+        return [unpack(d) for (d,) in self.db.execute(sql, (*params, limit))]
 
     def commit(self, records: list[tuple[str, str, dict | None]], events: list[dict],
-               replies: list[tuple[str, float, bytes]], keep_events: int,
-               forget_replies_before: float | None = None) -> None:
-        """Write one group of changes atomically; raises sqlite3.Error and rolls back."""
+               replies: list[tuple[str, str, float, bytes | None, bytes]], keep_events: int,
+               forget_replies_before: float | None = None, *,
+               dropped_replies: list[tuple[str, str]] = (), audit: list[dict] = (),
+               trim_audit: tuple[float, int] | None = None) -> None:
+        """Write one group of changes atomically; raises sqlite3.Error and rolls back.
+        ``trim_audit`` is (oldest time kept, most entries kept)."""
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -195,14 +247,33 @@ class Store:
                 if last % 1000 < len(events):   # trim now and then, not on every commit
                     db.execute("DELETE FROM events WHERE seq <= ?", (last - keep_events,))
             if replies:
-                db.executemany("INSERT OR REPLACE INTO replies VALUES (?, ?, ?)", replies)
+                db.executemany("INSERT OR REPLACE INTO replies VALUES (?, ?, ?, ?, ?)", replies)
+            if dropped_replies:
+                db.executemany("DELETE FROM replies WHERE user=? AND request_id=?",
+                               dropped_replies)
             if forget_replies_before is not None:
                 db.execute("DELETE FROM replies WHERE ts < ?", (forget_replies_before,))
+            if audit:
+                db.executemany("INSERT INTO audit VALUES (?, ?, ?, ?)",
+                               [(a["seq"], a["time"], a["user"], pack(a)) for a in audit])
+                db.executemany("INSERT OR IGNORE INTO audit_ids VALUES (?, ?)",
+                               [(i, a["seq"]) for a in audit for i in a["ids"]])
+            if trim_audit is not None:
+                self._trim_audit(*trim_audit)
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
+
+    def _trim_audit(self, oldest: float, keep: int) -> None:
+        db = self.db
+        row = db.execute("SELECT seq FROM audit WHERE ts >= ? ORDER BY ts LIMIT 1",
+                         (oldest,)).fetchone()
+        last = db.execute("SELECT COALESCE(max(seq), 0) FROM audit").fetchone()[0]
+        first = max(row[0] if row else last + 1, last - keep + 1)
+        db.execute("DELETE FROM audit WHERE seq < ?", (first,))
+        db.execute("DELETE FROM audit_ids WHERE seq < ?", (first,))
 
     def close(self) -> None:
         self.db.close()

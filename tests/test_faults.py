@@ -335,9 +335,38 @@ def test_state_file_of_schema_1_is_migrated(tmp_path):
             assert c.server_communicate(extend) == first
         d.stop()
         con = sqlite3.connect(d.state)
-        assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (2,)
+        assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (3,)
         assert con.execute("SELECT count(*) FROM replies").fetchone()[0] >= 1
+        assert con.execute("SELECT count(*) FROM audit").fetchone()[0] == 1     # the extend
         con.close()
+    finally:
+        d.kill()
+
+
+def test_state_file_of_schema_2_keeps_its_replies(tmp_path):
+    """Schema 2 keyed replies by "user NUL request_id"; schema 3 by the pair. A retry after
+    the upgrade still gets the reply kept before it."""
+    d = Daemon(tmp_path / "atsd")
+    kept = msgpack.packb({"ok": True, "release_status": True, "request_id": "r-1"})
+    con = sqlite3.connect(d.state)
+    con.executescript("""
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+        CREATE TABLE records (kind TEXT, key TEXT, data BLOB, PRIMARY KEY (kind, key))
+            WITHOUT ROWID;
+        CREATE TABLE events (seq INTEGER PRIMARY KEY, data BLOB);
+        CREATE TABLE replies (key TEXT PRIMARY KEY, ts REAL, data BLOB) WITHOUT ROWID;
+        INSERT INTO meta VALUES ('schema_version', 2);""")
+    con.execute("INSERT INTO replies VALUES (?, ?, ?)", ("alice\0r-1", time.time(), kept))
+    con.commit()
+    con.close()
+    d.start()
+    try:
+        with d.client("alice") as c:
+            again = {"command": "release_reservation", "reservation_id": "gone",
+                     "request_id": "r-1"}
+            assert c.server_communicate(again) == msgpack.unpackb(kept)
+        with d.client("bob") as c:      # the same id is bob's own
+            assert c.server_communicate(again)["error"]["code"] == "not_found"
     finally:
         d.kill()
 

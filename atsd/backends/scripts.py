@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..engine.errors import BadRequest
+from ..engine.errors import BadRequest, shown
 
 
 def allowed_script(script: str, base: Path, allowed_dirs: list[Path], access: int) -> str:
@@ -15,13 +15,13 @@ def allowed_script(script: str, base: Path, allowed_dirs: list[Path], access: in
     try:
         path = (base / script).resolve()
     except (ValueError, OSError) as exc:        # a NUL byte, a loop of links
-        raise BadRequest(f"job_script {script!r} is not a usable path ({exc})") from None
+        raise BadRequest(f"job_script {shown(script)} is not a usable path") from None
     if not any(path.is_relative_to(d) for d in allowed_dirs):
-        raise BadRequest(f"job_script {script} is not in an allowed directory "
+        raise BadRequest(f"job_script {shown(script)} is not in an allowed directory "
                          f"({', '.join(map(str, allowed_dirs)) or 'none configured'})")
     if not path.is_file():
-        raise BadRequest(f"job_script {script} does not exist")
+        raise BadRequest(f"job_script {shown(script)} does not exist")
     if not os.access(path, access):
-        raise BadRequest(f"job_script {script} is not "
+        raise BadRequest(f"job_script {shown(script)} is not "
                          f"{'executable' if access == os.X_OK else 'readable'}")
     return str(path)

@@ -50,5 +50,5 @@ def command(name: str, *, mutating: bool = False, admin: bool = False, **args: A
 
 def load_all() -> dict[str, Command]:
     """Import every command module, which fills the table."""
-    from . import batch, calendar, info, pool, revocation, selection  # noqa: F401
+    from . import audit, batch, calendar, info, pool, revocation, selection  # noqa: F401
     return COMMANDS

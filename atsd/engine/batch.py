@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from . import states
-from .errors import BadRequest, Conflict, NotFound, Unavailable
+from .errors import BadRequest, Conflict, NotFound, Unavailable, shown
 from .events import JOB_STATUS
 from .lab import Caller, Lab, Reservation, new_id
 from .timeline import Booking
@@ -69,11 +69,11 @@ class Batch:
             return self.local_queues[queue]
         if queue in self.external_queues:
             raise BadRequest(f"queue {queue} is not a local queue")
-        raise NotFound(f"no queue named {queue!r}")
+        raise NotFound(f"no queue named {shown(queue)}")
 
     def check_queue(self, queue: str, host_count: int) -> None:
         if queue not in self.local_queues and queue not in self.external_queues:
-            raise NotFound(f"no queue named {queue!r}")
+            raise NotFound(f"no queue named {shown(queue)}")
         hosts = self.local_queues.get(queue)
         if hosts is not None and host_count > len(hosts):
             raise Unavailable(f"queue {queue} has {len(hosts)} hosts, {host_count} asked")
@@ -161,7 +161,7 @@ class Batch:
         try:
             return self.jobs[job_id]
         except KeyError:
-            raise NotFound(f"no job {job_id!r}") from None
+            raise NotFound(f"no job {shown(job_id)}") from None
 
     def jobs_of(self, rid: str) -> list[Job]:
         return [j for j in self.jobs.values() if j.reservation_id == rid]

@@ -4,6 +4,20 @@ in one place) and any extra reply keys the protocol defines for it."""
 from __future__ import annotations
 
 
+def clip(text: str, limit: int = 60) -> str:
+    """``text`` cut to ``limit`` characters, saying how long it was. A refusal may quote
+    what a request sent, but only a short piece of it: a megabyte of bad value must not come
+    back in the reply (nor sit in the retry cache)."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text)} characters)"
+
+
+def shown(value) -> str:
+    """A request's value as a refusal quotes it: its repr, clipped."""
+    return clip(repr(value))
+
+
 class EngineError(Exception):
     code = "internal"
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from . import states
-from .errors import Forbidden, NotFound
+from .errors import Forbidden, NotFound, shown
 from .events import RESERVATION_EXPIRING, RESERVATION_STATUS, Event
 from .timeline import Booking, Timeline
 
@@ -146,13 +146,13 @@ class Lab:
         try:
             return self.resources[name]
         except KeyError:
-            raise NotFound(f"no resource named {name!r}") from None
+            raise NotFound(f"no resource named {shown(name)}") from None
 
     def reservation(self, rid: str) -> Reservation:
         try:
             return self.reservations[rid]
         except KeyError:
-            raise NotFound(f"no reservation {rid!r}") from None
+            raise NotFound(f"no reservation {shown(rid)}") from None
 
     def owned(self, rid: str, caller: Caller) -> Reservation:
         """The reservation, if ``caller`` may act on it: its owner or an admin."""

@@ -31,6 +31,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from .errors import clip
+
 __all__ = ["MAX_STEPS", "explain", "pack", "place"]
 
 # Bin packing is NP-hard and CTest's search is exponential on contrived input (many
@@ -135,7 +137,7 @@ def explain(request: Sequence[tuple[str, int]],
     """
     by_type = _by_type(request)
     missing = [t for t in by_type if t not in total]
-    reasons = [f"missing types: {', '.join(missing)}"] if missing else []
+    reasons = [f"missing types: {clip(', '.join(missing), 120)}"] if missing else []
     for rtype, needs in by_type.items():
         if rtype in missing:
             continue
@@ -147,14 +149,14 @@ def explain(request: Sequence[tuple[str, int]],
                            f"{sum(have_total.values())} exist")
         elif pack(needs, have_total) is None:
             sizes = sorted(have_total.values(), reverse=True)
-            reasons.append(f"{rtype}: requests {needs} never fit one per instance of {sizes}")
+            reasons.append(f"{rtype}: requests {clip(str(needs))} never fit one per instance of {sizes}")
         elif want > sum(have_free.values()):
             reasons.append(f"{rtype}: requested {want} slots, "
                            f"{sum(have_free.values())} available")
         elif pack(needs, have_free) is None:
             shown = ", ".join(f"{i}={have_free[i]}" for i in sorted(have_free))
             reasons.append(f"{rtype}: {sum(have_free.values())} free slots do not fit "
-                           f"requests {needs} one per instance (free: {shown})")
+                           f"requests {clip(str(needs))} one per instance (free: {shown})")
     return "; ".join(reasons)
 
 
