@@ -113,6 +113,9 @@ def test_failed_commit_answers_internal_and_memory_stays_equal_to_disk(tmp_path,
         d.restart()                               # memory was what the disk has
         alice = d.client("alice")
         assert listing(alice) == before
+        # the audit trail is in the same transaction: the changes not saved are not in it
+        assert [e["command"] for e in alice.get_audit()] == [
+            "request_reservation", "claim_reservation", "checkout"]
 
         # the lease ends while nothing can be saved: the slots are free in memory ...
         wait_for(lambda: free_gpus(alice) == 4, what="the lease to end", interval=0.05)
