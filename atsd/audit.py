@@ -49,13 +49,13 @@ def touched(lab: Lab, args: dict, result: dict) -> list[str]:
 
 
 class AuditTrail:
-    def __init__(self, store: Store, retention_s: float, max_entries: int, now: float) -> None:
+    def __init__(self, store: Store, retention_s: float, max_entries: int) -> None:
         self.store = store
         self.last_seq = store.last_audit_seq()
         self.retention_s = retention_s
         self.max_entries = max_entries
         self._pending: list[dict] = []
-        self._last_prune = now
+        self._last_prune: float | None = None     # trims at the first commit, at start
 
     def record(self, now: float, caller: Caller, key: str | None, command: str, ids: list[str],
                outcome: str) -> None:
@@ -73,8 +73,9 @@ class AuditTrail:
         return pending
 
     def trim(self, now: float) -> tuple[float, int] | None:
-        """Every PRUNE_EVERY_S, what the store should keep: (oldest time, most entries)."""
-        if now - self._last_prune <= PRUNE_EVERY_S:
+        """At start and every PRUNE_EVERY_S, what the store should keep: (oldest time,
+        most entries)."""
+        if self._last_prune is not None and now - self._last_prune <= PRUNE_EVERY_S:
             return None
         self._last_prune = now
         return now - self.retention_s, self.max_entries

@@ -43,6 +43,7 @@ REPLY_TTL_S = 3600.0         # how long a retried request_id gets its first repl
 MAX_CACHED_REPLIES = 200_000  # and how many such replies are kept at most (memory bound)
 MAX_BATCH = 512              # requests answered per wake-up before committing
 MAX_FRAMES = 16              # a message with more (envelope + body) is dropped unread
+MAX_STEP_FRAMES = 4096       # frames read per wake-up before committing and replying
 
 log = logmod.get("atsd.server")
 
@@ -65,8 +66,7 @@ class Server:
         self.runner = JobRunner(self, config)
         self.health = HealthChecks(self, config)
         now = time.time()
-        self.audit = AuditTrail(self.store, config.audit_retention_s, config.audit_max_entries,
-                                now)
+        self.audit = AuditTrail(self.store, config.audit_retention_s, config.audit_max_entries)
         self.app = self._load_app()
         self.replies = ReplyCache(REPLY_TTL_S, MAX_CACHED_REPLIES, config.reply_cache_bytes, now,
                                   self.store.load_replies(now - REPLY_TTL_S))
@@ -179,11 +179,15 @@ class Server:
         """One wake-up: answer what is ready, advance the clock, commit, send."""
         out: list[Outgoing] = []
         self._received.clear()
+        frames_left = MAX_STEP_FRAMES
         for _ in range(MAX_BATCH):
+            if frames_left <= 0:        # replies to others wait no longer for a storm
+                break
             try:
-                frames = self._receive()
+                frames, count = self._receive()
             except zmq.Again:
                 break
+            frames_left -= count
             reply = None if frames is None else self.handle(frames, now)
             if reply is not None:
                 out.append(reply)
@@ -192,19 +196,22 @@ class Server:
         self.app.lab.advance(now)
         self.flush(out, now)
 
-    def _receive(self) -> list | None:
+    def _receive(self) -> tuple[list | None, int]:
         """One message's frames (zmq.Frames with CURVE: the last carries the User-Id), or
         None for one of more than MAX_FRAMES: the rest of it is read only to be dropped,
-        never decoded nor answered (a reply would repeat every frame)."""
+        never decoded nor answered (a reply would repeat every frame); and how many frames
+        were read."""
         sock, copy = self.router_sync, not self.security.curve
         frames = [sock.recv(zmq.NOBLOCK, copy=copy)]
-        while sock.rcvmore:
+        while sock.get(zmq.RCVMORE):
             if len(frames) == MAX_FRAMES:
-                while sock.rcvmore:
+                count = len(frames)
+                while sock.get(zmq.RCVMORE):
                     sock.recv(copy=False)
-                return None
+                    count += 1
+                return None, count
             frames.append(sock.recv(copy=copy))
-        return frames
+        return frames, len(frames)
 
     def flush(self, out: list[Outgoing], now: float) -> None:
         lab = self.app.lab
