@@ -56,6 +56,7 @@ class AuditTrail:
         self.max_entries = max_entries
         self._pending: list[dict] = []
         self._last_prune: float | None = None     # trims at the first commit, at start
+        self._pruned_seq = self.last_seq
 
     def record(self, now: float, caller: Caller, key: str | None, command: str, ids: list[str],
                outcome: str) -> None:
@@ -73,11 +74,13 @@ class AuditTrail:
         return pending
 
     def trim(self, now: float) -> tuple[float, int] | None:
-        """At start and every PRUNE_EVERY_S, what the store should keep: (oldest time,
-        most entries)."""
-        if self._last_prune is not None and now - self._last_prune <= PRUNE_EVERY_S:
+        """What the store should keep, (oldest time, most entries): at start, every
+        PRUNE_EVERY_S, and whenever 1% of max_entries came since the last trim (a flood of
+        refused attempts is trimmed as it comes, in small deletes)."""
+        if (self._last_prune is not None and now - self._last_prune <= PRUNE_EVERY_S
+                and self.last_seq - self._pruned_seq <= self.max_entries // 100):
             return None
-        self._last_prune = now
+        self._last_prune, self._pruned_seq = now, self.last_seq
         return now - self.retention_s, self.max_entries
 
     def query(self, since: float | None, until: float | None, actor: str | None,

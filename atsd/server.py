@@ -280,6 +280,7 @@ class Server:
                 return self._reply(envelope, protocol.error_reply(
                     "overloaded", f"more than {self.config.max_in_flight} requests in flight",
                     request_id), None, None, request_id, now, mutating=False)
+            self._received[identity] += 1
             if cmd.mutating and request_id is not None:
                 key, digest = (caller.user, request_id), protocol.digest(request)
                 cached = self.replies.get(key)
@@ -289,14 +290,12 @@ class Server:
                     raise Conflict(f"request_id {shown(request_id)} was used for another "
                                    "request; a new request needs a new request_id")
                 if cached is not None:
-                    self._received[identity] += 1
                     return Outgoing(envelope, cached.data, request_id)
                 if running is not None:     # a retry of a command still running:
                     running[1].append(envelope)     # it gets the same reply
                     self._in_flight[identity] += 1
                     return None
                 cache_key = key
-            self._received[identity] += 1
             if cmd.admin and not caller.admin:
                 raise Forbidden(f"{name} is for admins; {caller.user} is not one")
             args = protocol.validate_args(request, cmd.args)
