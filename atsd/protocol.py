@@ -169,11 +169,17 @@ def one_of(*choices: str) -> Callable[[Any, str], str]:
     return check
 
 
+MAX_CONFIG_BYTES = 4096     # a resource config is kept with the reservation: a short map
+
+
 def CONFIG(value: Any, key: str) -> dict | None:
     if value is None:
         return None
     if not isinstance(value, dict):
         raise BadRequest(f"{key} must be a map, not {type(value).__name__}")
+    size = len(encode(value))
+    if size > MAX_CONFIG_BYTES:
+        raise BadRequest(f"{key} must encode to at most {MAX_CONFIG_BYTES} bytes, not {size}")
     return value
 
 

@@ -214,3 +214,17 @@ def test_cache_keys_of_two_users_never_meet(daemon):
     assert bob["ok"] and bob["pre_reservation_id"] != first["pre_reservation_id"]
     assert _send(sock, book) == first
     sock.close()
+
+
+def test_a_booking_keeps_no_big_config(daemon):
+    """A config is kept with the reservation and returned to everyone who lists it: over
+    4 KB it is refused, saying the bound."""
+    with daemon.client("mallory") as mallory:
+        big = {f"k{i}": "v" * 1000 for i in range(60)}
+        reply = mallory.server_communicate({"command": "request_reservation",
+                                            "resource": "dut-1", "resource_config": big})
+        assert reply["error"]["code"] == "bad_request"
+        assert "resource_config must encode to at most 4096 bytes" in reply["error"]["message"]
+        assert mallory.list_reservations() == []
+        pre, _, _ = mallory.request_reservation("dut-1", res_config={"firmware": "v2"})
+        assert pre
