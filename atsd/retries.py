@@ -44,9 +44,6 @@ class ReplyCache:
         for user, rid, ts, digest, data in stored:
             self._add((user, rid), Entry(ts, digest, data))
 
-    def __len__(self) -> int:
-        return len(self._entries)
-
     def get(self, key: Key) -> Entry | None:
         return self._entries.get(key)
 

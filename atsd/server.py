@@ -224,11 +224,12 @@ class Server:
             try:
                 self.store.commit(records, numbered, replies, self.config.event_log_size, forget,
                                   dropped_replies=dropped, audit=audit, trim_audit=trim_audit)
-                self.audit.committed(audit)
             except Exception as exc:
                 self.replies.not_written(replies, dropped)
                 self._commit_failed(exc, out)
                 numbered = []
+            else:
+                self.audit.committed(audit)
         for o in out:
             self.router_sync.send_multipart(o.envelope + [o.data])
         self.app.events.append(numbered)
