@@ -19,9 +19,9 @@ MAX_ID_LEN = 256        # longer is no id (an admin command is refused before it
 PRUNE_EVERY_S = 600.0
 
 # request arguments and reply keys that name what a command touched
-ID_KEYS = ("resource", "resources", "reservation_id", "pre_reservation_id", "allocation_id",
+ID_KEYS = {"resource", "resources", "reservation_id", "pre_reservation_id", "allocation_id",
            "job_id", "revocation_id", "queue_id", "hosts", "acknowledged", "restored",
-           "updated")
+           "updated"}
 
 log = logmod.get("atsd.audit")
 
@@ -31,8 +31,9 @@ def touched(lab: Lab, args: dict, result: dict) -> list[str]:
     among them (so an entry for ``release_reservation`` is found by its resource too)."""
     ids: dict[str, None] = {}
     for source in (args, result):
-        for key in ID_KEYS:
-            value = source.get(key)
+        for key, value in source.items():
+            if key not in ID_KEYS or value is None:
+                continue
             for v in value if isinstance(value, list) else [value]:
                 if isinstance(v, str) and len(v) <= MAX_ID_LEN:
                     ids[v] = None

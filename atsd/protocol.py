@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import unicodedata
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -250,9 +249,9 @@ def envelope(request: dict) -> tuple[str, str | None, str | None]:
         raise BadRequest("missing key command" if command is None else "command must be a string")
     if user is not None and (not isinstance(user, str) or not 0 < len(user) <= 64):
         raise BadRequest("user must be a string of 1 to 64 characters")
-    if user is not None and any(unicodedata.category(c) in ("Cc", "Cf") for c in user):
-        raise BadRequest("user must not hold control or format characters (NUL, newline, "
-                         "direction marks ...)")
+    if user is not None and not user.isprintable():
+        raise BadRequest("user must not hold control, format or separator characters (NUL, "
+                         "newline, direction marks ...); a space is fine")
     return command, request_id, user
 
 
