@@ -39,7 +39,7 @@ class ReplyCache:
         self.bytes = 0
         self._entries: dict[Key, Entry] = {}     # insertion order: oldest first
         self._new: list[tuple[str, str, float, bytes | None, bytes]] = []
-        self._gone: list[Key] = []
+        self._gone: dict[Key, None] = {}     # to delete from the file (an ordered set)
         self._last_prune = now
         for user, rid, ts, digest, data in stored:
             self._add((user, rid), Entry(ts, digest, data))
@@ -48,6 +48,8 @@ class ReplyCache:
         return self._entries.get(key)
 
     def put(self, key: Key, ts: float, digest: bytes, data: bytes) -> None:
+        """The reply of a request not cached now (a retry of a cached one gets that)."""
+        self._gone.pop(key, None)       # let go of before: its deletion must not hit this
         self._add(key, Entry(ts, digest, data))
         self._new.append((key[0], key[1], ts, digest, data))
 
@@ -57,11 +59,12 @@ class ReplyCache:
             self.bytes -= old.size(key)
         self._entries[key] = entry
         self.bytes += entry.size(key)
+        # the oldest go first; the entry just added can go too, if it alone is too big
         while self._entries and (self.bytes > self.max_bytes
                                  or len(self._entries) > self.max_entries):
             oldest = next(iter(self._entries))
             self.bytes -= self._entries.pop(oldest).size(oldest)
-            self._gone.append(oldest)
+            self._gone[oldest] = None
 
     def expire(self, now: float) -> float | None:
         """Drop replies older than the TTL from memory; every PRUNE_EVERY_S, return the
@@ -79,8 +82,8 @@ class ReplyCache:
 
     def take(self) -> tuple[list, list[Key]]:
         """The replies to write and the keys to delete since the last commit."""
-        new, gone = self._new, self._gone
-        self._new, self._gone = [], []
+        new, gone = self._new, list(self._gone)
+        self._new, self._gone = [], {}
         return new, gone
 
     def not_written(self, new: list, gone: list[Key]) -> None:
@@ -90,4 +93,4 @@ class ReplyCache:
             entry = self._entries.pop((user, rid), None)
             if entry is not None:
                 self.bytes -= entry.size((user, rid))
-        self._gone.extend(gone)
+        self._gone.update(dict.fromkeys(gone))
