@@ -21,7 +21,7 @@ PRUNE_EVERY_S = 600.0
 # request arguments and reply keys that name what a command touched
 ID_KEYS = {"resource", "resources", "reservation_id", "pre_reservation_id", "allocation_id",
            "job_id", "revocation_id", "queue_id", "hosts", "acknowledged", "restored",
-           "updated"}
+           "updated", "series_id", "released"}
 
 log = logmod.get("atsd.audit")
 

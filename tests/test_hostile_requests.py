@@ -36,7 +36,7 @@ def test_no_reply_repeats_more_than_a_short_piece_of_a_request(daemon_factory):
     import time
     d = daemon_factory(FUZZ_CONFIG)
     sock = dealer(d.listen)
-    good = {k: v[0] for k, v in plausible(time.time()).items()}
+    good = {"state": "up", **{k: v[0] for k, v in plausible(time.time()).items()}}
     for name, cmd in sorted(load_all().items()):
         base = {"command": name, "user": "fuzzadmin",
                 **{k: good[k] for k, a in cmd.args.items() if a.required}}
