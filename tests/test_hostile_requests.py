@@ -4,6 +4,7 @@ bytes and keeps short errors; messages of many frames are dropped unread; retrie
 in flight; a request_id means one request, per user, with no way to reach another user's."""
 
 import sqlite3
+import time
 
 import msgpack
 import pytest
@@ -33,7 +34,6 @@ def _short(reply: dict) -> None:
 def test_no_reply_repeats_more_than_a_short_piece_of_a_request(daemon_factory):
     """Every argument of every command, and the keys and the command name, given a huge
     value: each reply is short (before: a 960 KB reservation_mode came back whole)."""
-    import time
     d = daemon_factory(FUZZ_CONFIG)
     sock = dealer(d.listen)
     good = {"state": "up", **{k: v[0] for k, v in plausible(time.time()).items()}}
@@ -73,7 +73,6 @@ def test_retry_cache_is_bounded_in_bytes(daemon_factory):
     """With reply_cache_bytes of 100 KB, 1,000 bookings' replies do not all fit: the oldest
     are forgotten (a retry of the first is a new request), the newest kept, and the state
     file holds no more than the bound either, also after a restart."""
-    import time
     d = daemon_factory({**BASE_CONFIG, "reply_cache_bytes": 100_000})
     sock = dealer(d.listen)
     later = time.time() + 86400
