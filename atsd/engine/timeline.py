@@ -3,19 +3,28 @@
 Every kind of reservation (calendar, allocation, batch, maintenance) is bookings on these
 timelines, so this module is the single place where double booking is prevented.
 
-Bookings are kept sorted by start in a ``SortedKeyList`` (sortedcontainers: a list of
-sorted chunks, so adding or removing one of 100k bookings moves a chunk, not the whole
-calendar). An overlap query for ``[start, end)`` only looks at bookings whose start lies in
-``[start - longest, end)``, where ``longest`` is the longest booking this timeline has held,
-so a query costs O(log n + k) for k nearby bookings instead of a scan of the whole calendar.
+Three indexes, each for one question, so that none depends on how crowded the calendar is:
+
+- bookings by length class (lengths in ``[2**(c-1), 2**c)``), each sorted by start: an overlap
+  query for ``[start, end)`` looks, in each class present, at the bookings starting in
+  ``[start - 2**(c+1), end)``; so a query costs O(log n + k) for k nearby bookings, and one
+  long booking costs only while it is held (a single ``longest`` bound would slow every
+  later query until a restart);
+- the load profile (profile.py): where the next window of free slots is, in O(log n);
+- the bookings that asked for a config, sorted by start: the config in force at a time.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import math
 from dataclasses import dataclass
 from operator import attrgetter
 
 from sortedcontainers import SortedKeyList
+
+from .profile import Profile
 
 
 @dataclass(slots=True, eq=False)
@@ -36,39 +45,86 @@ def configs_agree(a: dict | None, b: dict | None) -> bool:
     return a is None or b is None or a == b
 
 
+def _length_class(b: Booking) -> int:
+    return math.frexp(b.end - b.start)[1]      # length < 2 ** class
+
+
+def _by_start() -> SortedKeyList:
+    return SortedKeyList(key=attrgetter("start"))
+
+
 class Timeline:
     """The bookings of one resource with ``capacity`` slots."""
 
-    __slots__ = ("capacity", "_bookings", "_longest")
+    __slots__ = ("capacity", "_classes", "_configured", "_load")
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._bookings = SortedKeyList(key=attrgetter("start"))
-        self._longest = 0.0
+        self._classes: dict[int, SortedKeyList] = {}     # length class -> bookings
+        self._configured = _by_start()                   # bookings that asked for a config
+        self._load = Profile()
 
     def __len__(self) -> int:
-        return len(self._bookings)
+        return sum(len(c) for c in self._classes.values())
 
     def __iter__(self):
-        return iter(self._bookings)
+        """The bookings in start order."""
+        return heapq.merge(*self._classes.values(), key=attrgetter("start"))
+
+    def _weight(self, b: Booking) -> int:
+        """A booking's share of the load: its slots, or more than all for an exclusive one,
+        so that a window with load ``capacity - k`` or less has room for k shared slots."""
+        return self.capacity + 1 if b.exclusive else b.slots
 
     def add(self, booking: Booking) -> None:
-        self._bookings.add(booking)
-        self._longest = max(self._longest, booking.end - booking.start)
+        self._classes.setdefault(_length_class(booking), _by_start()).add(booking)
+        if booking.config is not None:
+            self._configured.add(booking)
+        w = self._weight(booking)
+        self._load.add(booking.start, w)
+        self._load.add(booking.end, -w)
 
     def add_many(self, bookings: list[Booking]) -> None:
-        """Add many at once (a restart): one sort instead of one insertion each."""
-        self._bookings.update(bookings)
-        self._longest = max([self._longest, *(b.end - b.start for b in bookings)])
+        """Add many at once (a restart): sorted once, not inserted one by one."""
+        if len(self):
+            for b in bookings:
+                self.add(b)
+            return
+        for c, group in itertools.groupby(sorted(bookings, key=_length_class), _length_class):
+            self._classes[c] = SortedKeyList(group, key=attrgetter("start"))
+        self._configured.update(b for b in bookings if b.config is not None)
+        deltas: dict[float, int] = {}
+        for b in bookings:
+            w = self._weight(b)
+            deltas[b.start] = deltas.get(b.start, 0) + w
+            deltas[b.end] = deltas.get(b.end, 0) - w
+        self._load.build(deltas)
 
     def remove(self, booking: Booking) -> None:
-        self._bookings.remove(booking)     # Booking compares by identity (eq=False)
+        c = _length_class(booking)
+        group = self._classes[c]
+        group.remove(booking)              # Booking compares by identity (eq=False)
+        if not group:
+            del self._classes[c]
+        if booking.config is not None:
+            self._configured.remove(booking)
+        w = self._weight(booking)
+        self._load.add(booking.start, -w)
+        self._load.add(booking.end, w)
+
+    def _near(self, start: float, end: float):
+        """Bookings that may share time with ``[start, end)``: those starting in it and those
+        starting so shortly before that their class allows them to reach it."""
+        for c, group in self._classes.items():
+            yield from group.irange_key(start - 2.0 ** (c + 1), end, inclusive=(True, False))
 
     def overlapping(self, start: float, end: float, ignore: str | None = None) -> list[Booking]:
-        """Bookings that share some time with ``[start, end)``, except reservation ``ignore``."""
-        return [b for b in self._bookings.irange_key(start - self._longest, end,
-                                                     inclusive=(True, False))
-                if b.end > start and b.reservation_id != ignore]
+        """Bookings that share some time with ``[start, end)``, except reservation ``ignore``,
+        in start order."""
+        found = [b for b in self._near(start, end)
+                 if b.end > start and b.reservation_id != ignore]
+        found.sort(key=attrgetter("start"))
+        return found
 
     def blocks(self, others: list[Booking], start: float, end: float, slots: int,
                exclusive: bool, config: dict | None) -> bool:
@@ -87,17 +143,24 @@ class Timeline:
                                exclusive, config)
 
     def earliest_fit(self, after: float, duration: float, slots: int, exclusive: bool,
-                     config: dict | None = None, ignore: str | None = None) -> float | None:
+                     config: dict | None = None) -> float | None:
         """The earliest start at or after ``after`` where the request fits, or None if never.
 
-        A window that does not fit can only start to fit once one of the bookings in its way
-        has ended, so the next candidate is the earliest end among them.
+        The load profile finds the first window with the slots free in O(log n); the window
+        is then checked against its own bookings for what the load does not say (a shared
+        booking with another config). A window that still does not fit can only start to
+        fit once one of the bookings in its way has ended, so the search goes on from the
+        earliest end among them.
         """
         if slots > self.capacity:
             return None
+        limit = 0 if exclusive else self.capacity - slots
         t = after
         while True:
-            others = self.overlapping(t, t + duration, ignore)
+            t = self._load.next_fit(t, duration, limit)
+            if t is None:
+                return None
+            others = self.overlapping(t, t + duration)
             if not self.blocks(others, t, t + duration, slots, exclusive, config):
                 return t
             t = min(b.end for b in others)
@@ -105,7 +168,8 @@ class Timeline:
     def used_slots(self, t: float) -> int:
         """Slots in use at the instant ``t`` (a booking starting at ``t`` counts)."""
         return sum(self.capacity if b.exclusive else b.slots
-                   for b in self._bookings.irange_key(t - self._longest, t)
+                   for c, group in self._classes.items()
+                   for b in group.irange_key(t - 2.0 ** (c + 1), t)
                    if b.end > t)
 
     def free_slots(self, start: float, end: float) -> int:
@@ -118,9 +182,8 @@ class Timeline:
     def config_at(self, t: float, current: dict) -> dict:
         """The config the resource will have at ``t``: that of the last booking started by
         then which asked for one, else what it has now."""
-        for b in self._bookings.irange_key(max_key=t, reverse=True):
-            if b.config is not None:
-                return b.config
+        for b in self._configured.irange_key(max_key=t, reverse=True):
+            return b.config
         return current
 
 

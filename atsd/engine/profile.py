@@ -1,0 +1,322 @@
+"""A resource's load over time, searchable for the first window where it stays low enough.
+
+The load is a step function kept as its steps: at time ``x`` it changes by ``delta`` (a
+booking ``[s, e)`` of weight ``w`` is ``+w`` at ``s`` and ``-w`` at ``e``). The question asked
+of it is ``next_fit(after, length, limit)``: the earliest ``t >= after`` with the load at most
+``limit`` all through ``[t, t + length)``. Walking the steps one by one is what made a dense
+calendar slow; instead every subtree of a balanced tree knows, for every limit, where its
+first too-high step is, where its last low run starts and how long its longest low run is,
+so whole subtrees are stepped over and a search costs O(log n) whatever the calendar holds.
+
+Those facts are kept relative to the load the subtree starts from, so a change updates only
+the subtrees on one path (no lazy range updates): each is a staircase over the distinct
+relative load levels inside the subtree, a handful for a board or a small slot count.
+
+The tree is a treap of chunks of up to ``2 * CHUNK`` consecutive steps: a chunk is scanned
+linearly, which in Python is cheaper than one tree level per step and keeps the memory of
+100k bookings small.
+"""
+
+from __future__ import annotations
+
+import random
+from bisect import bisect_left, bisect_right
+
+CHUNK = 32
+_RNG = random.Random(0)     # treap priorities; seeded so that runs repeat
+
+
+class Steps:
+    """What a run of consecutive steps looks like at each limit ``th`` (relative to the load
+    before its first step). For ``lv[j] <= th < lv[j+1]``: ``pre[j]`` is the first step after
+    which the load exceeds ``th`` (None: never); ``suf[j]`` the start of the low run that
+    lasts to the last step (None: the load after the last step exceeds ``th``); ``best[j]``
+    the longest low run that starts and ends at steps inside with a high step before it."""
+
+    __slots__ = ("first", "total", "lv", "pre", "suf", "best")
+
+    def __init__(self, first: float, total: int, lv: list, pre: list, suf: list,
+                 best: list) -> None:
+        self.first, self.total = first, total
+        self.lv, self.pre, self.suf, self.best = lv, pre, suf, best
+
+    def at(self, th: int) -> tuple:
+        j = bisect_right(self.lv, th) - 1
+        if j < 0:
+            return self.first, None, 0.0
+        return self.pre[j], self.suf[j], self.best[j]
+
+
+def _scan(xs: list, ds: list) -> Steps:
+    """The staircase of one chunk, one linear pass per level."""
+    levels = []
+    level = 0
+    for d in ds:
+        level += d
+        levels.append(level)
+    lv = sorted(set(levels))
+    pres, sufs, bests = [], [], []
+    for th in lv:
+        pre = run = None
+        best = 0.0
+        blocked = False
+        for x, level in zip(xs, levels):
+            if level <= th:
+                if run is None:
+                    run = x
+            else:
+                if pre is None:
+                    pre = x
+                if run is not None:
+                    if blocked and x - run > best:
+                        best = x - run
+                    run = None
+                blocked = True
+        pres.append(pre)
+        sufs.append(run)
+        bests.append(best)
+    return Steps(xs[0], level, lv, pres, sufs, bests)
+
+
+def _join(a: Steps | None, b: Steps | None) -> Steps | None:
+    """The staircase of ``a``'s steps followed by ``b``'s."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    shift = a.total
+    lv = sorted(set(a.lv).union([v + shift for v in b.lv]))
+    first_b = b.first
+    pres, sufs, bests = [], [], []
+    for th in lv:
+        pre_a, suf_a, best_a = a.at(th)
+        pre_b, suf_b, best_b = b.at(th - shift)
+        best = best_a if best_a > best_b else best_b
+        if pre_a is not None and pre_b is not None:
+            across = pre_b - (suf_a if suf_a is not None else first_b)
+            if across > best:
+                best = across
+        pres.append(pre_a if pre_a is not None else pre_b)
+        if pre_b is None:
+            sufs.append(suf_a if suf_a is not None else first_b)
+        else:
+            sufs.append(suf_b)
+        bests.append(best)
+    return Steps(a.first, shift + b.total, lv, pres, sufs, bests)
+
+
+class _Node:
+    """A chunk of steps and the treap subtree it heads."""
+
+    __slots__ = ("xs", "ds", "prio", "left", "right", "own", "all")
+
+    def __init__(self, xs: list, ds: list, prio: float) -> None:
+        self.xs, self.ds, self.prio = xs, ds, prio
+        self.left = self.right = None
+        self.own = _scan(xs, ds)
+        self.all = self.own
+
+    def pull(self) -> None:
+        self.all = _join(_join(self.left and self.left.all, self.own),
+                         self.right and self.right.all)
+
+
+def _merge(a: _Node | None, b: _Node | None) -> _Node | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    if a.prio > b.prio:
+        a.right = _merge(a.right, b)
+        a.pull()
+        return a
+    b.left = _merge(a, b.left)
+    b.pull()
+    return b
+
+
+def _put_first(t: _Node | None, n: _Node) -> _Node:
+    """Insert ``n``, whose steps come before all of ``t``'s."""
+    if t is None:
+        return n
+    if n.prio > t.prio:
+        n.right = t
+        n.pull()
+        return n
+    t.left = _put_first(t.left, n)
+    t.pull()
+    return t
+
+
+def _build(chunks: list, lo: int, hi: int) -> _Node | None:
+    if lo >= hi:
+        return None
+    mid = (lo + hi) // 2
+    n = _Node(*chunks[mid], 0.0)
+    n.left = _build(chunks, lo, mid)
+    n.right = _build(chunks, mid + 1, hi)
+    n.pull()
+    return n
+
+
+class Profile:
+    """The load of one resource over time (0 before the first step and after the last)."""
+
+    __slots__ = ("_root",)
+
+    def __init__(self) -> None:
+        self._root: _Node | None = None
+
+    def _nodes(self, n):
+        if n is not None:
+            yield from self._nodes(n.left)
+            yield n
+            yield from self._nodes(n.right)
+
+    def steps(self) -> list[tuple[float, int]]:
+        return [(x, d) for n in self._nodes(self._root) for x, d in zip(n.xs, n.ds)]
+
+    def build(self, deltas: dict[float, int]) -> None:
+        """Start over from ``{time: change}`` (a restart): O(n), not n insertions."""
+        items = sorted((x, d) for x, d in deltas.items() if d)
+        chunks = [([x for x, _ in items[i:i + CHUNK]], [d for _, d in items[i:i + CHUNK]])
+                  for i in range(0, len(items), CHUNK)]
+        self._root = _build(chunks, 0, len(chunks))
+        # treap priorities in heap order: breadth first, each node below its parent
+        level = [self._root] if self._root else []
+        prios = sorted((_RNG.random() for _ in chunks), reverse=True)
+        i = 0
+        while level:
+            for n in level:
+                n.prio = prios[i]
+                i += 1
+            level = [c for n in level for c in (n.left, n.right) if c is not None]
+
+    def add(self, x: float, delta: int) -> None:
+        """The load changes by ``delta`` more at ``x``."""
+        if delta:
+            self._root = self._add(self._root, x, delta)
+
+    def _add(self, n: _Node | None, x: float, delta: int) -> _Node | None:
+        if n is None:
+            return _Node([x], [delta], _RNG.random())
+        if n.left is not None and x < n.xs[0]:
+            n.left = self._add(n.left, x, delta)
+        elif n.right is not None and x >= n.right.all.first:
+            n.right = self._add(n.right, x, delta)
+        else:
+            xs, ds = n.xs, n.ds
+            i = bisect_left(xs, x)
+            if i < len(xs) and xs[i] == x:
+                ds[i] += delta
+                if ds[i] == 0:
+                    del xs[i], ds[i]
+                    if not xs:
+                        return _merge(n.left, n.right)
+            else:
+                xs.insert(i, x)
+                ds.insert(i, delta)
+            if len(xs) > 2 * CHUNK:
+                tail = _Node(xs[CHUNK:], ds[CHUNK:], _RNG.random())
+                del xs[CHUNK:], ds[CHUNK:]
+                n.right = _put_first(n.right, tail)
+            n.own = _scan(xs, ds)
+        n.pull()
+        return n
+
+    def level_at(self, t: float) -> int:
+        """The load at ``t`` (a change at ``t`` counts)."""
+        level = 0
+        n = self._root
+        while n is not None:
+            if t < n.xs[0]:
+                n = n.left
+                continue
+            if n.left is not None:
+                level += n.left.all.total
+            if n.right is not None and t >= n.right.all.first:
+                level += n.own.total
+                n = n.right
+            else:
+                return level + sum(n.ds[:bisect_right(n.xs, t)])
+        return level
+
+    def next_fit(self, after: float, length: float, limit: int) -> float | None:
+        """The earliest ``t >= after`` with the load at most ``limit`` throughout
+        ``[t, t + length)``; None only if the load never comes down to ``limit``."""
+        level = self.level_at(after)
+        search = _Search(length, limit, after if level <= limit else None, level)
+        found = search.after(self._root, after)
+        if found is not None:
+            return found
+        return search.run      # the load after the last step is final
+
+
+class _Search:
+    """A left-to-right sweep over the steps after ``after``, holding where the current low
+    run started (None inside a high stretch) and the load so far."""
+
+    __slots__ = ("length", "limit", "run", "level")
+
+    def __init__(self, length: float, limit: int, run: float | None, level: int) -> None:
+        self.length, self.limit, self.run, self.level = length, limit, run, level
+
+    def after(self, n: _Node | None, t: float) -> float | None:
+        """Sweep the steps of subtree ``n`` later than ``t``."""
+        while n is not None and n.right is not None and n.right.all.first <= t:
+            n = n.right     # this chunk and all left of it are at or before t
+        if n is None:
+            return None
+        if n.xs[0] <= t:            # t falls inside this chunk: its later steps, then right
+            found = self._steps(n.xs, n.ds, bisect_right(n.xs, t))
+            return found if found is not None else self.whole(n.right)
+        found = self.after(n.left, t)
+        if found is None:
+            found = self._chunk(n)
+        return found if found is not None else self.whole(n.right)
+
+    def whole(self, n: _Node | None) -> float | None:
+        """Sweep all of subtree ``n``, stepping over it when the answer is not in it."""
+        if n is None:
+            return None
+        found = self._over(n.all)
+        if found is not False:
+            return found
+        found = self.whole(n.left)
+        if found is None:
+            found = self._chunk(n)
+        return found if found is not None else self.whole(n.right)
+
+    def _chunk(self, n: _Node) -> float | None:
+        found = self._over(n.own)
+        return self._steps(n.xs, n.ds, 0) if found is False else found
+
+    def _over(self, s: Steps) -> float | None | bool:
+        """Step over ``s`` in O(1): the answer if it is where the current run ends, None if
+        the answer is not in ``s`` (the sweep moves past it), False if it is deeper inside."""
+        pre, suf, best = s.at(self.limit - self.level)
+        start = self.run if self.run is not None else s.first
+        if pre is not None and pre - start >= self.length:
+            return start
+        if best >= self.length:
+            return False
+        if pre is not None:
+            self.run = suf
+        elif self.run is None:
+            self.run = s.first
+        self.level += s.total
+        return None
+
+    def _steps(self, xs: list, ds: list, i: int) -> float | None:
+        run, level, limit = self.run, self.level, self.limit
+        for j in range(i, len(xs)):
+            level += ds[j]
+            if level <= limit:
+                if run is None:
+                    run = xs[j]
+            elif run is not None:
+                if xs[j] - run >= self.length:
+                    return run
+                run = None
+        self.run, self.level = run, level
+        return None

@@ -1,0 +1,184 @@
+"""The timeline's indexes (length classes, load profile, configs by start) against a naive
+reference that scans every booking, on random adds, removes, restarts and queries."""
+
+from hypothesis import given, settings, strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from atsd.engine import profile
+from atsd.engine.timeline import Booking, Timeline
+
+CONFIGS = st.sampled_from([None, None, {"fw": "a"}, {"fw": "b"}])
+# a coarse grid gives many bookings that meet or share ends; fractions and long ones too
+TIMES = st.one_of(st.integers(0, 300).map(float), st.floats(0, 300, allow_nan=False))
+LENGTHS = st.one_of(st.integers(1, 40).map(float), st.floats(0.001, 5),
+                    st.sampled_from([500.0, 10_000.0]))
+
+
+def naive_overlapping(bookings, start, end, ignore=None):
+    return [b for b in bookings
+            if b.start < end and b.end > start and b.reservation_id != ignore]
+
+
+def naive_load(bookings, capacity, t):
+    return sum(capacity if b.exclusive else b.slots
+               for b in bookings if b.start <= t < b.end)
+
+
+def naive_fits(bookings, capacity, start, end, slots, exclusive, config):
+    others = naive_overlapping(bookings, start, end)
+    if slots > capacity:
+        return False
+    if not others:
+        return True
+    if exclusive or any(b.exclusive for b in others):
+        return False
+    if any(b.config is not None and config is not None and b.config != config
+           for b in others):
+        return False
+    instants = [start] + [b.start for b in others if b.start > start]
+    return all(naive_load(others, capacity, t) + slots <= capacity for t in instants)
+
+
+def naive_earliest(bookings, capacity, after, duration, slots, exclusive, config):
+    """Room can only appear at ``after`` or where a booking ends."""
+    for t in sorted({after} | {b.end for b in bookings if b.end > after}):
+        if naive_fits(bookings, capacity, t, t + duration, slots, exclusive, config):
+            return t
+    return None
+
+
+def scan_next_fit(steps: dict, after, length, limit):
+    """The first of ``after`` and the later steps where the load stays low long enough."""
+    def load(t):
+        return sum(d for x, d in steps.items() if x <= t)
+    for t in [after] + sorted(x for x in steps if x > after):
+        if all(load(x) <= limit for x in [t] + [x for x in steps if t < x < t + length]):
+            return t
+    return None
+
+
+@settings(max_examples=300, deadline=None)
+@given(chunk=st.sampled_from([1, 2, 3, 8]),
+       spans=st.lists(st.tuples(st.integers(0, 400), st.integers(1, 40), st.integers(1, 3)),
+                      max_size=150),
+       dropped=st.sets(st.integers(0, 149)), rebuild=st.booleans(),
+       queries=st.lists(st.tuples(st.floats(-5, 450), st.sampled_from([0.5, 1, 3, 10, 30]),
+                                  st.integers(0, 4)), min_size=1, max_size=20))
+def test_profile_next_fit_matches_a_scan(chunk, spans, dropped, rebuild, queries):
+    """Enough steps for many chunks and tree levels; removals leave chunks to merge away."""
+    profile.CHUNK = chunk
+    try:
+        p = profile.Profile()
+        steps: dict = {}
+        for i, (s, length, w) in enumerate(spans):
+            for x, d in ((s, w), (s + length, -w)):
+                p.add(x, d)
+                steps[x] = steps.get(x, 0) + d
+        for i in dropped:
+            if i < len(spans):
+                s, length, w = spans[i]
+                for x, d in ((s, -w), (s + length, w)):
+                    p.add(x, d)
+                    steps[x] = steps.get(x, 0) + d
+        steps = {x: d for x, d in steps.items() if d}
+        if rebuild:
+            p.build(steps)
+        assert p.steps() == sorted(steps.items())
+        for after, length, limit in queries:
+            assert p.next_fit(after, length, limit) == scan_next_fit(steps, after, length, limit)
+            assert p.level_at(after) == sum(d for x, d in steps.items() if x <= after)
+    finally:
+        profile.CHUNK = 32
+
+
+class TimelineMachine(RuleBasedStateMachine):
+    @initialize(capacity=st.sampled_from([1, 3]), chunk=st.sampled_from([1, 2, 32]))
+    def setup(self, capacity, chunk):
+        profile.CHUNK = chunk                 # small chunks: many tree nodes, splits, merges
+        self.capacity = capacity
+        self.tl = Timeline(capacity)
+        self.bookings = []                   # in the order added
+        self.count = 0
+
+    def teardown(self):
+        profile.CHUNK = 32
+
+    def _booking(self, start, length, slots, exclusive, config):
+        self.count += 1
+        return Booking(f"r{self.count}", "x", start, start + length,
+                       self.capacity if exclusive else min(slots, self.capacity),
+                       exclusive, config)
+
+    @rule(start=TIMES, length=LENGTHS, slots=st.integers(1, 3), exclusive=st.booleans(),
+          config=CONFIGS)
+    def add_fitting(self, start, length, slots, exclusive, config):
+        """What the engine does: book only where it fits."""
+        b = self._booking(start, length, slots, exclusive, config)
+        if naive_fits(self.bookings, self.capacity, b.start, b.end, b.slots, exclusive, config):
+            self.tl.add(b)
+            self.bookings.append(b)
+
+    @rule(start=TIMES, length=LENGTHS, slots=st.integers(1, 3), exclusive=st.booleans(),
+          config=CONFIGS)
+    def add_over(self, start, length, slots, exclusive, config):
+        """Maintenance books over others, and a restart may bring back overlaps."""
+        b = self._booking(start, length, slots, exclusive, config)
+        self.tl.add(b)
+        self.bookings.append(b)
+
+    @precondition(lambda self: self.bookings)
+    @rule(i=st.integers(0, 10_000))
+    def remove(self, i):
+        b = self.bookings.pop(i % len(self.bookings))
+        self.tl.remove(b)
+
+    @precondition(lambda self: self.bookings)
+    @rule(i=st.integers(0, 10_000), more=st.floats(0.5, 50))
+    def extend(self, i, more):
+        b = self.bookings.pop(i % len(self.bookings))
+        self.tl.remove(b)
+        b.end += more
+        self.tl.add(b)
+        self.bookings.append(b)
+
+    @rule()
+    def restart(self):
+        self.tl = Timeline(self.capacity)
+        self.tl.add_many(list(self.bookings))
+
+    @rule(after=TIMES, duration=LENGTHS, slots=st.integers(1, 4), exclusive=st.booleans(),
+          config=CONFIGS)
+    def earliest_fit(self, after, duration, slots, exclusive, config):
+        assert (self.tl.earliest_fit(after, duration, slots, exclusive, config)
+                == naive_earliest(self.bookings, self.capacity, after, duration, slots,
+                                  exclusive, config))
+
+    @rule(start=TIMES, length=LENGTHS, slots=st.integers(1, 4), exclusive=st.booleans(),
+          config=CONFIGS)
+    def fits_and_free(self, start, length, slots, exclusive, config):
+        end = start + length
+        assert (self.tl.fits(start, end, slots, exclusive, config)
+                == naive_fits(self.bookings, self.capacity, start, end, slots, exclusive,
+                              config))
+        assert ({id(b) for b in self.tl.overlapping(start, end)}
+                == {id(b) for b in naive_overlapping(self.bookings, start, end)})
+
+    @rule(t=TIMES)
+    def at_an_instant(self, t):
+        assert self.tl.used_slots(t) == naive_load(self.bookings, self.capacity, t)
+        configured = [b for b in self.bookings if b.config is not None and b.start <= t]
+        latest = max((b.start for b in configured), default=None)
+        # equal starts: the one added last (an extension re-adds)
+        expect = next((b.config for b in reversed(configured) if b.start == latest), "now")
+        assert self.tl.config_at(t, "now") == expect
+
+    @invariant()
+    def same_bookings(self):
+        assert len(self.tl) == len(self.bookings)
+        starts = [b.start for b in self.tl]
+        assert starts == sorted(starts)
+
+
+TestTimelineMachine = TimelineMachine.TestCase
+TestTimelineMachine.settings = settings(max_examples=200, stateful_step_count=40,
+                                        deadline=None)
