@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,44 +29,64 @@ def start_daemon(config: dict, name: str = "atsd") -> Daemon:
     return Daemon(directory, config).start()
 
 
+# requests kept in flight per client: below the daemon's default max_in_flight (64), so that
+# none is refused as overloaded and counted as work done
+IN_FLIGHT = 48
+
+
+def _outcome(reply: bytes) -> str:
+    """``ok`` or the error code of one reply."""
+    body = msgpack.unpackb(reply)
+    return "ok" if body.get("ok") else str(body.get("error", {}).get("code", "malformed"))
+
+
 def _pipelined(endpoint: str, payloads: list[bytes], inflight: int, duration: float,
                out: mp.Queue) -> None:
-    """DEALER client keeping ``inflight`` requests outstanding for ``duration`` seconds."""
+    """DEALER client keeping ``inflight`` requests outstanding for ``duration`` seconds;
+    puts (ok replies per second, {error code: count})."""
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(endpoint)
     n = len(payloads)
-    sent = done = 0
+    sent = 0
     for _ in range(inflight):
         sock.send_multipart([b"", payloads[sent % n]])
         sent += 1
     for _ in range(inflight):          # warm-up: let the first round trip happen
         sock.recv_multipart()
-        done += 1
         sock.send_multipart([b"", payloads[sent % n]])
         sent += 1
-    done = 0
+    ok = 0
+    errors: dict[str, int] = {}
     start = time.perf_counter()
     end = start + duration
     while True:
-        sock.recv_multipart()
-        done += 1
+        outcome = _outcome(sock.recv_multipart()[-1])
+        if outcome == "ok":
+            ok += 1
+        else:
+            errors[outcome] = errors.get(outcome, 0) + 1
         if time.perf_counter() >= end:
             break
         sock.send_multipart([b"", payloads[sent % n]])
         sent += 1
-    out.put(done / (time.perf_counter() - start))
+    out.put((ok / (time.perf_counter() - start), errors))
     sock.close()
     ctx.term()
 
 
-def throughput(endpoint: str, payloads: list[bytes], inflight: int = 64,
-               duration: float = 3.0, clients: int = 1) -> float:
-    """Replies per second with ``clients`` processes each keeping ``inflight`` requests
-    outstanding."""
-    return sum(in_processes(_pipelined, [(endpoint, payloads, inflight, duration)] * clients,
-                            duration + 60))
+def throughput(endpoint: str, payloads: list[bytes], inflight: int = IN_FLIGHT,
+               duration: float = 3.0, clients: int = 1) -> tuple[float, dict[str, int]]:
+    """Successful replies per second with ``clients`` processes each keeping ``inflight``
+    requests outstanding, and the error replies by code (not counted as throughput)."""
+    results = in_processes(_pipelined, [(endpoint, payloads, inflight, duration)] * clients,
+                           duration + 60)
+    errors: dict[str, int] = {}
+    for _, errs in results:
+        for code, count in errs.items():
+            errors[code] = errors.get(code, 0) + count
+    return sum(rate for rate, _ in results), errors
 
 
 def in_processes(target, arg_tuples: list[tuple], timeout: float) -> list:
@@ -80,8 +101,9 @@ def in_processes(target, arg_tuples: list[tuple], timeout: float) -> list:
     return results
 
 
-def latency(endpoint: str, payload: bytes, n: int = 2000) -> tuple[float, float]:
-    """p50 and p99 round-trip milliseconds of one synchronous REQ client."""
+def latency(endpoint: str, payload: bytes, n: int = 2000) -> tuple[float, float, int]:
+    """p50 and p99 round-trip milliseconds of one synchronous REQ client over its ok
+    replies, and how many replies were errors."""
     ctx = zmq.Context.instance()
     sock = ctx.socket(zmq.REQ)
     sock.setsockopt(zmq.LINGER, 0)
@@ -90,14 +112,20 @@ def latency(endpoint: str, payload: bytes, n: int = 2000) -> tuple[float, float]
         sock.send(payload)
         sock.recv()
     times = []
+    errors = 0
     for _ in range(n):
         t = time.perf_counter()
         sock.send(payload)
-        sock.recv()
-        times.append((time.perf_counter() - t) * 1000)
+        reply = sock.recv()
+        if _outcome(reply) == "ok":
+            times.append((time.perf_counter() - t) * 1000)
+        else:
+            errors += 1
     sock.close()
+    if not times:
+        return float("nan"), float("nan"), errors
     times.sort()
-    return times[n // 2], times[int(n * 0.99)]
+    return times[len(times) // 2], times[int(len(times) * 0.99)], errors
 
 
 def pack(request: dict) -> bytes:
@@ -126,9 +154,30 @@ def _fmt(v) -> str:
     return "-" if v is None else str(v)
 
 
+def versions() -> dict:
+    import platform
+
+    import atsd
+    return {"atsd": atsd.__version__, "git": _git_head(), "python": platform.python_version(),
+            "pyzmq": zmq.__version__, "libzmq": zmq.zmq_version(),
+            "msgpack": ".".join(map(str, msgpack.version))}
+
+
+def _git_head() -> str | None:
+    try:
+        return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
 def save(name: str, data: dict) -> Path:
+    """Write ``bench/results/<name>.json``: the figures with when, where and what ran."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    data = {"benchmark": name, "date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(), **data}
-    path.write_text(json.dumps(data, indent=2))
+    data = {"benchmark": name, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "cpus": os.cpu_count(), "load_average": os.getloadavg(), "versions": versions(),
+            **data}
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    print(f"wrote {path}")
     return path

@@ -21,7 +21,6 @@ Writes ``bench/results/fuzz_long.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import tempfile
@@ -33,6 +32,7 @@ import msgpack
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
 
+from common import save  # noqa: E402
 from daemon import Daemon  # noqa: E402
 from fuzzing import (BAD_WAITS, FUZZ_CONFIG, HOSTILE, MAX_FRAME, MB_STRING,  # noqa: E402
                      check_reply, dealer, deep, oversize, plausible, schemas)
@@ -183,8 +183,7 @@ def main() -> int:
     p.add_argument("--window", type=int, default=32)
     args = p.parse_args()
     result = run(args.frames, args.seed, args.window)
-    out = ROOT / "bench" / "results" / "fuzz_long.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    save("fuzz_long", result)
     print(f"{result['frames']} frames in {result['seconds']} s: {result['frames_per_s']} "
           f"frames/s (seed {result['seed']})")
     print(f"daemon RSS {result['rss_kib_start']} KiB at start, {result['rss_kib_end']} KiB "

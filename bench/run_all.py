@@ -1,5 +1,6 @@
-"""Run every benchmark, print each table, write bench/results/*.json and one plot
-(bench/results/summary.png, if matplotlib is installed: `pip install '.[bench]'`).
+"""Run every benchmark behind a row of the README's performance table, print each table,
+write bench/results/*.json and one plot (bench/results/summary.png, if matplotlib is
+installed: `pip install '.[bench]'`).
 
     python bench/run_all.py [--quick]     # --plot: only redraw the plot from the JSON
 """
@@ -12,7 +13,7 @@ import time
 
 from common import RESULTS, save
 
-NAMES = ("ceiling", "cycles", "scaling", "fanout", "restart")
+NAMES = ("ceiling", "cycles", "scaling", "fanout", "restart", "fuzz_long")
 
 
 def plot() -> None:
@@ -40,10 +41,16 @@ def plot() -> None:
                  label="availability search")
     axes[2].plot([r["bookings"] for r in rows], [r["request_release_us"] for r in rows], "s-",
                  label="request + release")
+    dense = results["scaling"]["dense"]
+    axes[2].plot([r["bookings"] for r in dense], [r["check_available_us"] for r in dense],
+                 "o--", label="dense: check_available")
+    axes[2].plot([r["bookings"] for r in dense],
+                 [r["configured_request_release_us"] for r in dense], "s--",
+                 label="dense: configured request + release")
     axes[2].set_xscale("log")
     axes[2].set_ylim(bottom=0)
     axes[2].set_title("one resource with N bookings, µs/call")
-    axes[2].legend()
+    axes[2].legend(fontsize="small")
     fig.suptitle(f"atsd benchmarks, {time.strftime('%Y-%m-%d')}, 2 cores")
     fig.tight_layout()
     path = RESULTS / "summary.png"
@@ -62,6 +69,7 @@ def main() -> None:
     import ceiling
     import cycles
     import fanout
+    import fuzz_long
     import restart
     import scaling
     results = {
@@ -70,6 +78,7 @@ def main() -> None:
         "scaling": scaling.run(),
         "fanout": fanout.run(),
         "restart": restart.run(20_000 if args.quick else 100_000),
+        "fuzz_long": fuzz_long.run(20_000 if args.quick else 100_000, seed=1, window=32),
     }
     for name, data in results.items():
         save(name, data)

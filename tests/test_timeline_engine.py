@@ -72,13 +72,13 @@ def test_profile_next_fit_matches_a_scan(chunk, spans, dropped, rebuild, queries
         steps: dict = {}
         for i, (s, length, w) in enumerate(spans):
             for x, d in ((s, w), (s + length, -w)):
-                p.add(x, d)
+                p.add([(x, d)])
                 steps[x] = steps.get(x, 0) + d
         for i in dropped:
             if i < len(spans):
                 s, length, w = spans[i]
                 for x, d in ((s, -w), (s + length, w)):
-                    p.add(x, d)
+                    p.add([(x, d)])
                     steps[x] = steps.get(x, 0) + d
         steps = {x: d for x, d in steps.items() if d}
         if rebuild:

@@ -17,7 +17,8 @@ from .lab import RESOURCE, Caller, Lab, Reservation, Resource, new_id
 from .timeline import Booking
 
 # How many times the search for a common window may move forward before giving up; each
-# step passes at least one booking, so this only bounds pathological calendars.
+# step passes a window where some resource is busy, so this only bounds pathological
+# calendars.
 MAX_SEARCH_STEPS = 10_000
 
 
@@ -63,20 +64,29 @@ class Calendar:
                    for r, w in picks)
 
     def earliest(self, picks: list[tuple[Resource, Want]], after: float) -> float | None:
-        """The earliest start at or after ``after`` when every pick fits at once."""
+        """The earliest start at or after ``after`` when every pick fits at once.
+
+        Each resource's timeline finds its own next window in O(log n); the common start
+        moves to the latest of them until all agree. A pick already known to fit at the
+        start with the same reconfiguration lead is not searched again.
+        """
         if not all(r.bookable for r, _ in picks):
             return None
+        known: dict[int, tuple[float, float]] = {}     # pick -> (start, lead) it fits at
         t = after
         for _ in range(MAX_SEARCH_STEPS):
             lead = self._window(picks, t)
             moved = t
-            for r, w in picks:
+            for i, (r, w) in enumerate(picks):
+                if known.get(i) == (moved, lead):
+                    continue
                 s = r.timeline.earliest_fit(moved, lead + w.duration, w.slots, w.exclusive,
                                             w.config)
                 if s is None:
                     return None
+                known[i] = (s, lead)
                 moved = max(moved, s)
-            if moved == t and self._fits_at(picks, t):
+            if moved == t:
                 return t
             t = moved
         return None

@@ -23,6 +23,7 @@ import random
 from bisect import bisect_left, bisect_right
 
 CHUNK = 32
+_INF = float("inf")
 _RNG = random.Random(0)     # treap priorities; seeded so that runs repeat
 
 
@@ -79,46 +80,87 @@ def _scan(xs: list, ds: list) -> Steps:
 
 
 def _join(a: Steps | None, b: Steps | None) -> Steps | None:
-    """The staircase of ``a``'s steps followed by ``b``'s."""
+    """The staircase of ``a``'s steps followed by ``b``'s: one walk over both staircases'
+    levels (``b``'s shifted by where ``a`` leaves the load)."""
     if a is None:
         return b
     if b is None:
         return a
     shift = a.total
-    lv = sorted(set(a.lv).union([v + shift for v in b.lv]))
-    first_b = b.first
-    pres, sufs, bests = [], [], []
-    for th in lv:
-        pre_a, suf_a, best_a = a.at(th)
-        pre_b, suf_b, best_b = b.at(th - shift)
+    alv, apre, asuf, abest, na = a.lv, a.pre, a.suf, a.best, len(a.lv)
+    blv, bpre, bsuf, bbest, nb = b.lv, b.pre, b.suf, b.best, len(b.lv)
+    first_a, first_b = a.first, b.first
+    lv, pres, sufs, bests = [], [], [], []
+    pre_a, suf_a, best_a = first_a, None, 0.0      # below every level: all too high
+    pre_b, suf_b, best_b = first_b, None, 0.0
+    i = j = 0
+    while i < na or j < nb:
+        next_a = alv[i] if i < na else _INF
+        next_b = blv[j] + shift if j < nb else _INF
+        if next_a <= next_b:
+            th = next_a
+            pre_a, suf_a, best_a = apre[i], asuf[i], abest[i]
+            i += 1
+        else:
+            th = next_b
+        if next_b == th:
+            pre_b, suf_b, best_b = bpre[j], bsuf[j], bbest[j]
+            j += 1
         best = best_a if best_a > best_b else best_b
         if pre_a is not None and pre_b is not None:
             across = pre_b - (suf_a if suf_a is not None else first_b)
             if across > best:
                 best = across
+        lv.append(th)
         pres.append(pre_a if pre_a is not None else pre_b)
         if pre_b is None:
             sufs.append(suf_a if suf_a is not None else first_b)
         else:
             sufs.append(suf_b)
         bests.append(best)
-    return Steps(a.first, shift + b.total, lv, pres, sufs, bests)
+    return Steps(first_a, shift + b.total, lv, pres, sufs, bests)
 
 
 class _Node:
-    """A chunk of steps and the treap subtree it heads."""
+    """A chunk of steps and the treap subtree it heads. The subtree's first step and total
+    change are kept up to date; the staircases are worked out when a search needs them (so
+    a booking made and released before the next search costs one recomputation, not two)."""
 
-    __slots__ = ("xs", "ds", "prio", "left", "right", "own", "all")
+    __slots__ = ("xs", "ds", "prio", "left", "right", "first", "total", "_own", "_all")
 
     def __init__(self, xs: list, ds: list, prio: float) -> None:
         self.xs, self.ds, self.prio = xs, ds, prio
         self.left = self.right = None
-        self.own = _scan(xs, ds)
-        self.all = self.own
+        self._own = self._all = None
+        if xs:
+            self.pull()
 
     def pull(self) -> None:
-        self.all = _join(_join(self.left and self.left.all, self.own),
-                         self.right and self.right.all)
+        """After a change to this chunk or below it."""
+        left, right = self.left, self.right
+        self.first = left.first if left is not None else self.xs[0]
+        self.total = ((left.total if left is not None else 0) + sum(self.ds)
+                      + (right.total if right is not None else 0))
+        self._all = None
+
+    def changed(self) -> None:
+        """After a change to this chunk's own steps."""
+        self._own = None
+        self.pull()
+
+    @property
+    def own(self) -> Steps:
+        if self._own is None:
+            self._own = _scan(self.xs, self.ds)
+        return self._own
+
+    @property
+    def all(self) -> Steps:
+        if self._all is None:
+            left, right = self.left, self.right
+            self._all = _join(_join(left.all if left is not None else None, self.own),
+                              right.all if right is not None else None)
+        return self._all
 
 
 def _merge(a: _Node | None, b: _Node | None) -> _Node | None:
@@ -192,35 +234,45 @@ class Profile:
                 i += 1
             level = [c for n in level for c in (n.left, n.right) if c is not None]
 
-    def add(self, x: float, delta: int) -> None:
-        """The load changes by ``delta`` more at ``x``."""
-        if delta:
-            self._root = self._add(self._root, x, delta)
+    def add(self, changes: list[tuple[float, int]]) -> None:
+        """The load changes by ``delta`` more at each ``(x, delta)`` of ``changes`` (sorted
+        by x): one descent for all, so a booking's start and end share their common path."""
+        self._root = self._add(self._root, [c for c in changes if c[1]])
 
-    def _add(self, n: _Node | None, x: float, delta: int) -> _Node | None:
+    def _add(self, n: _Node | None, changes: list) -> _Node | None:
+        if not changes:
+            return n
         if n is None:
-            return _Node([x], [delta], _RNG.random())
-        if n.left is not None and x < n.xs[0]:
-            n.left = self._add(n.left, x, delta)
-        elif n.right is not None and x >= n.right.all.first:
-            n.right = self._add(n.right, x, delta)
-        else:
+            n = _Node([], [], _RNG.random())
+        lo, hi = 0, len(changes)
+        if n.left is not None:
+            while lo < hi and changes[lo][0] < n.xs[0]:
+                lo += 1
+            n.left = self._add(n.left, changes[:lo])
+        if n.right is not None:
+            first = n.right.first
+            while hi > lo and changes[hi - 1][0] >= first:
+                hi -= 1
+            n.right = self._add(n.right, changes[hi:])
+        if lo < hi:
             xs, ds = n.xs, n.ds
-            i = bisect_left(xs, x)
-            if i < len(xs) and xs[i] == x:
-                ds[i] += delta
-                if ds[i] == 0:
-                    del xs[i], ds[i]
-                    if not xs:
-                        return _merge(n.left, n.right)
-            else:
-                xs.insert(i, x)
-                ds.insert(i, delta)
-            if len(xs) > 2 * CHUNK:
-                tail = _Node(xs[CHUNK:], ds[CHUNK:], _RNG.random())
-                del xs[CHUNK:], ds[CHUNK:]
+            for x, delta in changes[lo:hi]:
+                i = bisect_left(xs, x)
+                if i < len(xs) and xs[i] == x:
+                    ds[i] += delta
+                    if ds[i] == 0:
+                        del xs[i], ds[i]
+                else:
+                    xs.insert(i, x)
+                    ds.insert(i, delta)
+            if not xs:
+                return _merge(n.left, n.right)
+            while len(xs) > 2 * CHUNK:
+                tail = _Node(xs[-CHUNK:], ds[-CHUNK:], _RNG.random())
+                del xs[-CHUNK:], ds[-CHUNK:]
                 n.right = _put_first(n.right, tail)
-            n.own = _scan(xs, ds)
+            n.changed()
+            return n
         n.pull()
         return n
 
@@ -233,9 +285,9 @@ class Profile:
                 n = n.left
                 continue
             if n.left is not None:
-                level += n.left.all.total
-            if n.right is not None and t >= n.right.all.first:
-                level += n.own.total
+                level += n.left.total
+            if n.right is not None and t >= n.right.first:
+                level += sum(n.ds)
                 n = n.right
             else:
                 return level + sum(n.ds[:bisect_right(n.xs, t)])
@@ -263,7 +315,7 @@ class _Search:
 
     def after(self, n: _Node | None, t: float) -> float | None:
         """Sweep the steps of subtree ``n`` later than ``t``."""
-        while n is not None and n.right is not None and n.right.all.first <= t:
+        while n is not None and n.right is not None and n.right.first <= t:
             n = n.right     # this chunk and all left of it are at or before t
         if n is None:
             return None

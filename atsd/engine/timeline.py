@@ -5,11 +5,11 @@ timelines, so this module is the single place where double booking is prevented.
 
 Three indexes, each for one question, so that none depends on how crowded the calendar is:
 
-- bookings by length class (lengths in ``[2**(c-1), 2**c)``), each sorted by start: an overlap
+- bookings by length class (lengths in ``[4**(c-1), 4**c)``), each sorted by start: an overlap
   query for ``[start, end)`` looks, in each class present, at the bookings starting in
-  ``[start - 2**(c+1), end)``; so a query costs O(log n + k) for k nearby bookings, and one
-  long booking costs only while it is held (a single ``longest`` bound would slow every
-  later query until a restart);
+  ``[start - 2 * 4**c, end)`` (twice the class bound, so that rounding can hide none); so a
+  query costs O(log n + k) for k nearby bookings, and one long booking costs only while it
+  is held (a single ``longest`` bound would slow every later query until a restart);
 - the load profile (profile.py): where the next window of free slots is, in O(log n);
 - the bookings that asked for a config, sorted by start: the config in force at a time.
 """
@@ -46,7 +46,7 @@ def configs_agree(a: dict | None, b: dict | None) -> bool:
 
 
 def _length_class(b: Booking) -> int:
-    return math.frexp(b.end - b.start)[1]      # length < 2 ** class
+    return (math.frexp(b.end - b.start)[1] + 1) // 2      # length < 4 ** class
 
 
 def _by_start() -> SortedKeyList:
@@ -81,8 +81,7 @@ class Timeline:
         if booking.config is not None:
             self._configured.add(booking)
         w = self._weight(booking)
-        self._load.add(booking.start, w)
-        self._load.add(booking.end, -w)
+        self._load.add([(booking.start, w), (booking.end, -w)])
 
     def add_many(self, bookings: list[Booking]) -> None:
         """Add many at once (a restart): sorted once, not inserted one by one."""
@@ -109,14 +108,13 @@ class Timeline:
         if booking.config is not None:
             self._configured.remove(booking)
         w = self._weight(booking)
-        self._load.add(booking.start, -w)
-        self._load.add(booking.end, w)
+        self._load.add([(booking.start, -w), (booking.end, w)])
 
     def _near(self, start: float, end: float):
         """Bookings that may share time with ``[start, end)``: those starting in it and those
         starting so shortly before that their class allows them to reach it."""
         for c, group in self._classes.items():
-            yield from group.irange_key(start - 2.0 ** (c + 1), end, inclusive=(True, False))
+            yield from group.irange_key(start - 2.0 * 4.0 ** c, end, inclusive=(True, False))
 
     def overlapping(self, start: float, end: float, ignore: str | None = None) -> list[Booking]:
         """Bookings that share some time with ``[start, end)``, except reservation ``ignore``,
@@ -139,37 +137,44 @@ class Timeline:
 
     def fits(self, start: float, end: float, slots: int, exclusive: bool,
              config: dict | None = None, ignore: str | None = None) -> bool:
+        if ignore is None and (exclusive or config is None):     # the load says it all
+            return (slots <= self.capacity
+                    and self._load.next_fit(start, end - start, self._limit(slots, exclusive))
+                    == start)
         return not self.blocks(self.overlapping(start, end, ignore), start, end, slots,
                                exclusive, config)
+
+    def _limit(self, slots: int, exclusive: bool) -> int:
+        """The highest load at which the request still fits."""
+        return 0 if exclusive else self.capacity - slots
 
     def earliest_fit(self, after: float, duration: float, slots: int, exclusive: bool,
                      config: dict | None = None) -> float | None:
         """The earliest start at or after ``after`` where the request fits, or None if never.
 
-        The load profile finds the first window with the slots free in O(log n); the window
-        is then checked against its own bookings for what the load does not say (a shared
-        booking with another config). A window that still does not fit can only start to
-        fit once one of the bookings in its way has ended, so the search goes on from the
-        earliest end among them.
+        The load profile finds the first window with the slots free in O(log n). A shared
+        request with a config must also avoid shared bookings with another config, which
+        the load does not show: every window starting before such a booking in its way
+        ends holds it too, so the search goes on from the earliest end among them.
         """
         if slots > self.capacity:
             return None
-        limit = 0 if exclusive else self.capacity - slots
         t = after
         while True:
-            t = self._load.next_fit(t, duration, limit)
-            if t is None:
-                return None
-            others = self.overlapping(t, t + duration)
-            if not self.blocks(others, t, t + duration, slots, exclusive, config):
+            t = self._load.next_fit(t, duration, self._limit(slots, exclusive))
+            if t is None or exclusive or config is None:
                 return t
-            t = min(b.end for b in others)
+            clash = [b.end for b in self.overlapping(t, t + duration)
+                     if not configs_agree(b.config, config)]
+            if not clash:
+                return t
+            t = min(clash)
 
     def used_slots(self, t: float) -> int:
         """Slots in use at the instant ``t`` (a booking starting at ``t`` counts)."""
         return sum(self.capacity if b.exclusive else b.slots
                    for c, group in self._classes.items()
-                   for b in group.irange_key(t - 2.0 ** (c + 1), t)
+                   for b in group.irange_key(t - 2.0 * 4.0 ** c, t)
                    if b.end > t)
 
     def free_slots(self, start: float, end: float) -> int:
