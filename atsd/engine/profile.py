@@ -126,27 +126,30 @@ class _Node:
     change are kept up to date; the staircases are worked out when a search needs them (so
     a booking made and released before the next search costs one recomputation, not two)."""
 
-    __slots__ = ("xs", "ds", "prio", "left", "right", "first", "total", "_own", "_all")
+    __slots__ = ("xs", "ds", "prio", "left", "right", "chunk_total", "first", "total",
+                 "_own", "_all")
 
     def __init__(self, xs: list, ds: list, prio: float) -> None:
         self.xs, self.ds, self.prio = xs, ds, prio
         self.left = self.right = None
         self._own = self._all = None
+        self.chunk_total = sum(ds)
         if xs:
             self.pull()
 
     def pull(self) -> None:
         """After a change to this chunk or below it."""
         left, right = self.left, self.right
-        self.first = left.first if left is not None else self.xs[0]
-        self.total = ((left.total if left is not None else 0) + sum(self.ds)
-                      + (right.total if right is not None else 0))
+        total = self.chunk_total
+        if left is not None:
+            self.first = left.first
+            total += left.total
+        else:
+            self.first = self.xs[0]
+        if right is not None:
+            total += right.total
+        self.total = total
         self._all = None
-
-    def changed(self) -> None:
-        """After a change to this chunk's own steps."""
-        self._own = None
-        self.pull()
 
     @property
     def own(self) -> Steps:
@@ -175,6 +178,24 @@ def _merge(a: _Node | None, b: _Node | None) -> _Node | None:
     b.left = _merge(a, b.left)
     b.pull()
     return b
+
+
+def _rotate_right(n: _Node) -> _Node:
+    top = n.left
+    n.left = top.right
+    n.pull()
+    top.right = n
+    top.pull()
+    return top
+
+
+def _rotate_left(n: _Node) -> _Node:
+    top = n.right
+    n.right = top.left
+    n.pull()
+    top.left = n
+    top.pull()
+    return top
 
 
 def _put_first(t: _Node | None, n: _Node) -> _Node:
@@ -237,26 +258,31 @@ class Profile:
     def add(self, changes: list[tuple[float, int]]) -> None:
         """The load changes by ``delta`` more at each ``(x, delta)`` of ``changes`` (sorted
         by x): one descent for all, so a booking's start and end share their common path."""
-        self._root = self._add(self._root, [c for c in changes if c[1]])
+        changes = [c for c in changes if c[1]]
+        if changes:
+            self._root = self._add(self._root, changes)
 
     def _add(self, n: _Node | None, changes: list) -> _Node | None:
-        if not changes:
-            return n
         if n is None:
             n = _Node([], [], _RNG.random())
         lo, hi = 0, len(changes)
-        if n.left is not None:
-            while lo < hi and changes[lo][0] < n.xs[0]:
+        left, right = n.left, n.right
+        if left is not None:
+            x0 = n.xs[0]
+            while lo < hi and changes[lo][0] < x0:
                 lo += 1
-            n.left = self._add(n.left, changes[:lo])
-        if n.right is not None:
-            first = n.right.first
+            if lo:
+                n.left = self._add(left, changes[:lo])
+        if right is not None:
+            first = right.first
             while hi > lo and changes[hi - 1][0] >= first:
                 hi -= 1
-            n.right = self._add(n.right, changes[hi:])
+            if hi < len(changes):
+                n.right = self._add(right, changes[hi:])
         if lo < hi:
             xs, ds = n.xs, n.ds
             for x, delta in changes[lo:hi]:
+                n.chunk_total += delta
                 i = bisect_left(xs, x)
                 if i < len(xs) and xs[i] == x:
                     ds[i] += delta
@@ -270,34 +296,21 @@ class Profile:
             while len(xs) > 2 * CHUNK:
                 tail = _Node(xs[-CHUNK:], ds[-CHUNK:], _RNG.random())
                 del xs[-CHUNK:], ds[-CHUNK:]
+                n.chunk_total -= tail.chunk_total
                 n.right = _put_first(n.right, tail)
-            n.changed()
-            return n
+            n._own = None
+        # a chunk split off below may belong above: rotate it up (treap order)
+        if n.left is not None and n.left.prio > n.prio:
+            return _rotate_right(n)
+        if n.right is not None and n.right.prio > n.prio:
+            return _rotate_left(n)
         n.pull()
         return n
-
-    def level_at(self, t: float) -> int:
-        """The load at ``t`` (a change at ``t`` counts)."""
-        level = 0
-        n = self._root
-        while n is not None:
-            if t < n.xs[0]:
-                n = n.left
-                continue
-            if n.left is not None:
-                level += n.left.total
-            if n.right is not None and t >= n.right.first:
-                level += sum(n.ds)
-                n = n.right
-            else:
-                return level + sum(n.ds[:bisect_right(n.xs, t)])
-        return level
 
     def next_fit(self, after: float, length: float, limit: int) -> float | None:
         """The earliest ``t >= after`` with the load at most ``limit`` throughout
         ``[t, t + length)``; None only if the load never comes down to ``limit``."""
-        level = self.level_at(after)
-        search = _Search(length, limit, after if level <= limit else None, level)
+        search = _Search(length, limit)
         found = search.after(self._root, after)
         if found is not None:
             return found
@@ -306,21 +319,34 @@ class Profile:
 
 class _Search:
     """A left-to-right sweep over the steps after ``after``, holding where the current low
-    run started (None inside a high stretch) and the load so far."""
+    run started (None inside a high stretch) and the load so far. The way down to ``after``
+    adds up the load there."""
 
     __slots__ = ("length", "limit", "run", "level")
 
-    def __init__(self, length: float, limit: int, run: float | None, level: int) -> None:
-        self.length, self.limit, self.run, self.level = length, limit, run, level
+    def __init__(self, length: float, limit: int) -> None:
+        self.length, self.limit, self.run, self.level = length, limit, None, 0
+
+    def _begin(self, t: float) -> None:
+        """The sweep starts at ``t``, with the load there summed up."""
+        if self.level <= self.limit:
+            self.run = t
 
     def after(self, n: _Node | None, t: float) -> float | None:
-        """Sweep the steps of subtree ``n`` later than ``t``."""
+        """Sweep the steps of subtree ``n`` later than ``t`` (``level``: the load before
+        the subtree)."""
         while n is not None and n.right is not None and n.right.first <= t:
-            n = n.right     # this chunk and all left of it are at or before t
+            # this chunk and all left of it are at or before t
+            self.level += (n.left.total if n.left is not None else 0) + n.chunk_total
+            n = n.right
         if n is None:
+            self._begin(t)
             return None
         if n.xs[0] <= t:            # t falls inside this chunk: its later steps, then right
-            found = self._steps(n.xs, n.ds, bisect_right(n.xs, t))
+            i = bisect_right(n.xs, t)
+            self.level += (n.left.total if n.left is not None else 0) + sum(n.ds[:i])
+            self._begin(t)
+            found = self._steps(n.xs, n.ds, i)
             return found if found is not None else self.whole(n.right)
         found = self.after(n.left, t)
         if found is None:
