@@ -8,8 +8,10 @@ from atsd.engine import profile
 from atsd.engine.timeline import Booking, Timeline
 
 CONFIGS = st.sampled_from([None, None, {"fw": "a"}, {"fw": "b"}])
-# a coarse grid gives many bookings that meet or share ends; fractions and long ones too
-TIMES = st.one_of(st.integers(0, 300).map(float), st.floats(0, 300, allow_nan=False))
+# a coarse grid gives many bookings that meet or share ends; fractions, long ones, and
+# epoch-sized times (where t + length rounds) too
+TIMES = st.one_of(st.integers(0, 300).map(float), st.floats(0, 300, allow_nan=False),
+                  st.floats(0, 300).map(lambda t: 1795700000.123 + t))
 LENGTHS = st.one_of(st.integers(1, 40).map(float), st.floats(0.001, 5),
                     st.sampled_from([500.0, 10_000.0]))
 

@@ -24,6 +24,10 @@ from bisect import bisect_left, bisect_right
 
 CHUNK = 32
 _INF = float("inf")
+# A window fits when the next high step is at or after ``start + length``, computed as the
+# bookings compute their ends; a low run whose stored length is this close to enough is
+# looked into, so that rounding in the stored length never hides a window that fits.
+ROUNDING = 1e-3
 _RNG = random.Random(0)     # treap priorities; seeded so that runs repeat
 
 
@@ -374,9 +378,9 @@ class _Search:
         the answer is not in ``s`` (the sweep moves past it), False if it is deeper inside."""
         pre, suf, best = s.at(self.limit - self.level)
         start = self.run if self.run is not None else s.first
-        if pre is not None and pre - start >= self.length:
+        if pre is not None and pre >= start + self.length:
             return start
-        if best >= self.length:
+        if best >= self.length - ROUNDING:
             return False
         if pre is not None:
             self.run = suf
@@ -393,7 +397,7 @@ class _Search:
                 if run is None:
                     run = xs[j]
             elif run is not None:
-                if xs[j] - run >= self.length:
+                if xs[j] >= run + self.length:
                     return run
                 run = None
         self.run, self.level = run, level
