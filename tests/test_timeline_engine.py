@@ -87,7 +87,9 @@ def test_profile_next_fit_matches_a_scan(chunk, spans, dropped, rebuild, queries
             p.build(steps)
         assert p.steps() == sorted(steps.items())
         for after, length, limit in queries:
-            assert p.next_fit(after, length, limit) == scan_next_fit(steps, after, length, limit)
+            expect = scan_next_fit(steps, after, length, limit)
+            assert p.next_fit(after, length, limit) == expect
+            assert p.low_throughout(after, length, limit) == (expect == after)
     finally:
         profile.CHUNK = 32
 

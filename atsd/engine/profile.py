@@ -314,27 +314,43 @@ class Profile:
     def next_fit(self, after: float, length: float, limit: int) -> float | None:
         """The earliest ``t >= after`` with the load at most ``limit`` throughout
         ``[t, t + length)``; None only if the load never comes down to ``limit``."""
-        search = _Search(length, limit)
+        return self._sweep(_Search(length, limit, False), after)
+
+    def low_throughout(self, start: float, length: float, limit: int) -> bool:
+        """Whether the load stays at most ``limit`` throughout ``[start, start + length)``:
+        the same sweep, given up at the first step too high."""
+        try:
+            return self._sweep(_Search(length, limit, True), start) == start
+        except _Busy:
+            return False
+
+    def _sweep(self, search: _Search, after: float) -> float | None:
         found = search.after(self._root, after)
-        if found is not None:
-            return found
-        return search.run      # the load after the last step is final
+        return found if found is not None else search.run   # the load after the last step
+
+
+class _Busy(Exception):
+    """A sweep asked only about its first window found a step too high in it."""
 
 
 class _Search:
     """A left-to-right sweep over the steps after ``after``, holding where the current low
     run started (None inside a high stretch) and the load so far. The way down to ``after``
-    adds up the load there."""
+    adds up the load there. ``first_only``: the sweep raises _Busy as soon as the window at
+    ``after`` is known not to fit."""
 
-    __slots__ = ("length", "limit", "run", "level")
+    __slots__ = ("length", "limit", "first_only", "run", "level")
 
-    def __init__(self, length: float, limit: int) -> None:
-        self.length, self.limit, self.run, self.level = length, limit, None, 0
+    def __init__(self, length: float, limit: int, first_only: bool) -> None:
+        self.length, self.limit, self.first_only = length, limit, first_only
+        self.run, self.level = None, 0
 
     def _begin(self, t: float) -> None:
         """The sweep starts at ``t``, with the load there summed up."""
         if self.level <= self.limit:
             self.run = t
+        elif self.first_only:
+            raise _Busy
 
     def after(self, n: _Node | None, t: float) -> float | None:
         """Sweep the steps of subtree ``n`` later than ``t`` (``level``: the load before
@@ -380,6 +396,8 @@ class _Search:
         start = self.run if self.run is not None else s.first
         if pre is not None and pre >= start + self.length:
             return start
+        if pre is not None and self.first_only:
+            raise _Busy
         if best >= self.length - ROUNDING:
             return False
         if pre is not None:
@@ -399,6 +417,8 @@ class _Search:
             elif run is not None:
                 if xs[j] >= run + self.length:
                     return run
+                if self.first_only:
+                    raise _Busy
                 run = None
         self.run, self.level = run, level
         return None

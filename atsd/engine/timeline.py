@@ -138,9 +138,8 @@ class Timeline:
     def fits(self, start: float, end: float, slots: int, exclusive: bool,
              config: dict | None = None, ignore: str | None = None) -> bool:
         if ignore is None and (exclusive or config is None):     # the load says it all
-            return (slots <= self.capacity
-                    and self._load.next_fit(start, end - start, self._limit(slots, exclusive))
-                    == start)
+            return (slots <= self.capacity and self._load.low_throughout(
+                start, end - start, self._limit(slots, exclusive)))
         return not self.blocks(self.overlapping(start, end, ignore), start, end, slots,
                                exclusive, config)
 
