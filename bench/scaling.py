@@ -9,9 +9,11 @@ measures the algorithms without sockets (target: 100k bookings <= 2x the time of
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import time
+from typing import Callable
 
 from common import save, table
 
@@ -33,38 +35,51 @@ def _lab_with_bookings(n: int) -> tuple[Lab, Calendar]:
     return lab, cal
 
 
-def _per_call(fn, rounds: int, batches: int = 5) -> float:
-    """Microseconds per call: the best of ``batches`` runs of ``rounds / batches`` calls, so
-    that other work on the shared machine shows up as little as it can."""
+def _per_call(fn, rounds: int) -> float:
+    t = time.perf_counter()
+    for _ in range(rounds):
+        fn()
+    return (time.perf_counter() - t) / rounds * 1e6
+
+
+def _side_by_side(calls: dict[int, Callable[[], None]], rounds: int,
+                  batches: int = 10) -> dict[int, float]:
+    """Microseconds per call of each size's ``calls[n]``, measured in turns (a batch of each
+    size, then the next batch of each), taking each size's best batch: the sizes share
+    whatever else the machine is doing, and a batch that was interrupted does not count."""
     per = max(1, rounds // batches)
-    best = float("inf")
+    best = dict.fromkeys(calls, float("inf"))
     for _ in range(batches):
-        t = time.perf_counter()
-        for _ in range(per):
-            fn()
-        best = min(best, (time.perf_counter() - t) / per)
-    return best * 1e6
+        for n, fn in calls.items():
+            best[n] = min(best[n], _per_call(fn, per))
+    return best
+
+
+def _cycle(items: list):
+    """Calls each return the next item, round and round."""
+    it = itertools.cycle(items)
+    return lambda: next(it)
 
 
 def bookings(rounds: int = 20_000) -> list[dict]:
-    rows = []
+    """Uniform: one-minute bookings every 100 s; a 30 s search and a request + release at
+    random times."""
     rng = random.Random(1)
+    searches, requests = {}, {}
     for n in SIZES:
         lab, cal = _lab_with_bookings(n)
-        span = n * 100.0
-        starts = [rng.uniform(0, span) for _ in range(rounds)]
-        it = iter(starts)
-        search = _per_call(lambda: cal.check_available("r", (s := next(it)), s + 30,
-                                                       "exclusive", None), rounds)
-        it = iter(starts)
+        start = _cycle([rng.uniform(0, n * 100.0) for _ in range(rounds)])
+        searches[n] = lambda cal=cal, start=start: cal.check_available(
+            "r", (s := start()), s + 30, "exclusive", None)
 
-        def request():
-            r = cal.request(ALICE, ["r"], next(it), 30.0, None, "exclusive", True, None, 0.0)
+        def request(lab=lab, cal=cal, start=start):
+            r = cal.request(ALICE, ["r"], start(), 30.0, None, "exclusive", True, None, 0.0)
             cal.release(ALICE, r.id, 0.0)
             lab.take_events()
-        req = _per_call(request, rounds)
-        rows.append({"bookings": n, "search_us": search, "request_release_us": req})
-    return rows
+        requests[n] = request
+    search, req = _side_by_side(searches, rounds), _side_by_side(requests, rounds)
+    return [{"bookings": n, "search_us": search[n], "request_release_us": req[n]}
+            for n in SIZES]
 
 
 WEEK = 7 * 86400.0
@@ -92,37 +107,35 @@ def _dense_lab(n: int, rng: random.Random) -> tuple[Lab, Calendar, float]:
     return lab, Calendar(lab), t
 
 
-def dense(rounds: int = 2000) -> list[dict]:
+def dense(rounds: int = 5000) -> list[dict]:
     """``check_available`` of a 5-minute window at a random time (busy there: it needs the
     next free window), and a request with a config (firmware c: the window also covers a
     reconfiguration) for the next free 5 minutes, then its release."""
-    rows = []
     rng = random.Random(2)
+    checks, requests, first_ms = {}, {}, {}
     for n in SIZES:
         lab, cal, last = _dense_lab(n, rng)
-        starts = [rng.uniform(0, last) for _ in range(rounds)]
         t = time.perf_counter()
         cal.check_available("r", 0.0, 300.0, "exclusive", None)
-        first_ms = (time.perf_counter() - t) * 1000      # works out the restored tree
-        it = iter(starts)
-        found = []
+        first_ms[n] = (time.perf_counter() - t) * 1000      # works out the restored tree
+        start = _cycle([rng.uniform(0, last) for _ in range(rounds)])
 
-        def check():
-            s = next(it)
-            found.append(cal.check_available("r", s, s + 300, "exclusive", None)["avail_start"])
-        search = _per_call(check, rounds)
-        assert all(f is not None and f >= last for f in found), "a 5-minute gap in a dense calendar"
-        it = iter(starts)
+        def check(cal=cal, start=start, last=last):
+            s = start()
+            found = cal.check_available("r", s, s + 300, "exclusive", None)["avail_start"]
+            assert found >= last, "a 5-minute gap in a dense calendar"
+        checks[n] = check
 
-        def request():
-            r = cal.request(ALICE, ["r"], next(it), 300.0, {"fw": "c"}, "exclusive", True,
+        def request(lab=lab, cal=cal, start=start):
+            r = cal.request(ALICE, ["r"], start(), 300.0, {"fw": "c"}, "exclusive", True,
                             None, 0.0)
             cal.release(ALICE, r.id, 0.0)
             lab.take_events()
-        req = _per_call(request, rounds)
-        rows.append({"bookings": n, "check_available_us": search,
-                     "configured_request_release_us": req, "first_search_ms": first_ms})
-    return rows
+        requests[n] = request
+    check, req = _side_by_side(checks, rounds), _side_by_side(requests, rounds)
+    return [{"bookings": n, "check_available_us": check[n],
+             "configured_request_release_us": req[n], "first_search_ms": first_ms[n]}
+            for n in SIZES]
 
 
 def many_resources(n: int = 10_000, rounds: int = 200) -> list[dict]:
