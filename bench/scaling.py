@@ -147,7 +147,7 @@ def many_resources(n: int = 10_000, rounds: int = 200) -> list[dict]:
     cfg = Config(resources=[ResourceDef(f"gpus/{i}", "gpus", slots=4) for i in range(n)])
     app = App(cfg, EventLog(10, 0, []))
     call = Call(app, ALICE, 0.0)
-    listing = _per_call(lambda: commands["list_resources"].func(call, None, None), 20)
+    listing = _per_call(lambda: commands["list_resources"].func(call, None, None, None), 20)
 
     def checkout():
         reply = commands["checkout"].func(call, request=[{"type": "gpus", "slots": 2}],
