@@ -241,6 +241,7 @@ class Profile:
             yield from self._nodes(n.right)
 
     def steps(self) -> list[tuple[float, int]]:
+        """``(time, change)`` in time order: what the tests hold against their own count."""
         return [(x, d) for n in self._nodes(self._root) for x, d in zip(n.xs, n.ds)]
 
     def build(self, deltas: dict[float, int]) -> None:
