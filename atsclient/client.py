@@ -209,7 +209,8 @@ class _Methods:
                                   submit_args=()):
         """The job id. ``submit_args``: a {key: value} map or [key, value] pairs (sbatch
         options on Slurm), as the CQR capability allows both."""
-        args = dict(submit_args) if isinstance(submit_args, dict) else [list(p) for p in submit_args]
+        args = (dict(submit_args) if isinstance(submit_args, dict)
+                else [list(p) for p in submit_args])
         return self._do({"command": "submit_job_to_reservation",
                          "reservation_id": reservation_id, "job_script": job_script,
                          "submit_args": args},

@@ -243,7 +243,8 @@ def envelope(request: dict) -> tuple[str, str | None, str | None]:
     command = request.get("command")
     request_id = request.get("request_id")
     user = request.get("user")
-    if request_id is not None and (not isinstance(request_id, str) or not 0 < len(request_id) <= 128):
+    if request_id is not None and (not isinstance(request_id, str)
+                                   or not 0 < len(request_id) <= 128):
         raise BadRequest("request_id must be a string of 1 to 128 characters")
     if not isinstance(command, str):
         raise BadRequest("missing key command" if command is None else "command must be a string")
