@@ -161,7 +161,8 @@ def explain(request: Sequence[tuple[str, int]],
                            f"{sum(have_total.values())} exist")
         elif pack(needs, have_total) is None:
             sizes = sorted(have_total.values(), reverse=True)
-            reasons.append(f"{rtype}: requests {clip(str(needs))} never fit one per instance of {sizes}")
+            reasons.append(f"{rtype}: requests {clip(str(needs))} never fit one per instance "
+                           f"of {sizes}")
         elif want > sum(have_free.values()):
             reasons.append(f"{rtype}: requested {want} slots, "
                            f"{sum(have_free.values())} available")
