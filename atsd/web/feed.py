@@ -27,12 +27,21 @@ def frame(event: dict) -> bytes:
 
 
 class _Client:
-    __slots__ = ("pending", "wake", "dropped")
+    __slots__ = ("pending", "wake", "dropped", "transport")
 
-    def __init__(self) -> None:
+    def __init__(self, transport) -> None:
         self.pending: list[tuple[int, bytes]] = []
         self.wake = asyncio.Event()
         self.dropped = False
+        self.transport = transport
+
+    def drop(self) -> None:
+        """Cut the connection now, also what is buffered for it: the browser reconnects
+        and resumes from the log."""
+        self.dropped, self.pending = True, []
+        self.wake.set()
+        if self.transport is not None:
+            self.transport.abort()
 
 
 class Feed:
@@ -49,33 +58,33 @@ class Feed:
             if c.dropped:
                 continue
             if len(c.pending) + len(frames) > MAX_QUEUED:
-                c.dropped, c.pending = True, []
+                c.drop()
             else:
                 c.pending.extend(frames)
-            c.wake.set()
+                c.wake.set()
 
     def close(self) -> None:
         """End every stream (daemon shutdown); browsers reconnect to the next daemon."""
         for c in self._clients:
-            c.dropped = True
-            c.wake.set()
+            c.drop()
 
     async def stream(self, request: web.Request, since: int | None) -> web.StreamResponse:
         if len(self._clients) >= MAX_CLIENTS:
             raise web.HTTPServiceUnavailable(text=f"more than {MAX_CLIENTS} event streams open")
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-store"})
+        resp.force_close()          # no keep-alive: a dropped stream ends its connection
         await resp.prepare(request)
-        client = _Client()
+        client = _Client(request.transport)
         try:
-            if not await _write(resp, f"retry: {RETRY_MS}\n\n".encode()):
+            if not await _write(client, resp, f"retry: {RETRY_MS}\n\n".encode()):
                 return resp
             last = await self._catch_up(resp, client, since)
             while last is not None:
                 try:
                     await asyncio.wait_for(client.wake.wait(), KEEPALIVE_S)
                 except asyncio.TimeoutError:
-                    if not await _write(resp, b": keepalive\n\n"):
+                    if not await _write(client, resp, b": keepalive\n\n"):
                         break
                     continue
                 client.wake.clear()
@@ -85,7 +94,7 @@ class Feed:
                 data = b"".join(f for seq, f in frames if seq > last)
                 if frames:
                     last = max(last, frames[-1][0])
-                if data and not await _write(resp, data):
+                if data and not await _write(client, resp, data):
                     break
         finally:
             self._clients.discard(client)
@@ -101,22 +110,24 @@ class Feed:
         elif since > log.last_seq or since + 1 < log.first_seq():
             # the log no longer reaches back there (or is another daemon's): start over
             since = log.last_seq
-            reset = json.dumps({"last_seq": since})
-            if not await _write(resp, f"id: {since}\nevent: reset\ndata: {reset}\n\n".encode()):
+            reset = f"id: {since}\nevent: reset\ndata: {json.dumps({'last_seq': since})}\n\n"
+            if not await _write(client, resp, reset.encode()):
                 return None
         while True:
             page = self._events().since(since, None, REPLAY_PAGE)["events"]
             if not page:
                 self._clients.add(client)
                 return since
-            if not await _write(resp, b"".join(frame(e) for e in page)):
+            if not await _write(client, resp, b"".join(frame(e) for e in page)):
                 return None
             since = page[-1]["seq"]
 
 
-async def _write(resp: web.StreamResponse, data: bytes) -> bool:
+async def _write(client: _Client, resp: web.StreamResponse, data: bytes) -> bool:
+    """Whether ``data`` went out; a client that does not take it is dropped."""
     try:
         await asyncio.wait_for(resp.write(data), WRITE_TIMEOUT_S)
         return True
     except (asyncio.TimeoutError, ConnectionError, RuntimeError):
+        client.drop()
         return False
