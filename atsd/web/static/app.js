@@ -104,7 +104,8 @@ function connect() {
 
 function apply(e) {
   state.seq = e.seq;
-  if (e.topic === "reservation.status") {
+  const topic = e.topic;
+  if (topic === "reservation.status") {
     state.reservations = state.reservations.filter(r => r.id !== e.reservation_id);
     if (e.reservation_status !== "RESERVATION_ENDED") {
       for (const resource of e.resources)
@@ -112,14 +113,21 @@ function apply(e) {
           start_time: e.start_time, end_time: e.end_time, reservation_status: e.reservation_status,
           slots: null, reservation_mode: null, expire_time: null });
     }
-  } else if (e.topic === "resource.delete_pending") {
+  } else if (topic === "resource.delete_pending") {
     state.revocations.set(e.revocation_id, { revocation_id: e.revocation_id, reason: e.reason,
       deadline: e.deadline, nodes: [...new Set(e.nodelist.map(n => n.node_id))] });
-  } else if (e.topic === "resource.delete_complete" && e.final) {
+  } else if (topic === "resource.delete_complete" && e.final) {
     state.revocations.delete(e.revocation_id);
   }
   renderSoon();
-  refreshSoon();      // the exact rows (per-booking times, slots, states) follow
+  // What an event does not carry is fetched again, only where the page shows it: the
+  // calendar applies bookings itself and reloads only for service state (revocations).
+  const page = route().page;
+  const resourceTopic = topic.startsWith("resource.");
+  if ({ calendar: resourceTopic, resources: true, resource: true,
+        pool: resourceTopic || topic === "reservation.status",
+        queues: resourceTopic || topic === "job.status" || e.kind === "batch" }[page])
+    refreshSoon();
 }
 
 // --- drawing ---
@@ -140,6 +148,7 @@ function render() {
   main.replaceChildren(view());
   drawCountdowns();
   state.drawn++;
+  performance.mark("atsd-drawn");
   document.body.dataset.drawn = state.drawn;
   document.body.dataset.seq = state.seq;
 }
@@ -348,4 +357,5 @@ window.addEventListener("hashchange", () => {
 });
 setInterval(drawCountdowns, 1000);
 setInterval(() => { if (route().page === "calendar") renderSoon(); }, 30000);   // the now line
+setInterval(refreshSoon, 300000);   // what changed without an event (an extension moves an end)
 load().catch(showError);
