@@ -20,12 +20,18 @@ function el(tag, attrs, ...children) {
   return e;
 }
 
+const DAY = new Intl.DateTimeFormat([], { month: "short", day: "numeric" });
+const days = new Map();     // day number -> "Dec 3", made once: a calendar formats thousands
+
 function fmtTime(t) {
   const d = new Date(t * 1000);
-  const now = new Date();
-  const hm = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-  return d.toDateString() === now.toDateString() ? hm :
-    d.toLocaleDateString([], { month: "short", day: "numeric" }) + " " + hm;
+  const local = t - d.getTimezoneOffset() * 60;
+  const day = Math.floor(local / 86400), today = Math.floor((Date.now() / 1000 -
+    d.getTimezoneOffset() * 60) / 86400);
+  const hm = String(d.getHours()).padStart(2, "0") + ":" + String(d.getMinutes()).padStart(2, "0");
+  if (day === today) return hm;
+  if (!days.has(day)) days.set(day, DAY.format(d));
+  return days.get(day) + " " + hm;
 }
 
 function fmtLeft(s) {
@@ -202,6 +208,7 @@ function calendarPage() {
     if (r.end_time > v.start && r.start_time < end && byResource.has(r.resource))
       byResource.get(r.resource).push(r);
   const revoked = revokedNodes();
+  const drawn = [];       // the bookings behind the bars, described when one is looked at
   for (const res of state.resources) {
     const bookings = byResource.get(res.name).sort((a, b) => a.start_time - b.start_time);
     const lanes = [];
@@ -212,10 +219,9 @@ function calendarPage() {
       lanes[lane] = b.end_time;
       const left = Math.max(0, pos(b.start_time)), right = Math.min(100, pos(b.end_time));
       const text = b.owner + (b.kind === "maintenance" ? " (maintenance)" : "");
-      const label = `${res.name}: ${text}, ${b.reservation_status.replace("RESERVATION_", "").toLowerCase()}, ` +
-        `${fmtTime(b.start_time)} – ${fmtTime(b.end_time)}, ${b.id}`;
       const bar = el("div", { class: `bar s-${b.reservation_status} k-${b.kind}`, tabindex: "0",
-                              title: label, "aria-label": label, "data-id": b.id }, text);
+                              "data-id": b.id, "data-i": drawn.length }, text);
+      drawn.push(b);
       bar.style.cssText = `left:${left}%;width:${Math.max(0.15, right - left)}%;top:${lane * 22}px`;
       track.append(bar);
     }
@@ -235,6 +241,17 @@ function calendarPage() {
     gantt.append(line);
   }
   gantt.addEventListener("keydown", barKeys);
+  const describe = ev => {
+    const bar = ev.target.closest(".bar");
+    if (bar && !bar.title) {
+      const b = drawn[Number(bar.dataset.i)];
+      bar.title = `${b.resource}: ${b.owner}${b.kind === "maintenance" ? " (maintenance)" : ""}, ` +
+        `${b.reservation_status.replace("RESERVATION_", "").toLowerCase()}, ` +
+        `${fmtTime(b.start_time)} – ${fmtTime(b.end_time)}, ${b.id}`;
+    }
+  };
+  gantt.addEventListener("focusin", describe);
+  gantt.addEventListener("mouseover", describe);
   frag.append(gantt, el("div", { id: "detail", role: "status", "aria-live": "polite" }));
   return frag;
 }
@@ -252,10 +269,10 @@ function axis(start, span) {
   return ax;
 }
 
-function barKeys(ev) {
+function barKeys(ev) {   // Enter on a bar says what it is in the live region below
   const bar = ev.target.closest(".bar");
   if (bar && (ev.key === "Enter" || ev.key === " ")) {
-    document.getElementById("detail").textContent = bar.getAttribute("aria-label");
+    document.getElementById("detail").textContent = bar.title;
     ev.preventDefault();
   }
 }
