@@ -11,7 +11,6 @@ rest, or ``Authorization: Bearer``. TLS belongs in a reverse proxy in front (doc
 from __future__ import annotations
 
 import hmac
-import json
 import socket
 import time
 from pathlib import Path
@@ -115,7 +114,7 @@ class WebServer:
         raw = request.headers.get("Last-Event-ID") or request.query.get("since")
         since = None
         if raw is not None:
-            if not raw.isdigit() or len(raw) > 18:
+            if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
                 raise web.HTTPBadRequest(text="Last-Event-ID (or since) must be a seq number")
             since = int(raw)
         return await self.feed.stream(request, since)

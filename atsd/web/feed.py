@@ -20,6 +20,8 @@ REPLAY_PAGE = 500       # events read from the log per write while catching up
 WRITE_TIMEOUT_S = 10.0  # a client that takes no data this long is dropped
 KEEPALIVE_S = 15.0      # a comment line this often, so proxies keep the stream open
 RETRY_MS = 1000         # how soon EventSource reconnects
+GATHER_S = 0.1          # events are sent at most this often per client, several per write:
+                        # a busy daemon wakes each stream 10 times a second, not per event
 
 
 def frame(event: dict) -> bytes:
@@ -87,6 +89,7 @@ class Feed:
                     if not await _write(client, resp, b": keepalive\n\n"):
                         break
                     continue
+                await asyncio.sleep(GATHER_S)
                 client.wake.clear()
                 if client.dropped:
                     break

@@ -3,6 +3,7 @@
 "use strict";
 
 const HOUR = 3600;
+const RENDER_MS = 250;
 const state = {
   resources: [], reservations: [], revocations: new Map(), pool: null, queues: [],
   seq: null, view: { start: null, span: 26 * HOUR }, drawn: 0,
@@ -138,10 +139,10 @@ function apply(e) {
 
 // --- drawing ---
 
-function renderSoon() {
+function renderSoon() {   // at most every RENDER_MS: a busy lab does not keep the CPU busy
   if (renderQueued) return;
   renderQueued = true;
-  requestAnimationFrame(() => { renderQueued = false; render(); });
+  setTimeout(() => requestAnimationFrame(() => { renderQueued = false; render(); }), RENDER_MS);
 }
 
 function render() {
@@ -219,8 +220,12 @@ function calendarPage() {
       lanes[lane] = b.end_time;
       const left = Math.max(0, pos(b.start_time)), right = Math.min(100, pos(b.end_time));
       const text = b.owner + (b.kind === "maintenance" ? " (maintenance)" : "");
-      const bar = el("div", { class: `bar s-${b.reservation_status} k-${b.kind}`, tabindex: "0",
-                              "data-id": b.id, "data-i": drawn.length }, text);
+      const bar = document.createElement("div");    // (no el(): there are thousands)
+      bar.className = `bar s-${b.reservation_status} k-${b.kind}`;
+      bar.tabIndex = 0;
+      bar.dataset.id = b.id;
+      bar.dataset.i = drawn.length;
+      bar.textContent = text;
       drawn.push(b);
       bar.style.cssText = `left:${left}%;width:${Math.max(0.15, right - left)}%;top:${lane * 22}px`;
       track.append(bar);
