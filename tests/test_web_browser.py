@@ -76,3 +76,41 @@ async def test_page_catches_up_after_a_daemon_restart(daemon, browser):
     await browser.wait_for("document.querySelector('#live').textContent === 'live'")
     rid2 = book(daemon, "dut-1", "erin")
     await browser.wait_for(f"{bar(rid2)}?.textContent === 'erin'", timeout=2.0)
+
+
+async def test_pages_for_pool_queues_resources_and_countdowns(tmp_path, browser):
+    d = Daemon(tmp_path / "lab", {**WEB, "resources": BASE_CONFIG["resources"] + [
+        {"name": "gpus/0", "type": "gpus", "slots": 4}],
+        "queues": {"debug": {"backend": "local", "hosts": ["h1", "h2"]}}}).start()
+    try:
+        with d.client("carol") as c:
+            c.checkout([{"type": "gpus", "slots": 3}])
+            batch = c.create_reservation("debug", 2, 600)["reservation_id"]
+        book(d, "dut-2", "bob")
+        await browser.goto(d.web + "#/pool")
+        await browser.wait_for("document.querySelector('.meter')?.textContent === '3 / 4 used'")
+        await browser.goto(d.web + "#/queues")
+        await browser.wait_for(f"document.querySelector('main').textContent.includes('{batch}')")
+        assert "h1, h2" in await browser.eval("document.querySelector('main td:nth-child(6)')"
+                                              ".textContent")
+        await browser.goto(d.web + "#/resource/dut-2")
+        await browser.wait_for("document.querySelector('main').textContent.includes('bob')")
+        # a revocation counts down on the page, live
+        with d.client("labadmin") as c:
+            c.call("revoke", nodelist=[{"node_id": "dut-2"}], max_wait_time=600,
+                   reason="firmware recall")
+        await browser.wait_for("/Revoking dut-2 in (9|10):\\d\\d \\(firmware recall\\)/.test("
+                               "document.querySelector('#countdowns').textContent)",
+                               timeout=2.0, what="the countdown")
+        await browser.goto(d.web + "#/resources")
+        await browser.wait_for("document.querySelector('main').textContent"
+                               ".includes('out of service (revoking')")
+        # keyboard: Tab reaches a bar in the calendar, Enter says what it is
+        await browser.goto(d.web + "#/calendar")
+        await browser.wait_for("!!document.querySelector('.bar')")
+        await browser.eval("document.querySelector('.bar').focus()")
+        await browser.send("Input.dispatchKeyEvent", type="keyDown", key="Enter",
+                           code="Enter", windowsVirtualKeyCode=13)
+        await browser.wait_for("document.querySelector('#detail').textContent.includes(':')")
+    finally:
+        d.stop()
