@@ -136,8 +136,9 @@ def measure(d: Daemon, seconds: float, rate: float) -> dict:
             "p99_ms": times[int(len(times) * 0.99)], "mean_ms": statistics.fmean(times)}
 
 
-def _streams(url: str, n: int, ready: mp.Event, stop: mp.Event, out: mp.Queue) -> None:
-    """``n`` /events readers in one process; how many events each got."""
+def _streams(url: str, n: int, ready: mp.Event, stop: mp.Event, want, out: mp.Queue) -> None:
+    """``n`` /events readers in one process; how many events each got (once ``stop`` is
+    set, waiting up to 10 s for each to have ``want`` of them)."""
     async def main():
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as s:
             counts = [0] * n
@@ -150,6 +151,9 @@ def _streams(url: str, n: int, ready: mp.Event, stop: mp.Event, out: mp.Queue) -
             tasks = [asyncio.create_task(read(i, r)) for i, r in enumerate(resps)]
             ready.set()
             while not stop.is_set():
+                await asyncio.sleep(0.05)
+            deadline = time.monotonic() + 10
+            while min(counts) < want.value and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
             for t in tasks:
                 t.cancel()
@@ -190,12 +194,13 @@ async def latency(seconds: float, rate: float, rounds: int) -> list[dict]:
     try:
         for r in range(rounds):
             rows.append({"round": r, "pages": "none", **measure(d, seconds, rate)})
-            ready, stop, q = mp.Event(), mp.Event(), mp.Queue()
-            p = mp.Process(target=_streams, args=(d.web, PAGES, ready, stop, q))
+            ready, stop, want, q = mp.Event(), mp.Event(), mp.Value("i", 0), mp.Queue()
+            p = mp.Process(target=_streams, args=(d.web, PAGES, ready, stop, want, q))
             p.start()
             ready.wait(30)
             rows.append({"round": r, "pages": f"{PAGES} /events streams",
                          **measure(d, seconds, rate)})
+            want.value = rows[-1]["requests"]       # one event per successful request
             stop.set()
             rows[-1]["events_per_stream_min"] = min(q.get(timeout=30))
             p.join()
