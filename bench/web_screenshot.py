@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
 
 from browser import Browser  # noqa: E402
-from daemon import Daemon  # noqa: E402
+from daemon import JOB_USER, Daemon  # noqa: E402
 
 OUT = ROOT / "docs" / "web-calendar.png"
 
@@ -30,6 +30,7 @@ def example_lab() -> Daemon:
     shutil.copytree(ROOT / "conf" / "jobs", home / "jobs")
     config = yaml.safe_load((ROOT / "conf" / "atsd.yaml").read_text())
     config["web"] = {"listen": "127.0.0.1:0"}
+    config["jobs"]["run_as"] = JOB_USER        # required when this runs as root
     return Daemon(home, config).start()
 
 

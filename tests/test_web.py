@@ -18,13 +18,13 @@ import pytest
 
 from atsclient.security import write_keypair
 from atsd import config as configmod
-from daemon import BASE_CONFIG, Daemon
+from daemon import BASE_CONFIG, JOB_USER, Daemon
 
 TOKEN = "s3cret-token-for-tests"
 LAB = {**BASE_CONFIG,
        "resources": BASE_CONFIG["resources"] + [{"name": "gpus/0", "type": "gpus", "slots": 4}],
        "queues": {"debug": {"backend": "local", "hosts": ["h1", "h2"]}},
-       "web": {"listen": "127.0.0.1:0"}}
+       "jobs": {"run_as": JOB_USER}, "web": {"listen": "127.0.0.1:0"}}
 
 
 async def get(url: str, **kw) -> tuple[int, object]:

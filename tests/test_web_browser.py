@@ -7,7 +7,7 @@ import time
 import pytest
 
 from browser import Browser, require_chromium
-from daemon import BASE_CONFIG, Daemon
+from daemon import BASE_CONFIG, JOB_USER, Daemon
 
 WEB = {**BASE_CONFIG, "web": {"listen": "127.0.0.1:0"}}
 
@@ -81,7 +81,8 @@ async def test_page_catches_up_after_a_daemon_restart(daemon, browser):
 async def test_pages_for_pool_queues_resources_and_countdowns(tmp_path, browser):
     d = Daemon(tmp_path / "lab", {**WEB, "resources": BASE_CONFIG["resources"] + [
         {"name": "gpus/0", "type": "gpus", "slots": 4}],
-        "queues": {"debug": {"backend": "local", "hosts": ["h1", "h2"]}}}).start()
+        "queues": {"debug": {"backend": "local", "hosts": ["h1", "h2"]}},
+        "jobs": {"run_as": JOB_USER}}).start()
     try:
         with d.client("carol") as c:
             c.checkout([{"type": "gpus", "slots": 3}])
