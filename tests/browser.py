@@ -115,7 +115,7 @@ class Browser:
             await asyncio.sleep(0.02)
 
     async def screenshot(self, path: Path) -> None:
-        shot = await self.send("Page.captureScreenshot", format="png", captureBeyondViewport=True)
+        shot = await self.send("Page.captureScreenshot", format="png", captureBeyondViewport=False)
         path.write_bytes(base64.b64decode(shot["data"]))
 
     async def close(self) -> None:
