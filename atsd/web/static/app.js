@@ -153,11 +153,28 @@ function render() {
   const view = { calendar: calendarPage, resources: resourcesPage, pool: poolPage,
                  queues: queuesPage, resource: () => resourcePage(arg) }[page] || calendarPage;
   main.replaceChildren(view());
+  if (document.getElementById("gantt")) fillRows();
   drawCountdowns();
   state.drawn++;
   performance.mark("atsd-drawn");
   document.body.dataset.drawn = state.drawn;
   document.body.dataset.seq = state.seq;
+}
+
+let rowObserver = null;
+
+function fillRows() {   // bars for the rows in sight now, the others' as they come into sight
+  if (rowObserver) rowObserver.disconnect();
+  rowObserver = new IntersectionObserver(entries => {
+    for (const e of entries)
+      if (e.isIntersecting) { rowObserver.unobserve(e.target); e.target.fill(); }
+  }, { rootMargin: "600px 0px" });
+  const rows = [...document.querySelectorAll("#gantt .row")];
+  const boxes = rows.map(r => r.getBoundingClientRect());    // one layout, before any change
+  rows.forEach((row, i) => {
+    if (boxes[i].bottom > -600 && boxes[i].top < innerHeight + 600) row.fill();
+    else rowObserver.observe(row);
+  });
 }
 
 function revokedNodes() {
@@ -212,32 +229,37 @@ function calendarPage() {
   const drawn = [];       // the bookings behind the bars, described when one is looked at
   for (const res of state.resources) {
     const bookings = byResource.get(res.name).sort((a, b) => a.start_time - b.start_time);
-    const lanes = [];
-    const track = el("div", { class: "track" });
+    const lanes = [], placed = [];
     for (const b of bookings) {
       let lane = lanes.findIndex(t => t <= b.start_time);
       if (lane < 0) { lane = lanes.length; lanes.push(0); }
       lanes[lane] = b.end_time;
-      const left = Math.max(0, pos(b.start_time)), right = Math.min(100, pos(b.end_time));
-      const text = b.owner + (b.kind === "maintenance" ? " (maintenance)" : "");
-      const bar = document.createElement("div");    // (no el(): there are thousands)
-      bar.className = `bar s-${b.reservation_status} k-${b.kind}`;
-      bar.tabIndex = 0;
-      bar.dataset.id = b.id;
-      bar.dataset.i = drawn.length;
-      bar.textContent = text;
-      drawn.push(b);
-      bar.style.cssText = `left:${left}%;width:${Math.max(0.15, right - left)}%;top:${lane * 22}px`;
-      track.append(bar);
+      placed.push([b, lane]);
     }
+    const track = el("div", { class: "track" });
     track.style.height = `calc(var(--row) * ${Math.max(1, lanes.length)})`;
     const link = el("a", { href: "#/resource/" + encodeURIComponent(res.name) }, res.name);
     const label = el("div", { class: "label", title: `${res.name} (${res.type}): ${res.state}` }, link);
     const rev = revoked.get(res.name);
     if (rev) label.append(" ", el("span", { "data-deadline": String(rev.deadline) }, ""));
     else if (res.state === "out_of_service") label.append(" (out of service)");
-    gantt.append(el("div", { class: "row" + (res.state === "out_of_service" ? " out" : ""),
-                             "data-resource": res.name }, label, track));
+    const row = el("div", { class: "row" + (res.state === "out_of_service" ? " out" : ""),
+                            "data-resource": res.name }, label, track);
+    row.fill = () => {      // the bars, made when the row comes into sight (see fillRows)
+      for (const [b, lane] of placed) {
+        const left = Math.max(0, pos(b.start_time)), right = Math.min(100, pos(b.end_time));
+        const bar = document.createElement("div");    // (no el(): there are thousands)
+        bar.className = `bar s-${b.reservation_status} k-${b.kind}`;
+        bar.tabIndex = 0;
+        bar.dataset.id = b.id;
+        bar.dataset.i = drawn.length;
+        bar.textContent = b.owner + (b.kind === "maintenance" ? " (maintenance)" : "");
+        drawn.push(b);
+        bar.style.cssText = `left:${left}%;width:${Math.max(0.15, right - left)}%;top:${lane * 22}px`;
+        track.append(bar);
+      }
+    };
+    gantt.append(row);
   }
   const now = Date.now() / 1000;
   if (now >= v.start && now <= end) {
