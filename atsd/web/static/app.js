@@ -130,7 +130,8 @@ function apply(e) {
   // What an event does not carry is fetched again, only where the page shows it: the
   // calendar applies bookings itself and reloads only for service state (revocations).
   const page = route().page;
-  const resourceTopic = topic.startsWith("resource.");
+  const resourceTopic = topic.startsWith("resource.") ||
+    topic === "reservation.degraded" || topic === "reservation.replaced";
   if ({ calendar: resourceTopic, resources: true, resource: true,
         pool: resourceTopic || topic === "reservation.status",
         queues: resourceTopic || topic === "job.status" || e.kind === "batch" }[page])
@@ -326,12 +327,17 @@ function resourcesPage() {
   const revoked = revokedNodes();
   const now = Date.now() / 1000;
   return el("section", {}, el("h2", {}, "Resources and their service state"),
-    table(["Resource", "Type", "State", "Free slots", "Value", "Config", "Tags"],
+    table(["Resource", "Type", "State", "Service", "Free slots", "Value", "Config", "Tags"],
       state.resources.map(r => [
         el("a", { href: "#/resource/" + encodeURIComponent(r.name) }, r.name), r.type,
         el("span", { class: "state-" + r.state }, r.state.replace(/_/g, " ") +
           (revoked.has(r.name) ? " (revoking, " + fmtLeft(revoked.get(r.name).deadline - now) + " left)" : "")),
+        service(r),
         `${r.free_slots} / ${r.slots}`, r.value === null ? "–" : String(r.value), kv(r.config), kv(r.tags)])));
+}
+
+function service(r) {     // up, down, revoked or retired, and why
+  return (r.service || "") + (r.service_reason ? ` (${r.service_reason})` : "");
 }
 
 function meter(free, total) {
@@ -377,8 +383,9 @@ function resourcePage(name) {
   const now = Date.now() / 1000;
   const rows = state.reservations.filter(r => r.resource === name && r.end_time > now);
   return el("section", {}, el("h2", {}, res.name),
-    table(["Type", "State", "Free slots", "Value", "Config", "Tags"],
+    table(["Type", "State", "Service", "Free slots", "Value", "Config", "Tags"],
       [[res.type, res.state.replace(/_/g, " ") + (rev ? `, revoked in ${fmtLeft(rev.deadline - now)}` : ""),
+        service(res),
         `${res.free_slots} / ${res.slots}`, res.value === null ? "–" : String(res.value), kv(res.config), kv(res.tags)]]),
     el("h3", {}, "Upcoming bookings"),
     rows.length ? table(["Reservation", "Owner", "Kind", "State", "From", "To", "Slots"],
