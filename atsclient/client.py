@@ -158,6 +158,17 @@ class _Methods:
                    "resource": resource, "limit": limit}
         return self._do(_without_none(request), lambda r: r["entries"])
 
+    def whoami(self):
+        """``{user, admin}``: who the daemon takes this client for."""
+        return self._do({"command": "whoami"}, lambda r: {"user": r["user"],
+                                                         "admin": r["admin"]})
+
+    def list_queues(self):
+        """``{queues, job_dirs, output_dir}``: the batch queues, where job scripts must lie
+        and where job output goes."""
+        return self._do({"command": "list_queues"}, lambda r: {
+            k: r[k] for k in ("queues", "job_dirs", "output_dir")})
+
     # --- slot pools (canary ResourcePool / CTest) ---
 
     def accommodates(self, request):
@@ -287,6 +298,9 @@ class _Connection:
         self.retries = retries
         self.user = user or getpass.getuser()
         self.curve = curve_keys(server_public_key, public_key, secret_key)
+        # called with the number of the try that got no reply, before the next one (the
+        # CLI says at once that the daemon is silent, not after every retry)
+        self.on_no_reply = None
 
     def _connect(self, sock):
         if self.curve is not None:
@@ -335,13 +349,15 @@ class ATSClient(_Connection, _Methods):
     def _do(self, request, read=_identity, accept=(), timeout=None):
         data = _pack(self._stamp(request))
         sock = self._socket()
-        for _ in range(self.retries):
+        for attempt in range(1, self.retries + 1):
             try:
                 sock.send(data)
             except zmq.Again:
                 continue
             if sock.poll((timeout or self.timeout) * 1000, zmq.POLLIN):
                 return _read_reply(_unpack(sock.recv()), read, accept)
+            if self.on_no_reply is not None and attempt < self.retries:
+                self.on_no_reply(attempt)
         self.close()          # a fresh socket next time, not one with a stale request
         raise self._unreachable()
 

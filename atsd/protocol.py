@@ -14,15 +14,15 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import msgpack
+from atsclient.wire import ERROR_CODES as WIRE_ERROR_CODES
 
 from .engine.errors import BadRequest, EngineError, clip, shown
 
 PROTOCOL_VERSION = 1
 
-# every error code a reply may carry (DESIGN.md's list; the fuzz tests hold replies to it)
-ERROR_CODES = ("bad_request", "not_found", "unavailable", "conflict", "too_early",
-               "claim_late", "forbidden", "unauthenticated", "overloaded", "backend_error",
-               "internal")
+# every error code a reply may carry, defined once in atsclient.wire (the fuzz tests hold
+# replies to it)
+ERROR_CODES = tuple(WIRE_ERROR_CODES)
 
 # Largest time and duration accepted: far enough for any lab (year 5138, ~31 years) and
 # small enough that adding them never overflows or loses all precision.

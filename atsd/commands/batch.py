@@ -105,13 +105,25 @@ def create_deadline_reservation(call: Call, queue_id: str, host_count: int, wall
     return granted()
 
 
+@command("list_queues")
+def list_queues(call: Call) -> dict:
+    """Every batch queue (name, backend, its hosts or Slurm partition), the directories job
+    scripts must lie in (``job_dirs``) and where job output goes (``output_dir``); clients
+    check a script against job_dirs before submitting it."""
+    config = call.app.config
+    return {"queues": [{"name": q.name, "backend": q.backend, "hosts": list(q.hosts),
+                        "partition": q.partition} for q in config.queues.values()],
+            "job_dirs": [str(d) for d in config.job_dirs],
+            "output_dir": str((config.base / config.job_output_dir).resolve())}
+
+
 @command("get_reservation_status", reservation_id=required(TEXT))
 def get_reservation_status(call: Call, reservation_id: str) -> dict:
     """State (RESERVATION_GRANTED, _ACTIVE or _ENDED, with the reason it ended), window,
     hosts, and the reservation's jobs."""
     status = call.app.batch.status(reservation_id)
-    status["jobs"] = [{"job_id": j.id, "state": j.state, "exit_code": j.exit_code}
-                      for j in call.app.batch.jobs_of(reservation_id)]
+    status["jobs"] = [{"job_id": j.id, "state": j.state, "exit_code": j.exit_code,
+                       "output": j.output} for j in call.app.batch.jobs_of(reservation_id)]
     return status
 
 

@@ -15,6 +15,13 @@ def get_version(call: Call) -> dict:
     return {"version": __version__, "protocol": PROTOCOL_VERSION}
 
 
+@command("whoami")
+def whoami(call: Call) -> dict:
+    """The user the daemon sees (the key's name under CURVE, else the name the request
+    gives) and whether that user is an admin."""
+    return {"user": call.caller.user, "admin": call.caller.admin}
+
+
 @command("get_all_resources")
 def get_all_resources(call: Call) -> dict:
     """Names of every resource in the inventory."""
