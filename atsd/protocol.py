@@ -149,6 +149,7 @@ def count(lo: int, hi: int) -> Callable[[Any, str], int]:
         if not lo <= value <= hi:
             raise BadRequest(f"{key} must be from {lo} to {hi}, not {value}")
         return value
+    check.described = f"integer {lo}..{hi}"
     return check
 
 
@@ -165,6 +166,7 @@ def one_of(*choices: str) -> Callable[[Any, str], str]:
         if value not in choices:
             raise BadRequest(f"{key} must be one of {', '.join(choices)}, not {shown(value)}")
         return value
+    check.described = " or ".join(map(repr, choices))
     return check
 
 
@@ -189,6 +191,7 @@ def list_of(item: Callable[[Any, str], Any], max_len: int = 1000) -> Callable[[A
         if len(value) > max_len:
             raise BadRequest(f"{key} may hold at most {max_len} items")
         return [item(v, f"{key}[{i}]") for i, v in enumerate(value)]
+    check.described = f"list of at most {max_len} × {describe(item)}"
     return check
 
 
@@ -198,7 +201,14 @@ def map_of(**fields: Arg) -> Callable[[Any, str], dict]:
         if not isinstance(value, dict):
             raise BadRequest(f"{key} must be a map, not {type(value).__name__}")
         return validate_args(value, fields, prefix=f"{key}.")
+    check.described = "map {" + ", ".join(
+        f"{k}{'' if a.required else '?'}: {describe(a.kind)}" for k, a in fields.items()) + "}"
     return check
+
+
+def describe(kind) -> str:
+    """An argument kind in words, for docs/protocol.md."""
+    return getattr(kind, "described", None) or KIND_NAMES.get(kind) or kind.__name__.strip("_")
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +226,10 @@ def required(kind) -> Arg:
 def optional(kind, default: Any = None) -> Arg:
     return Arg(kind, default=default, nullable=True)
 
+
+KIND_NAMES = {TIME: "time (epoch seconds)", DURATION: "duration (seconds, 0 or more)",
+              POSITIVE_DURATION: "duration (seconds, more than 0)", FRACTION: "number 0..1",
+              BOOL: "boolean", TEXT: "string (1..256 characters)", CONFIG: "map"}
 
 ENVELOPE = ("command", "request_id", "user")
 

@@ -79,7 +79,8 @@ class Daemon:
             self.config["web"] = {**self.config["web"], "listen": urlsplit(self.web).netloc}
             self.config_path.write_text(yaml.safe_dump(self.config))
         self._log = open(self.log_path, "ab")
-        env = {**cli_env(), **self.env}
+        # every reply is held to the keys its command declares (atsd/commands)
+        env = {**cli_env(), "ATSD_CHECK_REPLIES": "1", **self.env}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "atsd", "--config", str(self.config_path),
              "--listen", self.listen, "--events", self.events,
