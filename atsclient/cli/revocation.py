@@ -185,9 +185,11 @@ def _line(event: dict) -> str:
     """One line a person reads: when, seq, what happened in words, times local."""
     topic = event["topic"]
     if topic == RESERVATION_STATUS:
-        detail = (f"{event['kind']} {event['reservation_id']} of {event['owner']} on "
-                  f"{', '.join(event['resources'])}: {_state(event['previous'])} -> "
-                  f"{_state(event['reservation_status'])} ({event['reason']}), "
+        kind = {"pre": "reservation", "claimed": "reservation"}.get(event["kind"], event["kind"])
+        now = _state(event["reservation_status"])
+        detail = (f"{kind} {event['reservation_id']} of {event['owner']} on "
+                  f"{', '.join(event['resources'])}: {_state(event['previous'])} -> {now}"
+                  f"{'' if event['reason'] == now else ' (' + event['reason'] + ')'}, "
                   f"{fmt_time(event['start_time'])} to {fmt_time(event['end_time'])}")
     elif topic == RESERVATION_EXPIRING:
         detail = (f"{event['reservation_id']} of {event['owner']} on "
@@ -207,7 +209,7 @@ def _line(event: dict) -> str:
                   f"{' complete' if event['final'] else ''}: gone "
                   f"{', '.join(_holder(e) for e in event['nodelist'])}")
     elif topic == RESOURCE_VALUES:
-        detail = "values " + " ".join(f"{e['node_id']}={e['value']}" for e in event["nodelist"])
+        detail = " ".join(f"{e['node_id']}={e['value']}" for e in event["nodelist"])
     else:                                   # a topic newer than this client
         detail = json.dumps(for_json({k: v for k, v in event.items()
                                       if k not in ("topic", "seq", "ts")}))
