@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -22,6 +23,7 @@ LOCAL = r"20\d\d-\d\d-\d\d \d\d:\d\d(:\d\d)? CES?T"          # a local time with
 ISO = re.compile(r"^20\d\d-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?[+-]\d\d:\d\d$")
 TIME_KEYS = {"start_time", "end_time", "expire_time", "time_available", "deadline", "ts",
              "avail_start", "avail_end", "new_avail", "new_expire"}
+ROOT = Path(__file__).resolve().parents[1]
 SPEC = {"version": {"major": 1, "minor": 0},
         "local": [{"gpus": [{"id": "0", "slots": 2}, {"id": "1", "slots": 4}]}]}
 
@@ -43,12 +45,35 @@ def human(d, *args, user="alice", cwd=None):
     return out.stdout
 
 
+def documented_shapes() -> dict[str, list[tuple[bool, set]]]:
+    """docs/cli.md: command -> [(a list of?, its keys)] from its "JSON:" lines."""
+    shapes, command = {}, None
+    for line in (ROOT / "docs" / "cli.md").read_text().splitlines():
+        if line.startswith("### `atsclient "):
+            command = line[len("### `atsclient "):-1]
+        elif line.startswith("JSON") and command and "`" in line:
+            keys = set(re.findall(r"`([a-z_]+)`", line.partition(":")[2]))
+            shapes.setdefault(command, []).append(("a list of" in line, keys))
+    return shapes
+
+
+SHAPES = documented_shapes()
+
+
 def as_json(d, *args, user="alice", cwd=None):
-    """--json output: succeeds, parses, and holds to the schema (docs/cli.md#json)."""
+    """--json output: succeeds, parses, holds to the schema (docs/cli.md#json) and has the
+    keys docs/cli.md lists for the command."""
     out = run(d, "--json", *args, user=user, cwd=cwd)
     assert out.returncode == 0, (args, out.stderr)
     data = json.loads(out.stdout)
     check_schema(data)
+    command = " ".join(args[:2]) if args[0] == "batch" else args[0]
+    if command in SHAPES:
+        listed = isinstance(data, list)
+        for obj in data if listed else [data]:
+            assert any(listed == many and set(obj) <= keys and
+                       keys - set(obj) <= {"error"} for many, keys in SHAPES[command]), \
+                (command, sorted(obj), SHAPES[command])
     return data
 
 
@@ -290,7 +315,7 @@ def test_revoke_ack_restore_values_watch(lab):
     values = human(lab, "values").splitlines()
     assert values[0].split() == ["NODE", "VALUE"] and ["dut-2", "0.25"] in \
         [line.split() for line in values]
-    assert as_json(lab, "values")["dut-2"] == 0.25
+    assert json.loads(run(lab, "--json", "values").stdout)["dut-2"] == 0.25  # node -> value
 
     lines = human(lab, "watch", "--since", "0", "--count", "4").splitlines()
     assert not any(EPOCH.search(line) or REPR.search(line) for line in lines), lines

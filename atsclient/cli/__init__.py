@@ -1,3 +1,4 @@
+# PYTHON_ARGCOMPLETE_OK
 """``atsclient``: the command line of atsd.
 
 Every feature registers its subcommands from its own module (``FEATURES``); this module

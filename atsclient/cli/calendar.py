@@ -219,7 +219,8 @@ def reserve(args) -> None:
             return
         wait_until(available, f"{' '.join(args.names)} free")
         reply = _claim_when_due(c, pre)
-    output(args, reply, lambda r: print(
+    output(args, {"reservation_id": reply["reservation_id"], "expire_time": reply["expire_time"],
+                  "resource_config": reply["resource_config"]}, lambda r: print(
         f"reserved {r['reservation_id']}: {' '.join(args.names)} until "
         f"{fmt_time(r['expire_time'])}"))
 
@@ -331,7 +332,8 @@ def claim(args) -> None:
         reply = c.claim_reservation(args.id)
     if not reply.get("reservation_id"):
         if args.json:
-            output(args, reply, None)
+            output(args, {k: reply[k] for k in ("pre_reservation_id", "new_avail",
+                                                "new_expire")}, None)
         else:
             print(f"atsclient: too late to claim {args.id}; new offer "
                   f"{reply['pre_reservation_id']} from {fmt_time(reply['new_avail'])}: claim "
