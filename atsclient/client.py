@@ -260,6 +260,14 @@ class _Methods:
                          "nodelist": [{"node_id": n, "value": v} for n, v in values.items()]},
                         lambda r: r["updated"])
 
+    def set_resource_state(self, resource: str, state: str, reason: str | None = None):
+        """Take a resource down (``reason`` required) or bring it ``up`` (admin):
+        ``{resource, service, reason, changed}``."""
+        return self._do(_without_none({"command": "set_resource_state", "resource": resource,
+                                       "state": state, "reason": reason}),
+                        lambda r: {k: r[k] for k in ("resource", "service", "reason",
+                                                     "changed")})
+
     def get_resource_values(self):
         """``{node: value}``, None where no value was set."""
         return self._do({"command": "get_resource_values"},

@@ -72,7 +72,8 @@ def as_json(d, *args, user="alice", cwd=None):
         listed = isinstance(data, list)
         for obj in data if listed else [data]:
             assert any(listed == many and set(obj) <= keys and
-                       keys - set(obj) <= {"error"} for many, keys in SHAPES[command]), \
+                       keys - set(obj) <= {"error", "booked_until"}
+                       for many, keys in SHAPES[command]), \
                 (command, sorted(obj), SHAPES[command])
     return data
 
@@ -113,18 +114,18 @@ def lab(daemon_factory, tmp_path):
 
 def test_calendar_commands_speak_human(lab):
     out = human(lab, "resources")
-    assert out.splitlines()[0].split() == ["NAME", "TYPE", "STATE", "SLOTS", "HELD", "BY",
-                                           "CONFIG"]
+    assert out.splitlines()[0].split() == ["NAME", "TYPE", "STATE", "SERVICE", "SLOTS", "HELD",
+                                           "BY", "CONFIG"]
     reserved = human(lab, "reserve", "dut-2", "--for", "30m")
     m = re.fullmatch(rf"reserved (\S+): dut-2 until ({LOCAL})\n", reserved)
     assert m, reserved
     rid = m.group(1)
     row = next(line for line in human(lab, "resources").splitlines() if line.startswith("dut-2"))
-    assert re.search(rf"full\s+0/1 free\s+alice until {LOCAL}", row), row
+    assert re.search(rf"full\s+up\s+0/1 free\s+alice until {LOCAL}", row), row
 
     table = human(lab, "reservations").splitlines()
     assert table[0].split() == ["RESERVATION", "RESOURCE", "KIND", "STATUS", "OWNER", "FROM",
-                                "UNTIL", "SLOTS"]
+                                "UNTIL", "SLOTS", "SERIES"]
     assert rid in table[1] and "active" in table[1]
     assert re.search(rf"{rid} now ends {LOCAL}", human(lab, "extend", rid, "--by", "30m"))
 
@@ -317,15 +318,19 @@ def test_revoke_ack_restore_values_watch(lab):
         [line.split() for line in values]
     assert json.loads(run(lab, "--json", "values").stdout)["dut-2"] == 0.25  # node -> value
 
-    lines = human(lab, "watch", "--since", "0", "--count", "4").splitlines()
+    lines = human(lab, "watch", "--since", "0", "--count", "5").splitlines()
+    topics = [line.split()[4] for line in lines]
+    assert topics == ["reservation.status", "reservation.status", "reservation.degraded",
+                      "resource.delete_pending", "reservation.status"], lines
     assert not any(EPOCH.search(line) or REPR.search(line) for line in lines), lines
     assert re.fullmatch(rf"{LOCAL} #1 reservation.status reservation {rid} of alice on dut-1: "
                         rf"new -> granted, {LOCAL} to {LOCAL}", lines[0]), lines[0]
     assert re.search(rf"#2 reservation.status reservation {rid} .*: granted -> active \(claimed\)",
                      lines[1]), lines[1]
     assert re.match(rf"{LOCAL} #\d+ resource.delete_pending revocation \S+ \(recall\): "
-                    rf"dut-1 \(alice {rid}\) go in 5m, at {LOCAL}", lines[2]), lines
-    assert "active -> ended (revoked)" in lines[3]
+                    rf"dut-1 \(alice {rid}\) go in 5m, at {LOCAL}", lines[3]), lines
+    assert lines[2].endswith(f"reservation.degraded {rid} of alice: dut-1 is down (recall)")
+    assert "active -> ended (revoked)" in lines[4]
     out = run(lab, "--json", "watch", "--since", "0", "--count", "4")
     events = [json.loads(line) for line in out.stdout.splitlines()]
     assert len(events) == 4
@@ -423,3 +428,37 @@ def test_human_output_never_leaks_epoch_or_repr_in_errors(lab):
     assert os.environ.get("TZ") != "bogus"
     out = run(lab, "claim", "nope")
     assert out.returncode == 1 and not EPOCH.search(out.stderr) and not REPR.search(out.stderr)
+
+
+def test_readme_session_is_what_the_commands_print(daemon):
+    """README's console session, run against the same lab: each command's output equals
+    the README's once times and reservation ids are named (bob holds scope-1 for 90 min)."""
+    readme = (ROOT / "README.md").read_text()
+    session = readme.split("```console\n", 1)[1].split("```", 1)[0].splitlines()
+    with daemon.client("bob") as bob:
+        pre, _, _ = bob.request_reservation("scope-1", reservation_duration=5400)
+        bob.claim_reservation(pre)
+    ids: dict[str, str] = {}          # README's id -> this run's
+    steps = []
+    for line in session:
+        if line.startswith("$ atsclient "):
+            steps.append((line[len("$ atsclient "):].split(), []))
+        else:
+            steps[-1][1].append(line)
+
+    def normal(text: str) -> list[list[str]]:
+        text = re.sub(LOCAL, "TIME", text)
+        text = re.sub(r"\btcp://\S+", "ADDRESS", text)
+        return [line.split() for line in text.splitlines()]
+    for argv, expected in steps:
+        argv = [ids.get(a, a) for a in argv]
+        out = run(daemon, *argv)
+        printed = normal(out.stdout + out.stderr)
+        want = normal("\n".join(expected))
+        assert len(printed) == len(want), (argv, out.stdout, out.stderr)
+        for got_line, want_line in zip(printed, want):
+            for got, word in zip(got_line, want_line):
+                if re.fullmatch(r"'?[A-Za-z0-9_-]{16}:?'?", word) and word not in got:
+                    ids.setdefault(word.strip("':"), got.strip("':"))
+            assert [ids.get(w.strip("':"), w.strip("':")) for w in want_line] == \
+                [w.strip("':") for w in got_line], (argv, got_line, want_line)

@@ -124,10 +124,10 @@ def resources(args) -> None:
         held = _holders(c.list_reservations(start_time=now, end_time=now + 0.001), now)
     rows = [{**r, "holders": held.get(r["name"], [])} for r in rows]
     output(args, rows, lambda rows: print_table(
-        [{"name": r["name"], "type": r["type"], "state": r["state"].replace("_", " "),
+        [{"name": r["name"], "type": r["type"], "state": r["state"],
           "service": r.get("service"), "slots": f"{r['free_slots']}/{r['slots']} free",
           "held by": ", ".join(f"{h['owner']} until {fmt_time(h['end_time'])}"
-                               for h in r["holders"]),
+                               for h in r["holders"]) or None,
           "config": _words(r["config"])} for r in rows],
         ["name", "type", "state", "service", "slots", "held by", "config"]))
 
@@ -159,7 +159,7 @@ def show(args) -> None:
 
     def human(data):
         r = data["resource"]
-        print(f"{r['name']}: {r['type']}, {r['state'].replace('_', ' ')}, "
+        print(f"{r['name']}: {r['type']}, {r['state']}, "
               f"{r['free_slots']} of {r['slots']} slots free")
         print(f"config: {_words(r['config'])}")
         print(f"tags:   {_words(r['tags'])}")

@@ -10,8 +10,9 @@ import time
 
 from ..client import AsyncATSClient
 from ..events import Subscriber
-from ..wire import (DELETE_COMPLETE, DELETE_PENDING, JOB_STATUS, RESERVATION_EXPIRING,
-                    RESERVATION_STATUS, RESOURCE_VALUES, TOPICS)
+from ..wire import (DELETE_COMPLETE, DELETE_PENDING, JOB_STATUS, RESERVATION_DEGRADED,
+                    RESERVATION_EXPIRING, RESERVATION_REPLACED, RESERVATION_STATUS,
+                    RESOURCE_STATE, RESOURCE_VALUES, TOPICS)
 from . import (UsageError, client_from, curve_from, events_endpoint, fmt_duration, fmt_time,
                for_json, output, parse_duration, positive, print_table)
 
@@ -210,6 +211,16 @@ def _line(event: dict) -> str:
                   f"{', '.join(_holder(e) for e in event['nodelist'])}")
     elif topic == RESOURCE_VALUES:
         detail = " ".join(f"{e['node_id']}={e['value']}" for e in event["nodelist"])
+    elif topic == RESOURCE_STATE:
+        detail = (f"{event['resource']} is {event['service']}"
+                  + (f" ({event['reason']})" if event["reason"] else "") + f", by {event['by']}")
+    elif topic == RESERVATION_DEGRADED:
+        detail = (f"{event['reservation_id']} of {event['owner']}: {event['resource']} is "
+                  f"down ({event['reason']})")
+    elif topic == RESERVATION_REPLACED:
+        detail = (f"{event['reservation_id']} of {event['owner']}: {event['new']} instead of "
+                  f"{event['old']}, {fmt_time(event['start_time'])} to "
+                  f"{fmt_time(event['end_time'])}")
     else:                                   # a topic newer than this client
         detail = json.dumps(for_json({k: v for k, v in event.items()
                                       if k not in ("topic", "seq", "ts")}))
