@@ -462,3 +462,13 @@ def test_readme_session_is_what_the_commands_print(daemon):
                     ids.setdefault(word.strip("':"), got.strip("':"))
             assert [ids.get(w.strip("':"), w.strip("':")) for w in want_line] == \
                 [w.strip("':") for w in got_line], (argv, got_line, want_line)
+
+
+def test_json_waits_quietly_then_claims(lab):
+    """With --json, stderr holds only a JSON error: no progress lines while waiting."""
+    with lab.client("bob") as bob:
+        pre, _, _ = bob.request_reservation("scope-1", reservation_duration=2.0)
+        bob.claim_reservation(pre)
+    out = run(lab, "--json", "reserve", "scope-1", "--for", "1m", "--wait")
+    assert (out.returncode, out.stderr) == (0, "")
+    assert json.loads(out.stdout)["reservation_id"] != pre

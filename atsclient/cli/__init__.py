@@ -153,11 +153,15 @@ def print_table(rows: list[dict], columns: list[str]) -> None:
 
 
 @contextlib.contextmanager
-def waiting(what: str, limit: float | None):
+def waiting(what: str, limit: float | None, quiet: bool):
     """Progress while a call blocks for long (a checkout that queues): after a second, a
-    live line on a terminal, else a line every 5 s, with the time waited."""
+    live line on a terminal, else a line every 5 s, with the time waited; nothing when
+    ``quiet`` (--json)."""
     done = threading.Event()
     live = sys.stderr.isatty()
+    if quiet:
+        yield
+        return
 
     def tick():
         start = time.monotonic()
@@ -370,7 +374,8 @@ def in_user_terms(message: str) -> str:
     ``set_resource_values``) replaced by what the user typed."""
     message = re.sub(r"\bsubmit_args\[(\d+)\]",
                      lambda m: f"option {int(m.group(1)) + 1} after the script", message)
-    words = {**WIRE_TERMS, **{w: f"'atsclient {c}'" for w, c in cli_paths().items()}}
+    words = {**WIRE_TERMS, **{w: f"'atsclient {c}'" for w, c in cli_paths().items()
+                              if "_" in w}}     # not plain words such as revoke
     return re.sub(r"\b(" + "|".join(map(re.escape, words)) + r")\b",
                   lambda m: words[m.group(1)], message)
 

@@ -217,8 +217,8 @@ def reserve(args) -> None:
                    lambda _: print(f"pre-reserved {pre} from {fmt_time(available)}: claim it "
                                    f"with 'atsclient claim {pre}' by {fmt_time(expire)}"))
             return
-        wait_until(available, f"{' '.join(args.names)} free")
-        reply = _claim_when_due(c, pre)
+        wait_until(available, f"{' '.join(args.names)} free", args.json)
+        reply = _claim_when_due(c, pre, args.json)
     output(args, {"reservation_id": reply["reservation_id"], "expire_time": reply["expire_time"],
                   "resource_config": reply["resource_config"]}, lambda r: print(
         f"reserved {r['reservation_id']}: {' '.join(args.names)} until "
@@ -252,8 +252,8 @@ def _reserve_chosen(args, config: dict | None, at: float, duration: float,
                                    f"claim it with 'atsclient claim {pre}' by "
                                    f"{fmt_time(r['expire_time'])}"))
             return
-        wait_until(available, f"{what} free")
-        claimed = _claim_when_due(c, pre)
+        wait_until(available, f"{what} free", args.json)
+        claimed = _claim_when_due(c, pre, args.json)
     output(args, {"reservation_id": claimed["reservation_id"],
                   "expire_time": claimed["expire_time"], "resources": reply["resources"]},
            lambda r: print(f"reserved {r['reservation_id']}: {what} until "
@@ -294,17 +294,18 @@ def _taken(c, args, at: float, duration: float) -> str:
             f"{free} (add --next to take the next free window)")
 
 
-def wait_until(until: float, what: str) -> None:
+def wait_until(until: float, what: str, quiet: bool) -> None:
     """Count down to ``until``: a live line on a terminal, a line every 5 s otherwise (a
-    log or a CI job shows the wait is alive)."""
-    live = sys.stderr.isatty()
-    start = last = time.time()
+    log or a CI job shows the wait is alive); nothing when ``quiet`` (--json: stderr holds
+    only the JSON error, if any)."""
+    live = sys.stderr.isatty() and not quiet
+    start, last = time.time(), None
     while (left := until - time.time()) > 0:
         now = time.time()
         if live:
             print(f"\r\x1b[K{what} in {fmt_duration(left)} (waited {fmt_duration(now - start)})",
                   end="", file=sys.stderr, flush=True)
-        elif now - last >= 5 or now == start:
+        elif not quiet and (last is None or now - last >= 5):
             print(f"atsclient: waiting for {what} in {fmt_duration(left)}, at "
                   f"{fmt_time(until)}", file=sys.stderr, flush=True)
             last = now
@@ -313,7 +314,7 @@ def wait_until(until: float, what: str) -> None:
         print(file=sys.stderr)
 
 
-def _claim_when_due(c, pre: str) -> dict:
+def _claim_when_due(c, pre: str, quiet: bool) -> dict:
     """Claim; the daemon's clock may be a hair behind ours, so too_early is retried."""
     while True:
         try:
@@ -324,7 +325,7 @@ def _claim_when_due(c, pre: str) -> dict:
         if reply.get("reservation_id"):
             return reply
         pre = reply["pre_reservation_id"]           # claimed late: take the fresh offer
-        wait_until(reply["new_avail"], f"new offer {pre}")
+        wait_until(reply["new_avail"], f"new offer {pre}", quiet)
 
 
 def claim(args) -> None:

@@ -77,7 +77,7 @@ def _request(text: str) -> tuple[list[list[tuple[str, int]]], list[dict]]:
 def _checkout(c, request: list[dict], args) -> dict:
     wait = parse_duration(args.wait)
     with waiting(f"waiting for {args.spec if hasattr(args, 'spec') else args.resources}",
-                 wait if wait else None):
+                 wait if wait else None, args.json):
         return c.checkout(request, lease_s=parse_duration(args.lease) if args.lease else None,
                           wait_s=wait or None, priority=args.priority)
 
