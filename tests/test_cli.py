@@ -22,7 +22,7 @@ REPR = re.compile(r"\['|\{'|\bNone\b|\bTrue\b|\bFalse\b")  # Python reprs
 LOCAL = r"20\d\d-\d\d-\d\d \d\d:\d\d(:\d\d)? CES?T"          # a local time with its zone
 ISO = re.compile(r"^20\d\d-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?[+-]\d\d:\d\d$")
 TIME_KEYS = {"start_time", "end_time", "expire_time", "time_available", "deadline", "ts",
-             "avail_start", "avail_end", "new_avail", "new_expire"}
+             "avail_start", "avail_end", "new_avail", "new_expire", "time", "booked_until"}
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = {"version": {"major": 1, "minor": 0},
         "local": [{"gpus": [{"id": "0", "slots": 2}, {"id": "1", "slots": 4}]}]}
@@ -58,6 +58,7 @@ def documented_shapes() -> dict[str, list[tuple[bool, set]]]:
 
 
 SHAPES = documented_shapes()
+OPTIONAL = {"error", "booked_until", "key"}     # keys docs/cli.md says appear only at times
 
 
 def as_json(d, *args, user="alice", cwd=None):
@@ -72,7 +73,7 @@ def as_json(d, *args, user="alice", cwd=None):
         listed = isinstance(data, list)
         for obj in data if listed else [data]:
             assert any(listed == many and set(obj) <= keys and
-                       keys - set(obj) <= {"error", "booked_until"}
+                       keys - set(obj) <= OPTIONAL
                        for many, keys in SHAPES[command]), \
                 (command, sorted(obj), SHAPES[command])
     return data
@@ -146,6 +147,10 @@ def test_calendar_commands_speak_human(lab):
     assert human(lab, "whoami", user="labadmin") == f"labadmin (admin) at {lab.listen}\n"
     assert "reservation.status: A reservation" in human(lab, "topics")
     assert human(lab, "release", rid) == f"released {rid}\n"
+    audit = human(lab, "audit").splitlines()
+    assert audit[0].split() == ["TIME", "USER", "COMMAND", "OUTCOME", "IDS"]
+    assert any(rid in line and "release_reservation" in line for line in audit), audit
+    assert rid in as_json(lab, "audit")[-1]["ids"]
 
 
 def test_calendar_commands_in_json(lab):
