@@ -132,7 +132,7 @@ def fmt_duration(s: float) -> str:
     ``1h30m``, ``2d4h``, ``45s``; under a second ``0.25s``."""
     if 0 < abs(s) < 1:
         return f"{s:.2g}s"
-    s = int(round(s))
+    s = round(s)
     if s < 0:
         return "-" + fmt_duration(-s)
     parts = []
