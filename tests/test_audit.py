@@ -120,7 +120,7 @@ def test_cli_audit(daemon):
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0].split() == ["TIME", "USER", "COMMAND", "OUTCOME", "IDS"]
-    assert [line.split()[2:5] for line in lines[1:]] == [
+    assert [line.split()[3:6] for line in lines[1:]] == [
         ["bob", "revoke", "forbidden"], ["labadmin", "revoke", "ok"],
         ["labadmin", "restore", "ok"]]
     out = daemon.cli("audit", "--actor", "labadmin", user="bob")

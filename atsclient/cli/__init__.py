@@ -191,8 +191,7 @@ def waiting(what: str, limit: float | None, quiet: bool):
 
 # Keys that hold a point in time: ISO 8601 with the local offset in --json output.
 TIME_KEYS = frozenset({"start_time", "end_time", "expire_time", "time_available", "deadline",
-                       "ts", "new_avail", "new_expire", "avail_start", "avail_end",
-                       "submit_time", "until", "since", "time_needed", "time",
+                       "ts", "new_avail", "new_expire", "avail_start", "avail_end", "time",
                        "booked_until"})
 # Reply keys of the wire that scripts never need: the envelope.
 ENVELOPE = frozenset({"ok", "request_id"})
