@@ -39,3 +39,16 @@ def test_the_check_sees_each_way_of_breaking_the_rule():
     assert outside_imports("from ..protocol import encode\nfrom atsd.store import Store") == [
         "..protocol", "atsd.store"]
     assert outside_imports("def f():\n    import asyncio\n") == ["asyncio"]
+
+
+def test_loading_the_engine_loads_no_io():
+    """What the engine imports from outside (atsclient.wire's names) brings no I/O along."""
+    import subprocess
+    import sys
+    probe = ("import sys, importlib, pkgutil, atsd.engine as e\n"
+             "for m in pkgutil.iter_modules(e.__path__):\n"
+             "    importlib.import_module('atsd.engine.' + m.name)\n"
+             "print(sorted({'zmq', 'asyncio', 'sqlite3'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, cwd=ENGINE.parent.parent)
+    assert out.stdout.strip() == "[]"

@@ -461,8 +461,8 @@ def test_readme_session_is_what_the_commands_print(daemon):
         printed = normal(out.stdout + out.stderr)
         want = normal("\n".join(expected))
         assert len(printed) == len(want), (argv, out.stdout, out.stderr)
-        for got_line, want_line in zip(printed, want):
-            for got, word in zip(got_line, want_line):
+        for got_line, want_line in zip(printed, want, strict=True):
+            for got, word in zip(got_line, want_line, strict=False):
                 if re.fullmatch(r"'?[A-Za-z0-9_-]{16}:?'?", word) and word not in got:
                     ids.setdefault(word.strip("':"), got.strip("':"))
             assert [ids.get(w.strip("':"), w.strip("':")) for w in want_line] == \
