@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import pytest
 
+from atsclient.errors import Forbidden
 from atsclient.security import write_keypair
 from atsd import config as configmod
 from daemon import BASE_CONFIG, JOB_USER, Daemon
@@ -261,3 +262,24 @@ async def test_stuck_event_streams_are_dropped_and_never_hold_the_daemon_up(daem
         except ConnectionResetError:
             pass
         sock.close()
+
+
+async def test_a_resource_page_has_its_history_from_the_audit_trail(daemon_factory):
+    """Who booked and released it, and who was refused, newest first: users, commands and
+    outcomes only."""
+    d = daemon_factory(LAB)
+    with d.client("bob") as bob, d.client("carol") as carol:
+        pre = bob.request_reservation("dut-1", reservation_duration=600)[0]
+        with pytest.raises(Forbidden):
+            carol.release_resource(pre)                 # not hers: forbidden, recorded
+        bob.release_resource(pre)
+        bob.request_reservation("dut-2", reservation_duration=600)
+    status, body = await get(d.web + "api/history?resource=dut-1")
+    assert status == 200
+    assert [(e["user"], e["command"], e["outcome"]) for e in body["entries"]] == [
+        ("bob", "release_reservation", "ok"), ("carol", "release_reservation", "forbidden"),
+        ("bob", "request_reservation", "ok")]
+    assert all(set(e) == {"time", "user", "command", "outcome", "ids"} for e in body["entries"])
+    assert (await get(d.web + "api/history?resource=nope"))[0] == 404
+    assert (await get(d.web + "api/history"))[0] == 400
+    assert (await get(d.web + "api/history?resource=dut-1&limit=5"))[0] == 400

@@ -96,6 +96,8 @@ async def test_pages_for_pool_queues_resources_and_countdowns(tmp_path, browser)
                                               ".textContent")
         await browser.goto(d.web + "#/resource/dut-2")
         await browser.wait_for("document.querySelector('main').textContent.includes('bob')")
+        await browser.wait_for("document.querySelector('main').textContent"
+                               ".includes('request_reservation')", what="the history")
         # a revocation counts down on the page, live
         with d.client("labadmin") as c:
             c.call("revoke", nodelist=[{"node_id": "dut-2"}], max_wait_time=600,

@@ -18,7 +18,7 @@ from pathlib import Path
 from aiohttp import web
 
 from ..commands import COMMANDS, Call
-from ..engine.errors import EngineError, NotFound
+from ..engine.errors import BadRequest, EngineError, NotFound
 from ..engine.lab import Caller
 from ..protocol import validate_args
 from .feed import Feed
@@ -70,6 +70,7 @@ class WebServer:
         app.router.add_get("/api/pool", self._api(_pool))
         app.router.add_get("/api/queues", self._api(_queues))
         app.router.add_get("/api/revocations", self._api(_revocations))
+        app.router.add_get("/api/history", self._api(_history))
         app.router.add_static("/static/", STATIC)
         # no access log: a first request carries the token in its query string
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
@@ -188,3 +189,21 @@ def _revocations(call: Call, query: dict) -> dict:
     return {"revocations": [{"revocation_id": r.id, "nodes": r.nodes, "deadline": r.deadline,
                              "reason": r.reason, "maintenance": r.maintenance}
                             for r in call.app.revocations.revocations.values()]}
+
+
+HISTORY_S = 7 * 86400       # how far back a resource page looks in the audit trail
+HISTORY_ROWS = 100          # and how many of the newest entries it shows
+
+
+def _history(call: Call, query: dict) -> dict:
+    """What happened to one resource lately, from the audit trail: who booked, released or
+    took it back, and who was refused. Only what the page shows anyway (users, commands,
+    times); no keys."""
+    name = query.get("resource")
+    if set(query) != {"resource"} or not name:
+        raise BadRequest("give resource=NAME and nothing else")
+    call.app.lab.resource(name)                 # NotFound for a name that is not a resource
+    entries = call.app.audit.query(call.now - HISTORY_S, None, None, name, 10_000)
+    return {"resource": name, "entries": [
+        {"time": e["time"], "user": e["user"], "command": e["command"],
+         "outcome": e["outcome"], "ids": e["ids"]} for e in reversed(entries[-HISTORY_ROWS:])]}

@@ -64,15 +64,17 @@ async function load() {
   if (page === "calendar")
     jobs.push(getJSON(`/api/reservations?start_time=${v.start}&end_time=${v.start + v.span}`));
   else if (page === "resource")
-    jobs.push(getJSON(`/api/reservations?resource=${encodeURIComponent(arg)}`));
+    jobs.push(getJSON(`/api/reservations?resource=${encodeURIComponent(arg)}`),
+              getJSON(`/api/history?resource=${encodeURIComponent(arg)}`).catch(() => null));
   else if (page === "pool") jobs.push(getJSON("/api/pool"));
   else if (page === "queues") jobs.push(getJSON("/api/queues"));
-  const [res, rev, extra] = await Promise.all(jobs);
+  const [res, rev, extra, history] = await Promise.all(jobs);
   state.resources = res.resources;
   state.revocations = new Map(rev.revocations.map(r => [r.revocation_id, r]));
   if (extra && extra.reservations) state.reservations = extra.reservations;
   if (extra && extra.resource_pool) state.pool = extra.resource_pool;
   if (extra && extra.queues) state.queues = extra.queues;
+  state.history = history ? history.entries : null;
   render();
   if (!source) connect();
 }
@@ -391,7 +393,12 @@ function resourcePage(name) {
     rows.length ? table(["Reservation", "Owner", "Kind", "State", "From", "To", "Slots"],
       rows.map(r => [r.id, r.owner, r.kind, r.reservation_status.replace("RESERVATION_", ""),
         fmtTime(r.start_time), fmtTime(r.end_time), r.slots === null ? "" : String(r.slots)]))
-      : el("p", {}, "Nothing booked."));
+      : el("p", {}, "Nothing booked."),
+    el("h3", {}, "History (last 7 days, newest first)"),
+    state.history && state.history.length
+      ? table(["Time", "User", "Command", "Outcome", "Ids"],
+          state.history.map(h => [fmtTime(h.time), h.user, h.command, h.outcome, h.ids.join(", ")]))
+      : el("p", {}, state.history ? "Nothing recorded." : "History could not be loaded."));
 }
 
 // --- keys and clock ---
