@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 
 from .config import Config
 from .engine.batch import Batch
+from .engine.errors import EngineError
 from .engine.calendar import Calendar
 from .engine.lab import Caller, Lab
 from .engine.pool import Pool
@@ -18,12 +19,16 @@ from .engine.service import Service
 from .eventlog import EventLog
 
 
+UNSAVED = "state could not be saved while this request ran; nothing was changed"
+
+
 class App:
     def __init__(self, config: Config, events: EventLog) -> None:
         self.config = config
         self.events = events
         self.lab = Lab(config.resources, claim_window_s=config.claim_window_s,
-                       expiring_notice_s=config.expiring_notice_s, history_s=config.history_s)
+                       expiring_notice_s=config.expiring_notice_s, history_s=config.history_s,
+                       quotas=config.quotas)
         self.calendar = Calendar(self.lab)
         self.pool = Pool(self.lab, config.pool_properties)
         self.revocations = Revocations(self.lab, config.countdown_interval_s)
@@ -37,6 +42,9 @@ class App:
                              config.series_max_occurrences, config.series_horizon_s)
         self.backends: dict = {}    # queue name -> where its jobs run; the server fills it
         self.audit = None           # atsd.audit.AuditTrail; the server sets it
+        # how many times a failed commit put the state back: a request that waited across
+        # one must not act on, or answer from, what it saw before
+        self.generation = 0
 
     def external_backend(self, queue: str):
         """The backend of a queue whose scheduler grants reservations itself (Slurm)."""
@@ -45,6 +53,16 @@ class App:
 
     def caller(self, user: str) -> Caller:
         return Caller(user, admin=user in self.config.admins)
+
+    def revert(self, stored: list[tuple[str, str, dict | None]], now: float) -> None:
+        """Undo a group whose commit failed: ``stored`` is what the store still has for each
+        record the group changed. Waiting checkouts are answered ``internal`` (what they
+        waited on may be gone); what fell due meanwhile happens again now, pending the
+        next commit."""
+        self.lab.revert(stored, now)
+        self.pool.drop_waiters(EngineError(UNSAVED))
+        self.generation += 1
+        self.lab.advance(now)
 
 
 def _zone(name: str | None) -> tzinfo:

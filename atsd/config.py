@@ -18,7 +18,7 @@ from typing import Any
 import msgpack
 import yaml
 
-from .engine.lab import ResourceDef
+from .engine.lab import Quotas, ResourceDef
 from .protocol import Limits
 
 
@@ -67,6 +67,7 @@ class Config:
     audit_retention_s: float = 90 * 86400.0
     audit_max_entries: int = 1_000_000
     limits: Limits = field(default_factory=Limits)   # msgpack decoding limits
+    quotas: Quotas = field(default_factory=Quotas)   # what one user may hold (limits.*)
     resources: list[ResourceDef] = field(default_factory=list)
     resource_spec: Path | None = None
     pool_properties: dict = field(default_factory=dict)   # canary's additional_properties
@@ -302,8 +303,13 @@ def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
         if key in data:
             setattr(cfg, key, r.integer(data[key], key))
     limits = r.map(data.get("limits", {}), "limits")
-    r.keys(limits, "limits", set(Limits.__dataclass_fields__))
-    cfg.limits = Limits(**{k: r.integer(v, f"limits.{k}") for k, v in limits.items()})
+    decoding, quotas = set(Limits.__dataclass_fields__), set(Quotas.__dataclass_fields__)
+    r.keys(limits, "limits", decoding | quotas)
+    cfg.limits = Limits(**{k: r.integer(v, f"limits.{k}") for k, v in limits.items()
+                           if k in decoding})
+    cfg.quotas = Quotas(**{k: r.number(v, f"limits.{k}", positive=True) if k.endswith("_s")
+                           else r.integer(v, f"limits.{k}")
+                           for k, v in limits.items() if k in quotas})
 
     resources = data.get("resources", [])
     if not isinstance(resources, list):

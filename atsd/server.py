@@ -28,7 +28,7 @@ import zmq.asyncio
 from . import log as logmod
 from . import protocol
 from . import security
-from .app import App
+from .app import UNSAVED, App
 from .backends import JobRunner
 from .commands import Call, Command, load_all
 from .config import Config
@@ -72,6 +72,7 @@ class Server:
                                   self.store.load_replies(now - REPLY_TTL_S))
         self._finished: list[Outgoing] = []
         self._in_flight: Counter[bytes] = Counter()
+        self._waiting: Counter[str] = Counter()        # per user, on every connection
         self._received: Counter[bytes] = Counter()    # per identity, in this wake-up
         self._tasks: set[asyncio.Task] = set()
         # a running request's cache key -> its digest, and the envelopes of its retries
@@ -234,7 +235,7 @@ class Server:
                                   dropped_replies=dropped, audit=audit, trim_audit=trim_audit)
             except Exception as exc:
                 self.replies.not_written(replies, dropped)
-                self._commit_failed(exc, out)
+                self._commit_failed(exc, out, records, now)
                 numbered = []
             else:
                 self.audit.committed(audit)
@@ -247,13 +248,14 @@ class Server:
         if self.web is not None:
             self.web.publish(numbered)
 
-    def _commit_failed(self, exc: Exception, out: list[Outgoing]) -> None:
+    def _commit_failed(self, exc: Exception, out: list[Outgoing],
+                       records: list[tuple[str, str, dict | None]], now: float) -> None:
         """Nothing of this group reached the disk: its mutating requests, and the reads
         after the first of them (they may have seen its change), are answered ``internal``,
-        and the engine is rebuilt from what the disk has, so memory and disk agree again.
-        What the rebuild does at once (timers that fell due meanwhile, such as a lease that
-        ended) stays pending, as at start-up, and is committed and published with the next
-        group."""
+        and each record the group changed is put back as the disk has it (one indexed read
+        each: the cost of the group, not of the lab), so memory and disk agree again.
+        What fell due meanwhile (such as a lease that ended) happens again at once and
+        stays pending, as at start-up, to be committed and published with the next group."""
         log.error("commit_failed", error=str(exc), exc_type=type(exc).__name__)
         changed = False
         for o in out:
@@ -262,7 +264,8 @@ class Server:
                 o.data = protocol.encode(protocol.error_reply(
                     "internal", f"state could not be saved ({exc}); nothing was changed",
                     o.request_id))
-        self.app = self._load_app()
+        self.app.revert([(kind, key, self.store.load_record(kind, key))
+                         for kind, key, _ in records], now)
 
     # --- one request ---
 
@@ -310,7 +313,7 @@ class Server:
             if cmd.admin and not caller.admin:
                 raise Forbidden(f"{name} is for admins; {caller.user} is not one")
             args = protocol.validate_args(request, cmd.args)
-            result = cmd.func(Call(self.app, caller, now), **args)
+            result = cmd.func(Call(self.app, caller, now, self._waiting[caller.user]), **args)
             if inspect.iscoroutine(result):
                 self._start_task(result, identity, envelope, cache_key, digest, request_id,
                                  caller, cmd, args)
@@ -353,16 +356,16 @@ class Server:
     def _start_task(self, coro, identity: bytes, envelope, cache_key, digest, request_id,
                     caller, cmd: Command, args: dict) -> None:
         self._in_flight[identity] += 1
+        self._waiting[caller.user] += 1
         if cache_key is not None:
             self._running[cache_key] = (digest, [])
-        app = self.app
+        generation = self.app.generation
 
         async def answer():
             try:
                 result = await coro
-                if self.app is not app:     # a failed commit rebuilt the state meanwhile
-                    raise EngineError("state could not be saved while this request ran; "
-                                      "nothing was changed")
+                if self.app.generation != generation:   # a failed commit undid state since
+                    raise EngineError(UNSAVED)
                 reply = protocol.ok_reply(result, request_id)
             except EngineError as exc:
                 reply = protocol.reply_for(exc, request_id)
@@ -384,6 +387,9 @@ class Server:
                 self._in_flight[ident] -= 1
                 if self._in_flight[ident] <= 0:
                     del self._in_flight[ident]
+            self._waiting[caller.user] -= 1
+            if self._waiting[caller.user] <= 0:
+                del self._waiting[caller.user]
             self.wake()
 
         task = asyncio.get_running_loop().create_task(answer())

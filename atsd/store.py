@@ -180,6 +180,11 @@ class Store:
             raise StoreError(f"{self.path}: damaged record in table records, kind {kind!r}, "
                              f"key {str(key)[:100]!r}: {_why(exc)}; it was left as it is") from None
 
+    def load_record(self, kind: str, key: str) -> dict | None:
+        row = self.db.execute("SELECT data FROM records WHERE kind=? AND key=?",
+                              (kind, key)).fetchone()
+        return None if row is None else unpack(row[0])
+
     def load_events(self, limit: int) -> list[dict]:
         rows = self.db.execute("SELECT seq, data FROM events ORDER BY seq DESC LIMIT ?",
                                (limit,))

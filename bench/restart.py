@@ -19,7 +19,7 @@ from common import ROOT, rss_mb, save, table
 
 from atsclient import ATSClient
 from atsd.engine.calendar import Calendar
-from atsd.engine.lab import Caller, Lab, ResourceDef
+from atsd.engine.lab import Caller, Lab, Quotas, ResourceDef
 from atsd.store import Store
 
 RESOURCES = 1000
@@ -29,7 +29,7 @@ def build_state(path: Path, count: int) -> None:
     """``count`` future pre-reservations spread over RESOURCES resources, written as the
     daemon writes them (the engine makes them, the store commits them)."""
     defs = [ResourceDef(f"r{i}", "board") for i in range(RESOURCES)]
-    lab = Lab(defs, claim_window_s=86400 * 365)
+    lab = Lab(defs, claim_window_s=86400 * 365, quotas=Quotas(max_reservations_per_user=count))
     cal = Calendar(lab)
     now = time.time()
     per = count // RESOURCES

@@ -19,7 +19,7 @@ from common import save, table
 
 from atsd.engine import states
 from atsd.engine.calendar import Calendar
-from atsd.engine.lab import RESERVATION, Caller, Lab, Reservation, ResourceDef
+from atsd.engine.lab import RESERVATION, Caller, Lab, Quotas, Reservation, ResourceDef
 from atsd.engine.timeline import Booking
 
 ALICE = Caller("alice")
@@ -28,7 +28,8 @@ SIZES = (100, 10_000, 100_000)
 
 def _lab_with_bookings(n: int) -> tuple[Lab, Calendar]:
     """One resource with ``n`` one-minute bookings, one every 100 s from t=0."""
-    lab = Lab([ResourceDef("r", "board")], claim_window_s=1e9)
+    lab = Lab([ResourceDef("r", "board")], claim_window_s=1e9,
+              quotas=Quotas(max_reservations_per_user=n + 1))      # all of them alice's
     cal = Calendar(lab)
     for i in range(n):
         cal.request(ALICE, ["r"], i * 100.0, 60.0, None, "exclusive", False, None, now=0.0)

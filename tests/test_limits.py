@@ -29,11 +29,12 @@ BOOK = {"command": "request_reservation", "resource": "build-1", "reservation_mo
         "reservation_duration": 60, "user": "flood"}
 
 
-def test_a_flooding_client_cannot_starve_another(daemon):
+def test_a_flooding_client_cannot_starve_another(daemon_factory):
     """One DEALER pipelines thousands of bookings (each costlier than the last as the
     timeline fills); another client's REQ is still answered promptly. Without the
     per-identity cap a wake-up would take 512 of the flood's requests before the REQ's."""
     n = 3000
+    daemon = daemon_factory({**BASE_CONFIG, "limits": {"max_reservations_per_user": n}})
     flood = _dealer(daemon, sndhwm=0, rcvhwm=0)
     for i in range(n):
         flood.send_multipart([b"", msgpack.packb({**BOOK, "request_id": f"f{i}"})])

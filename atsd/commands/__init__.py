@@ -16,9 +16,11 @@ from __future__ import annotations
 import functools
 import inspect
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ..app import UNSAVED
+from ..engine.errors import EngineError, Forbidden
 from ..engine.lab import Caller
 from ..protocol import Arg
 
@@ -28,6 +30,25 @@ class Call:
     app: Any            # atsd.app.App
     caller: Caller
     now: float
+    waiting: int = 0    # the caller's requests waiting for their answer, on any connection
+    generation: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.generation = self.app.generation
+
+    def check_may_wait(self) -> None:
+        """Refuse (forbidden) a request that would wait while the caller has as many
+        waiting as one user may."""
+        limit = self.app.config.quotas.max_waiting_per_user
+        if self.waiting >= limit:
+            raise Forbidden(f"{self.caller.user} has {self.waiting} requests waiting, the most "
+                            f"one user may (limits.max_waiting_per_user = {limit})")
+
+    def check_current(self) -> None:
+        """After an await: refuse to act on a state that a failed commit has put back since
+        (what the request saw before may be gone)."""
+        if self.app.generation != self.generation:
+            raise EngineError(UNSAVED)
 
 
 @dataclass(frozen=True, slots=True)

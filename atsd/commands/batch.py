@@ -62,6 +62,7 @@ def create_reservation(call: Call, queue_id: str, host_count: int, wall_time: fl
     unavailable with the reason. RESERVATION_GRANTED until the start, then ACTIVE."""
     app, now = call.app, call.now
     start = max(start_time, now)
+    app.lab.check_quota(call.caller.user, wall_time)
     external = app.external_backend(queue_id)
     if external is None:
         hosts = app.batch.place(queue_id, host_count, start, wall_time)
@@ -69,10 +70,12 @@ def create_reservation(call: Call, queue_id: str, host_count: int, wall_time: fl
         return {"reservation_id": r.id, "hosts": r.extra["hosts"], "start_time": r.start,
                 "end_time": r.end}
     app.batch.check_queue(queue_id, host_count)
+    call.check_may_wait()
 
     async def granted():
         rid, hosts, ref = await external.create(call.caller.user, host_count, start,
                                                 start + wall_time)
+        call.check_current()
         r = app.batch.grant(call.caller, queue_id, hosts, start, start + wall_time,
                             _now(), rid=rid, backend_ref=ref)
         return {"reservation_id": r.id, "hosts": hosts, "start_time": r.start,
@@ -92,6 +95,7 @@ def create_deadline_reservation(call: Call, queue_id: str, host_count: int, wall
     app, now = call.app, call.now
     if deadline_time - wall_time < now:
         raise BadRequest("deadline_time is less than wall_time from now")
+    app.lab.check_quota(call.caller.user, wall_time)
     external = app.external_backend(queue_id)
     if external is None:
         start, hosts = app.batch.earliest(queue_id, host_count, wall_time, now, deadline_time)
@@ -99,10 +103,12 @@ def create_deadline_reservation(call: Call, queue_id: str, host_count: int, wall
         return {"reservation_id": r.id, "start_time": r.start, "end_time": r.end,
                 "hosts": hosts}
     app.batch.check_queue(queue_id, host_count)
+    call.check_may_wait()
 
     async def granted():
         rid, start, hosts, ref = await external.create_by_deadline(
             call.caller.user, host_count, wall_time, now, deadline_time)
+        call.check_current()
         r = app.batch.grant(call.caller, queue_id, hosts, start, start + wall_time, _now(),
                             rid=rid, backend_ref=ref)
         return {"reservation_id": r.id, "start_time": r.start, "end_time": r.end,
@@ -148,6 +154,8 @@ def submit_job_to_reservation(call: Call, reservation_id: str, job_script: str,
     r = app.batch.batch_reservation(reservation_id, call.caller)
     backend = app.backends[r.extra["queue"]]
     script = backend.check_submission(job_script, submit_args)
+    if backend.external:
+        call.check_may_wait()
     job = app.batch.submit(call.caller, reservation_id, script, submit_args, call.now)
     if not backend.external:
         return {"job_id": job.id}
@@ -156,8 +164,10 @@ def submit_job_to_reservation(call: Call, reservation_id: str, job_script: str,
         try:
             ref = await backend.submit(job, r)
         except BackendError as exc:
+            call.check_current()
             app.batch.job_changed(job.id, FAILED, _now(), extra={"error": exc.message})
             raise
+        call.check_current()
         app.batch.attach(job.id, ref)
         backend.watch(job)
         return {"job_id": job.id}
@@ -184,9 +194,11 @@ def cancel_reservation(call: Call, reservation_id: str):
     if external is None or r.state != "RESERVATION_GRANTED":
         app.batch.cancel(call.caller, reservation_id, call.now)
         return {"cancelled": True}
+    call.check_may_wait()
 
     async def cancelled():
         await external.cancel(r.extra["backend_ref"])
+        call.check_current()
         app.batch.cancel(call.caller, reservation_id, _now())
         return {"cancelled": True}
     return cancelled()

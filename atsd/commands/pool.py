@@ -16,8 +16,8 @@ REQUEST = list_of(map_of(type=required(TEXT), slots=required(count(1, 1_000_000)
 PRIORITY = count(-1_000_000, 1_000_000)
 
 # How long past its wait_s a waiting checkout gives up on hearing from the engine. The
-# engine answers at wait_s itself; this only ends the wait of a request whose waiter was
-# lost because the engine was rebuilt after a failed commit.
+# engine answers at wait_s itself (and at once when a failed commit drops the waiters);
+# this is only a guard against a waiter the engine never answers.
 ANSWER_MARGIN_S = 5.0
 
 
@@ -55,7 +55,7 @@ def checkout(call: Call, request: list[dict], lease_s: float | None, wait_s: flo
     not fit waits up to that long, served by ``priority`` (higher first) then arrival."""
     lease = call.app.config.default_lease_s if lease_s is None else lease_s
     got = call.app.pool.checkout(call.caller, _pairs(request), lease, call.now, wait_s,
-                                 priority)
+                                 priority, before_waiting=call.check_may_wait)
     if isinstance(got, Waiter):
         # set up now, not when the task first runs: the waiter may be served before that
         future = asyncio.get_running_loop().create_future()

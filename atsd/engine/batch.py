@@ -59,7 +59,7 @@ class Batch:
         self.local_queues = local_queues
         self.external_queues = external_queues
         self.jobs: dict[str, Job] = {}
-        lab.tables[JOB] = (self._snapshot_job, self._restore_jobs)
+        lab.tables[JOB] = (self._snapshot_job, self._restore_jobs, self._unload_job)
         lab.on_forget.append(self._forget_jobs)
 
     # --- reservations ---
@@ -203,6 +203,9 @@ class Batch:
     def _snapshot_job(self, key: str) -> dict | None:
         job = self.jobs.get(key)
         return asdict(job) if job is not None else None
+
+    def _unload_job(self, key: str) -> None:
+        self.jobs.pop(key, None)
 
     def _restore_jobs(self, records: list[dict], now: float) -> None:
         for rec in records:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import states
-from .errors import BadRequest, ClaimLate, Conflict, TooEarly, Unavailable
+from .errors import BadRequest, ClaimLate, Conflict, Forbidden, TooEarly, Unavailable
 from .lab import RESOURCE, Caller, Lab, Reservation, Resource, new_id
 from .timeline import Booking
 
@@ -109,6 +109,7 @@ class Calendar:
         if len(set(resources)) != len(resources):
             raise BadRequest("a resource is named twice in resources")
         time_needed = max(time_needed, now)
+        self.lab.check_quota(caller.user, duration)
         picks = []
         for name in resources:
             res = self.lab.resource(name)
@@ -178,6 +179,10 @@ class Calendar:
             picks.append((res, self._want(res, lapsed.mode, lapsed.slots, lapsed.config,
                                           lapsed.end - lapsed.start)))
         t = self.earliest(picks, now)
+        try:
+            self.lab.check_quota(caller.user, lapsed.end - lapsed.start)
+        except Forbidden:
+            t = None
         if t is None:
             return ClaimLate(msg)
         fresh = self._book(caller, picks, t, lapsed.mode, lapsed.config, now)
@@ -196,6 +201,7 @@ class Calendar:
         if r.state == states.ENDED:
             raise Conflict(f"{rid} already ended ({r.reason})")
         new_end = r.end + extra_s
+        self.lab.check_length(r, new_end)
         if not self._extends_to(r, new_end):
             raise Unavailable(f"{rid} cannot be extended by {extra_s:g}s",
                               max_extension=self._longest_extension(r, new_end))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import heapq
 import secrets
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -25,6 +26,20 @@ class Caller:
 
     user: str
     admin: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Quotas:
+    """What one user may hold, so that no user can fill the daemon's memory, its state file
+    or a resource's calendar for decades. Config ``limits.*``; maintenance windows (an
+    admin's) are neither counted nor limited."""
+
+    max_reservations_per_user: int = 1000    # live ones, waiting checkouts included
+    max_booking_s: float = 30 * 86400.0      # from a reservation's start to its end
+    max_waiting_per_user: int = 100          # requests waiting for their answer
+
+
+UNLIMITED_KINDS = ("maintenance",)
 
 
 @dataclass(slots=True)
@@ -110,15 +125,20 @@ def new_id() -> str:
 
 class Lab:
     def __init__(self, resources: list[ResourceDef], *, claim_window_s: float = 300.0,
-                 expiring_notice_s: float = 300.0, history_s: float = 7 * 86400.0) -> None:
+                 expiring_notice_s: float = 300.0, history_s: float = 7 * 86400.0,
+                 quotas: Quotas = Quotas()) -> None:
         self.claim_window_s = claim_window_s
         self.expiring_notice_s = expiring_notice_s
         self.history_s = history_s
+        self.quotas = quotas
+        self.inventory = {d.name: d for d in resources}
         self.resources: dict[str, Resource] = {
             d.name: Resource(d.name, d.type, d.slots, dict(d.config), d.reconfigure_s,
                              dict(d.tags), Timeline(d.slots))
             for d in resources}
         self.reservations: dict[str, Reservation] = {}
+        # owner -> live reservations (not maintenance) + checkouts waiting to become one
+        self.held: Counter[str] = Counter()
         self._timers: list[tuple[float, int, str, str]] = []
         self._timer_count = 0
         self._events: list[Event] = []
@@ -128,10 +148,13 @@ class Lab:
             "start": self._on_start, "lapse": self._on_lapse, "expire": self._on_expire,
             "expiring": self._on_expiring, "forget": self._on_forget,
         }
-        # record kind -> (snapshot(id) -> record | None, restore(records, now))
-        self.tables: dict[str, tuple[Callable, Callable]] = {
-            RESERVATION: (self._snapshot_reservation, self._restore_reservations),
-            RESOURCE: (self._snapshot_resource, self._restore_resources)}
+        # record kind -> (snapshot(key) -> record | None, restore(records, now),
+        #                 unload(key): forget it in memory, as if it had never been stored)
+        self.tables: dict[str, tuple[Callable, Callable, Callable]] = {
+            RESERVATION: (self._snapshot_reservation, self._restore_reservations,
+                          self._unload_reservation),
+            RESOURCE: (self._snapshot_resource, self._restore_resources,
+                       self._unload_resource)}
         # called with (reservation, now) after a reservation ended and freed its slots
         self.on_freed: list[Callable[[Reservation, float], None]] = []
         # called with the id of an ended reservation whose history is dropped
@@ -161,6 +184,36 @@ class Lab:
             raise Forbidden(f"reservation {rid} belongs to {r.owner}")
         return r
 
+    # --- quotas ---
+
+    def check_quota(self, owner: str, length: float) -> None:
+        """Refuse (forbidden) one more reservation of ``length`` seconds for ``owner`` when
+        it would pass a limit; the message names the limit and its config key."""
+        q = self.quotas
+        if length > q.max_booking_s:
+            raise Forbidden(f"a booking may be at most {q.max_booking_s:g}s long, "
+                            f"{length:g}s asked (limits.max_booking_s)")
+        if self.held[owner] >= q.max_reservations_per_user:
+            raise Forbidden(f"{owner} holds {self.held[owner]} reservations (waiting checkouts "
+                            f"included), the most one user may "
+                            f"(limits.max_reservations_per_user = {q.max_reservations_per_user})")
+
+    def check_length(self, r: Reservation, end: float) -> None:
+        """Refuse to move a reservation's end past the longest booking allowed."""
+        if r.kind not in UNLIMITED_KINDS and end - r.start > self.quotas.max_booking_s:
+            raise Forbidden(f"a booking may be at most {self.quotas.max_booking_s:g}s long; "
+                            f"{r.id} would be {end - r.start:g}s (limits.max_booking_s)")
+
+    def hold(self, owner: str, delta: int) -> None:
+        """Count ``delta`` more (or fewer) reservations against ``owner``'s quota."""
+        self.held[owner] += delta
+        if self.held[owner] <= 0:
+            del self.held[owner]
+
+    def _count(self, r: Reservation, delta: int) -> None:
+        if r.kind not in UNLIMITED_KINDS:
+            self.hold(r.owner, delta)
+
     # --- changes ---
 
     def add(self, r: Reservation, now: float) -> Reservation:
@@ -168,6 +221,7 @@ class Lab:
         for b in r.bookings:
             self.resources[b.resource].timeline.add(b)
         self.reservations[r.id] = r
+        self._count(r, 1)
         self.touch(RESERVATION, r.id)
         self._publish_status(r, None, "granted" if r.state == states.GRANTED else "started", now)
         self._schedule_for(r)
@@ -182,6 +236,7 @@ class Lab:
             r.ended_at = now
             for b in r.bookings:
                 self.resources[b.resource].timeline.remove(b)
+            self._count(r, -1)
             self.schedule(now + self.history_s, "forget", r.id)
         else:
             self._schedule_for(r)
@@ -328,6 +383,7 @@ class Lab:
             if r.state == states.ENDED:
                 self.schedule(r.ended_at + self.history_s, "forget", r.id)
                 continue
+            self._count(r, 1)
             # a resource removed from the inventory takes its bookings with it
             r.bookings = [b for b in r.bookings if b.resource in self.resources]
             for b in r.bookings:
@@ -336,8 +392,31 @@ class Lab:
         for name, bookings in by_resource.items():
             self.resources[name].timeline.add_many(bookings)
 
+    def _unload_reservation(self, key: str) -> None:
+        r = self.reservations.pop(key, None)
+        if r is not None and r.state != states.ENDED:
+            for b in r.bookings:
+                self.resources[b.resource].timeline.remove(b)
+            self._count(r, -1)
+
+    def _unload_resource(self, name: str) -> None:
+        """Back to the inventory's starting point (what the lab learned is restored next)."""
+        res, d = self.resources.get(name), self.inventory.get(name)
+        if res is not None:
+            res.in_service, res.value, res.config = True, None, dict(d.config)
+
     def restore(self, records: dict[str, Iterable[dict]], now: float) -> None:
         """Rebuild from stored records; the caller then calls ``advance(now)`` so that what
         fell due while the daemon was down happens now, with its events."""
-        for kind, (_, restore) in self.tables.items():
+        for kind, (_, restore, _) in self.tables.items():
             restore(records.get(kind, []), now)
+
+    def revert(self, stored: list[tuple[str, str, dict | None]], now: float) -> None:
+        """Put records back as the store has them (``None``: it has none), after a commit of
+        changes to them failed. Costs what those records cost, whatever the lab's size. Their
+        timers are set again, so what fell due since happens at the next ``advance``."""
+        for kind, key, _ in stored:
+            self.tables[kind][2](key)
+        for kind, key, rec in stored:
+            if rec is not None:
+                self.tables[kind][1]([rec], now)

@@ -21,9 +21,15 @@ Waiting
 A checkout with ``wait_s`` that cannot be granted now becomes a ``Waiter``; a request that
 can never fit (a missing type, more slots than exist, sizes no instance can hold) is
 refused at once instead. Waiters are ordered by priority (higher first), then arrival.
-Whenever slots are freed (``lab.on_freed``) and when a wait ends, the waiters are tried in
-that order and each one that fits now is granted. A waiter whose ``wait_s`` runs out is
-answered ``unavailable`` with the reason it still does not fit.
+Whenever slots of the pool are freed (``lab.on_freed``), the waiters are tried in that
+order and each one that fits now is granted. A waiter whose ``wait_s`` runs out is tried
+once more, alone, and else answered ``unavailable`` with the reason it still does not fit.
+
+Waits end in O(log n) each, however many wait: each deadline is a timer on the lab's heap,
+the queue is a sorted list (removal by binary search), and a waiter that leaves it is
+looked up by id, never searched for. A timer of a waiter that was granted meanwhile finds
+no waiter and does nothing (lazy deletion). Only a *starving* waiter (below) holds others
+back, so only its departure makes the queue worth trying again.
 
 Anti-starvation rule (bounded bypass): granting a request *passes over* every waiter
 ordered before it (same or higher priority, earlier arrival) that wants a type it also
@@ -46,7 +52,10 @@ command layer uses that to wake the request that waits.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Callable
+
+from sortedcontainers import SortedKeyList
 
 from . import placement, states
 from .errors import Conflict, EngineError, Unavailable
@@ -73,13 +82,14 @@ class Waiter:
     priority: int
     since: float
     deadline: float
+    order: tuple[int, int]      # its place in the queue: (-priority, arrival)
     bypassed: int = 0           # times a later request was granted slots of its types
     result: Reservation | EngineError | None = None
     notify: Callable[[Waiter], None] | None = field(default=None, repr=False)
+    types: frozenset[str] = field(init=False, repr=False)
 
-    @property
-    def types(self) -> set[str]:
-        return {t for t, _ in self.request}
+    def __post_init__(self) -> None:
+        self.types = frozenset(t for t, _ in self.request)
 
 
 class Pool:
@@ -92,10 +102,14 @@ class Pool:
             rtype, sep, ident = res.name.partition("/")
             if sep and rtype == res.type:
                 self.instances.setdefault(rtype, {})[ident] = res
+        self._pooled = {res.name for insts in self.instances.values() for res in insts.values()}
         # in service order: higher priority first, then arrival (a new one goes behind
         # every waiter of its priority or higher)
-        self.waiters: list[Waiter] = []
-        lab.on_freed.append(lambda r, now: self.serve(now))
+        self.waiters = SortedKeyList(key=attrgetter("order"))
+        self._waiting: dict[str, Waiter] = {}                       # id -> queued waiter
+        self._starving = SortedKeyList(key=attrgetter("order"))     # bypassed MAX_BYPASS
+        self._arrivals = 0
+        lab.on_freed.append(self._freed)
         lab.timer_handlers[WAIT_END] = self._on_wait_end
 
     # --- what is free ---
@@ -129,25 +143,26 @@ class Pool:
         totals = self._totals()
         return placement.explain(request, totals, totals)
 
-    def _offer(self, request: Request, ahead: list[Waiter], lease_s: float,
+    def _offer(self, request: Request, order: tuple[int, int], lease_s: float,
                now: float) -> tuple[dict[str, list[str]] | None, str]:
-        """Where the request goes now, or None and why not. ``ahead`` are the waiters
-        ordered before it; a starving one that wants one of its types holds it back."""
+        """Where the request goes now, or None and why not. A starving waiter ordered
+        before ``order`` that wants one of its types holds it back."""
         types = {t for t, _ in request}
         free = {t: self._free(t, now, now + lease_s) for t in types if t in self.instances}
         placed = placement.place(request, free)
         if placed is None:
             return None, placement.explain(request, free, self._totals())
-        for w in ahead:
+        for w in self._starving.irange_key(max_key=order, inclusive=(True, False)):
             shared = w.types & types
-            if shared and w.bypassed >= MAX_BYPASS:
+            if shared:
                 return None, (f"an earlier waiting request for {', '.join(sorted(shared))} "
                               f"has been passed over {w.bypassed} times and goes first")
         return placed, ""
 
-    def _ahead_of_new(self, priority: int) -> list[Waiter]:
-        """The waiters a new request with ``priority`` would queue behind."""
-        return [w for w in self.waiters if w.priority >= priority]
+    def _new_order(self, priority: int) -> tuple[int, int]:
+        """The place a new request with ``priority`` takes: behind every waiter of its
+        priority or higher."""
+        return (-priority, self._arrivals)
 
     def accommodates(self, request: Request, lease_s: float, now: float,
                      priority: int = 0) -> tuple[bool, str]:
@@ -156,31 +171,47 @@ class Pool:
         never = self._never(request)
         if never:
             return False, never
-        placed, reason = self._offer(request, self._ahead_of_new(priority), lease_s, now)
+        placed, reason = self._offer(request, self._new_order(priority), lease_s, now)
         return placed is not None, reason
 
     # --- changing ---
 
     def checkout(self, caller: Caller, request: Request, lease_s: float, now: float,
-                 wait_s: float = 0.0, priority: int = 0) -> Reservation | Waiter:
+                 wait_s: float = 0.0, priority: int = 0,
+                 before_waiting: Callable[[], None] | None = None) -> Reservation | Waiter:
         """Grant the request now (an allocation), or queue it as a Waiter when ``wait_s`` > 0;
-        refuse with Unavailable otherwise."""
+        refuse with Unavailable otherwise. ``before_waiting`` is called before a request is
+        queued and may refuse it by raising (the caller's limit on waiting requests)."""
         never = self._never(request)
         if never:
             raise Unavailable(never)
-        ahead = self._ahead_of_new(priority)
-        placed, reason = self._offer(request, ahead, lease_s, now)
+        self.lab.check_quota(caller.user, lease_s)
+        order = self._new_order(priority)
+        placed, reason = self._offer(request, order, lease_s, now)
         if placed is not None:
-            return self._grant(caller.user, request, placed, lease_s, now, ahead)
+            return self._grant(caller.user, request, placed, lease_s, now, order)
         if wait_s <= 0:
             raise Unavailable(reason)
-        w = Waiter(new_id(), caller.user, list(request), lease_s, priority, now, now + wait_s)
-        self.waiters.insert(len(ahead), w)
+        if before_waiting is not None:
+            before_waiting()
+        w = Waiter(new_id(), caller.user, list(request), lease_s, priority, now, now + wait_s,
+                   order)
+        self._arrivals += 1
+        self.waiters.add(w)
+        self._waiting[w.id] = w
+        self.lab.hold(w.owner, 1)
         self.lab.schedule(w.deadline, WAIT_END, w.id)
         return w
 
+    def _dequeue(self, w: Waiter) -> None:
+        self.waiters.remove(w)
+        del self._waiting[w.id]
+        self.lab.hold(w.owner, -1)
+        if w.bypassed >= MAX_BYPASS:
+            self._starving.remove(w)
+
     def _grant(self, owner: str, request: Request, placed: dict[str, list[str]],
-               lease_s: float, now: float, ahead: list[Waiter]) -> Reservation:
+               lease_s: float, now: float, order: tuple[int, int]) -> Reservation:
         rid = new_id()
         shape: dict[str, list[dict]] = {}
         per_instance: dict[str, int] = {}
@@ -198,9 +229,11 @@ class Pool:
                       for name, n in per_instance.items()],
             extra={"resources": shape})
         types = {t for t, _ in request}
-        for w in ahead:
+        for w in self.waiters.irange_key(max_key=order, inclusive=(True, False)):
             if w.types & types:
                 w.bypassed += 1
+                if w.bypassed == MAX_BYPASS:
+                    self._starving.add(w)
         return self.lab.add(r, now)
 
     def checkin(self, caller: Caller, allocation_id: str, now: float) -> Reservation:
@@ -215,32 +248,43 @@ class Pool:
 
     def serve(self, now: float) -> None:
         """Grant every waiter that fits now, in service order. Called whenever slots may
-        have come back: a reservation ended, a wait ended (it may have held others back)."""
-        i = 0
-        while i < len(self.waiters):
-            w = self.waiters[i]
-            ahead = self.waiters[:i]
+        have come back: a reservation of the pool ended, nodes were restored, a starving
+        waiter left."""
+        for w in list(self.waiters):
             # past its deadline (the clock jumped, or the daemon was down): its own timer,
-            # due in this same advance, refuses it
-            placed = None if w.deadline < now else self._offer(w.request, ahead, w.lease_s,
-                                                              now)[0]
-            if placed is None:
-                i += 1
+            # due in this same advance, answers it
+            if w.deadline < now:
                 continue
-            del self.waiters[i]
-            self._resolve(w, self._grant(w.owner, w.request, placed, w.lease_s, now, ahead))
+            placed, _ = self._offer(w.request, w.order, w.lease_s, now)
+            if placed is not None:
+                self._dequeue(w)
+                self._resolve(w, self._grant(w.owner, w.request, placed, w.lease_s, now,
+                                             w.order))
+
+    def _freed(self, r: Reservation, now: float) -> None:
+        if any(b.resource in self._pooled for b in r.bookings):
+            self.serve(now)
 
     def _on_wait_end(self, key: str, due: float, now: float) -> None:
-        # A resource back in service frees no reservation, so nothing served the waiters
-        # then: try them once more before refusing.
-        self.serve(now)
-        i = next((i for i, w in enumerate(self.waiters) if w.id == key), None)
-        if i is None:
-            return                      # granted before its wait ran out
-        w = self.waiters.pop(i)
-        _, reason = self._offer(w.request, self.waiters[:i], w.lease_s, now)
+        w = self._waiting.get(key)
+        if w is None or w.deadline != due:
+            return                      # granted or answered before its wait ran out
+        placed, reason = self._offer(w.request, w.order, w.lease_s, now)
+        self._dequeue(w)
+        if placed is not None and now <= w.deadline:    # slots came back at this instant
+            self._resolve(w, self._grant(w.owner, w.request, placed, w.lease_s, now, w.order))
+            return
+        reason = reason or "slots came free only after the wait ended"
         self._resolve(w, Unavailable(f"waited {w.deadline - w.since:g}s: {reason}"))
-        self.serve(now)                 # it may have held others back
+        if w.bypassed >= MAX_BYPASS:
+            self.serve(now)             # it held back later requests for its types
+
+    def drop_waiters(self, error: EngineError) -> None:
+        """Answer every waiting checkout with ``error``: what they waited on was put back
+        (a failed commit), as a restart forgets them."""
+        for w in list(self.waiters):
+            self._dequeue(w)
+            self._resolve(w, error)
 
     def _resolve(self, w: Waiter, result: Reservation | EngineError) -> None:
         w.result = result

@@ -97,7 +97,7 @@ class Revocations:
         self._taking = False
         lab.timer_handlers[NOTICE] = self._on_notice
         lab.timer_handlers[DEADLINE] = self._on_deadline
-        lab.tables[REVOCATION] = (self._snapshot, self._restore)
+        lab.tables[REVOCATION] = (self._snapshot, self._restore, self._unload)
         lab.on_freed.append(self._freed)
 
     # --- commands ---
@@ -319,6 +319,9 @@ class Revocations:
     def _snapshot(self, key: str) -> dict | None:
         rev = self.revocations.get(key)
         return rev.to_record() if rev is not None else None
+
+    def _unload(self, key: str) -> None:
+        self.revocations.pop(key, None)
 
     def _restore(self, records: list[dict], now: float) -> None:
         """Resume each countdown with a notice at once; one whose nodes left the inventory
