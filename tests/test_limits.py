@@ -96,3 +96,111 @@ def test_unknown_limit_is_a_config_error(tmp_path):
     with pytest.raises(configmod.ConfigError) as err:
         configmod.load(path)
     assert err.value.key == "limits.max_nesting"
+
+
+# --- quotas: what one user may hold (limits.max_reservations_per_user, max_booking_s,
+# max_waiting_per_user) ---
+
+POOL = [{"name": "gpus/0", "type": "gpus", "slots": 1}]
+
+
+def _call(sock, request: dict) -> dict:
+    sock.send_multipart([b"", msgpack.packb(request)])
+    return _recv(sock)
+
+
+def _forbidden(reply: dict, limit: str) -> str:
+    assert not reply["ok"] and reply["error"]["code"] == "forbidden", reply
+    assert limit in reply["error"]["message"], reply
+    return reply["error"]["message"]
+
+
+def test_live_reservations_per_user_are_capped_waiting_checkouts_included(daemon_factory):
+    d = daemon_factory({**BASE_CONFIG, "resources": BASE_CONFIG["resources"] + POOL,
+                        "limits": {"max_reservations_per_user": 3}})
+    alice, bob = d.client("alice"), d.client("bob")
+    bob.checkout([{"type": "gpus", "slots": 1}], lease_s=600)
+    first, _, _ = alice.request_reservation("dut-1", reservation_duration=60)
+    alice.request_reservation("dut-2", reservation_duration=60)
+    sock = _dealer(d)
+    waiting = {"command": "checkout", "request": [{"type": "gpus", "slots": 1}], "wait_s": 60,
+               "user": "alice", "request_id": "w1"}
+    sock.send_multipart([b"", msgpack.packb(waiting)])       # the third: it waits for bob
+    assert _call(sock, {"command": "get_version"})["ok"]     # (so it is waiting now)
+    message = _forbidden(alice.server_communicate(
+        {"command": "request_reservation", "resource": "scope-1", "reservation_duration": 60}),
+        "limits.max_reservations_per_user = 3")
+    assert "alice holds 3" in message
+    _forbidden(_call(sock, {**waiting, "request_id": "w2"}), "max_reservations_per_user")
+    assert bob.request_reservation("scope-1", reservation_duration=60)[0]   # bob is not alice
+    alice.release_reservation(first)                                       # room again
+    assert alice.request_reservation("scope-1", reservation_duration=60)[0]
+    _forbidden(alice.server_communicate(
+        {"command": "request_reservation", "resource": "dut-1", "reservation_duration": 60}),
+        "max_reservations_per_user")
+    sock.close()
+    alice.close()
+    bob.close()
+
+
+def test_bookings_longer_than_the_limit_are_refused(daemon_factory):
+    hour = 3600
+    d = daemon_factory({**BASE_CONFIG, "resources": BASE_CONFIG["resources"] + POOL,
+                        "queues": {"debug": {"backend": "local", "hosts": ["host-1"]}},
+                        "limits": {"max_booking_s": hour}})
+    alice = d.client("alice")
+    too_long = [
+        {"command": "request_reservation", "resource": "dut-1", "reservation_duration": hour + 1},
+        {"command": "checkout", "request": [{"type": "gpus", "slots": 1}], "lease_s": hour + 1},
+        {"command": "create_reservation", "queue_id": "debug", "host_count": 1,
+         "wall_time": hour + 1, "start_time": 0},
+        {"command": "create_deadline_reservation", "queue_id": "debug", "host_count": 1,
+         "wall_time": hour + 1, "deadline_time": 4e9},
+    ]
+    for request in too_long:
+        message = _forbidden(alice.server_communicate(request), "(limits.max_booking_s)")
+        assert "at most 3600s" in message and "3601s asked" in message
+    assert alice.list_reservations() == []
+    pre, _, _ = alice.request_reservation("dut-1", reservation_duration=hour)   # at the limit
+    reply = alice.server_communicate({"command": "extend_reservation", "reservation_id": pre,
+                                      "extra_s": 1})
+    _forbidden(reply, "limits.max_booking_s")
+    lease = alice.checkout([{"type": "gpus", "slots": 1}], lease_s=hour - 10)
+    assert alice.extend_reservation(lease["allocation_id"], 10) == lease["expire_time"] + 10
+    # an admin's maintenance window is not a user's booking: no limit on its length
+    admin = d.client("labadmin")
+    reply = admin.server_communicate({"command": "request_reservation", "resource": "scope-1",
+                                      "reservation_duration": 48 * hour, "maintenance": True})
+    assert reply["ok"], reply
+    admin.close()
+    alice.close()
+
+
+def test_waiting_requests_are_capped_per_user_across_connections(daemon_factory):
+    d = daemon_factory({**BASE_CONFIG, "resources": BASE_CONFIG["resources"] + POOL,
+                        "limits": {"max_waiting_per_user": 2}})
+    bob = d.client("bob")
+    held = bob.checkout([{"type": "gpus", "slots": 1}], lease_s=600)
+    one, two, carol = _dealer(d), _dealer(d), _dealer(d)
+    wait = {"command": "checkout", "request": [{"type": "gpus", "slots": 1}], "wait_s": 60,
+            "user": "alice"}
+    for i, sock in enumerate((one, two)):          # one waiting request on each connection
+        sock.send_multipart([b"", msgpack.packb({**wait, "request_id": f"w{i}"})])
+        assert _call(sock, {"command": "get_version"})["ok"]
+    message = _forbidden(_call(one, {**wait, "request_id": "w2"}),
+                         "limits.max_waiting_per_user = 2")
+    assert "alice has 2 requests waiting" in message
+    _forbidden(_call(carol, {**wait, "request_id": "w3"}), "max_waiting_per_user")  # any conn.
+    # at the cap, what need not wait is still served, and other users still wait
+    assert _call(one, {"command": "checkout", "request": [{"type": "dut", "slots": 1}],
+                       "user": "alice"})["error"]["code"] == "unavailable"   # not a pool type
+    carol.send_multipart([b"", msgpack.packb({**wait, "user": "carol", "request_id": "c"})])
+    assert _call(carol, {"command": "get_version"})["ok"]
+    bob.checkin(held["allocation_id"])             # alice's first waiter gets the GPU ...
+    granted = _recv(one)
+    assert granted["ok"] and granted["request_id"] == "w0", granted
+    reply = _call(one, {**wait, "request_id": "w4", "wait_s": 0.2})   # ... and she may wait
+    assert reply["error"]["code"] == "unavailable" and "waited 0.2s" in reply["error"]["message"]
+    for sock in (one, two, carol):
+        sock.close()
+    bob.close()
