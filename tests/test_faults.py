@@ -252,6 +252,84 @@ def test_failed_commit_answers_internal_and_memory_stays_equal_to_disk(tmp_path,
         d.kill()
 
 
+def observe(client) -> tuple:
+    """Everything a client can see of the lab's state."""
+    return (listing(client), client.get_pool(), client.list_resources(),
+            client.get_resource_values(), client.get_events(0, limit=1)["last_seq"])
+
+
+def test_failed_commit_puts_back_exactly_what_its_group_changed(tmp_path, small_disk):
+    """One group touching every kind of record (reservations made, claimed, extended,
+    released; a resource's config, service and value; a revocation; a waiter) fails to
+    commit: afterwards the daemon shows exactly the state from before the group, a checkout
+    that was waiting is answered at once, and the same changes succeed once there is room."""
+    d = pool_daemon(tmp_path / "atsd", state=str(small_disk / "atsd.db")).start()
+    try:
+        alice = d.client("alice")
+        pre, _, _ = alice.request_reservation("dut-2", {"firmware": "v2"},
+                                              reservation_duration=600)
+        held, _, _ = alice.request_reservation("dut-1", reservation_duration=600)
+        alice.claim_reservation(held)
+        lease = alice.checkout([{"type": "gpus", "slots": 2}, {"type": "gpus", "slots": 2}],
+                               lease_s=600)
+        waiter = zmq.Context.instance().socket(zmq.DEALER)
+        waiter.linger = 0
+        waiter.connect(d.listen)
+        waiter.send_multipart([b"", msgpack.packb({
+            "command": "checkout", "request": [{"type": "gpus", "slots": 1}], "wait_s": 60,
+            "user": "bob", "request_id": "waits"})])
+        waiter.send_multipart([b"", msgpack.packb({"command": "get_version"})])
+        assert waiter.poll(10_000)                        # answered after the checkout:
+        assert msgpack.unpackb(waiter.recv_multipart()[-1])["protocol"] == 1   # it waits
+        before = observe(alice)
+        filler = fill(small_disk)
+
+        group = [
+            {"command": "claim_reservation", "pre_reservation_id": pre, "user": "alice"},
+            {"command": "extend_reservation", "reservation_id": lease["allocation_id"],
+             "extra_s": 60, "user": "alice"},
+            {"command": "release_reservation", "reservation_id": held, "user": "alice"},
+            {"command": "request_reservation", "resource": "scope-1", "user": "alice"},
+            {"command": "revoke", "nodelist": [{"node_id": "build-1"}], "max_wait_time": 60,
+             "user": "labadmin"},
+            {"command": "set_resource_values", "nodelist": [{"node_id": "dut-2", "value": 0.5}],
+             "user": "labadmin"},
+            {"command": "checkin", "allocation_id": lease["allocation_id"], "user": "alice"},
+        ]
+        sock = zmq.Context.instance().socket(zmq.DEALER)
+        sock.linger = 0
+        sock.connect(d.listen)
+        for i, request in enumerate(group):              # pipelined: one group or a few
+            sock.send_multipart([b"", msgpack.packb({**request, "request_id": f"g{i}"})])
+        for _ in group:
+            assert sock.poll(10_000)
+            reply = msgpack.unpackb(sock.recv_multipart()[-1])
+            assert reply["error"]["code"] == "internal", reply
+        assert waiter.poll(10_000), "the waiting checkout was not answered"
+        reply = msgpack.unpackb(waiter.recv_multipart()[-1])
+        assert reply["error"]["code"] == "internal" and "nothing was changed" in str(reply)
+        assert observe(alice) == before
+        assert "commit_failed" in d.log()
+
+        filler.unlink()                                   # room again: all of it works
+        for i, request in enumerate(group):
+            sock.send_multipart([b"", msgpack.packb({**request, "request_id": f"again{i}"})])
+            assert sock.poll(10_000)
+            reply = msgpack.unpackb(sock.recv_multipart()[-1])
+            assert reply["ok"], (request, reply)
+        after = observe(alice)
+        assert after != before
+        assert {r["name"]: r["config"] for r in after[2]}["dut-2"] == {"firmware": "v2"}
+        sock.close()
+        waiter.close()
+        alice.close()
+        d.restart()
+        with d.client("alice") as c:
+            assert observe(c)[:4] == after[:4]
+    finally:
+        d.kill()
+
+
 # --- clients that die, daemons that die ---
 
 HOLDER = """
