@@ -1,6 +1,8 @@
 """The slot pool at simulated times: placement, leases, the wait queue, and never a slot
 handed out twice, whatever mix of checkouts, checkins and calendar bookings."""
 
+from collections import Counter
+
 import pytest
 from hypothesis import given, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -10,6 +12,7 @@ from atsd.engine.calendar import Calendar
 from atsd.engine.errors import Conflict, Forbidden, Unavailable
 from atsd.engine.lab import Caller, Lab, ResourceDef
 from atsd.engine.pool import MAX_BYPASS, Pool, Waiter
+from atsd.engine.revocation import Revocations
 from test_placement import brute_force_fits
 
 ALICE, BOB, ADMIN = Caller("alice"), Caller("bob"), Caller("root", admin=True)
@@ -183,6 +186,56 @@ def test_higher_priority_still_goes_before_a_starving_waiter():
     assert pool.checkout(ALICE, [("gpus", 1)], 1, now=MAX_BYPASS, priority=1).state == states.ACTIVE
 
 
+def test_many_waits_end_in_deadline_order_each_waiter_tried_once():
+    """Thousands of waits ending in one advance: each waiter is answered in deadline order
+    (then arrival) and costs one placement of its own, not a pass over the queue."""
+    import random
+    lab, pool, _ = make_pool(gpus=(1,), cpus=())
+    pool.checkout(ALICE, [("gpus", 1)], 1000, now=0)
+    rng = random.Random(7)
+    answered = []
+    waiters = []
+    for i in range(3000):
+        w = pool.checkout(Caller(f"u{i % 10}"), [("gpus", 1)], 10, now=0,
+                          wait_s=rng.choice([5, 6, 7]),
+                          priority=rng.randint(0, 3))
+        w.notify = answered.append
+        waiters.append(w)
+    offers = []
+    offer = pool._offer
+    pool._offer = lambda *args: offers.append(args) or offer(*args)
+    lab.advance(100)
+    assert len(offers) == len(waiters)
+    assert answered == sorted(waiters, key=lambda w: w.deadline)    # stable: arrival
+    assert all(isinstance(w.result, Unavailable) and "gpus: requested 1" in w.result.message
+               for w in waiters)
+    assert list(pool.waiters) == [] and dict(lab.held) == {"alice": 1}
+
+
+def test_a_waiter_whose_slots_came_back_unannounced_is_granted_at_its_deadline():
+    lab, pool, _ = make_pool(gpus=(1,), cpus=())
+    revocations = Revocations(lab, countdown_interval_s=60)
+    revocations.revoke(ADMIN, ["gpus/0"], 0, None, now=0)
+    w = pool.checkout(BOB, [("gpus", 1)], 10, now=1, wait_s=9)
+    revocations.restore(ADMIN, ["gpus/0"], now=5)     # back in service; nobody served
+    lab.advance(10)
+    assert w.result.state == states.ACTIVE and w.result.start == 10
+
+
+def test_a_starving_waiter_that_gives_up_lets_those_it_held_back_go():
+    lab, pool, _ = make_pool(gpus=(1, 1), cpus=())
+    pool.checkout(ALICE, [("gpus", 1)], 100, now=0)
+    big = pool.checkout(BOB, [("gpus", 1)] * 2, 10, 0, wait_s=MAX_BYPASS + 1)
+    for t in range(MAX_BYPASS):
+        pool.checkout(ALICE, [("gpus", 1)], 0.5, now=t)
+        lab.advance(t + 0.5)
+    small = pool.checkout(ALICE, [("gpus", 1)], 1, now=MAX_BYPASS, wait_s=50)
+    assert isinstance(small, Waiter) and small.result is None     # held back by big
+    lab.advance(MAX_BYPASS + 1)
+    assert isinstance(big.result, Unavailable)
+    assert small.result.state == states.ACTIVE and small.result.start == MAX_BYPASS + 1
+
+
 @given(st.lists(st.tuples(st.sampled_from(["gpus", "cpus", "fpga"]), st.integers(1, 9)),
                 min_size=1, max_size=5),
        st.lists(st.tuples(st.sampled_from(["gpus", "cpus"]), st.integers(1, 4)), max_size=6))
@@ -309,6 +362,14 @@ class PoolMachine(RuleBasedStateMachine):
                             for a in self.pool.waiters[:i])
             assert (w.deadline <= self.now or held_back
                     or not naive_fits(self.lab, w.request, self.now, self.now + w.lease_s)), w
+
+    @invariant()
+    def queue_in_service_order_and_counted_against_quotas(self):
+        queue = list(self.pool.waiters)
+        assert queue == sorted(queue, key=lambda w: (-w.priority, w.order[1]))
+        live = Counter(r.owner for r in self.lab.reservations.values()
+                       if r.state != states.ENDED)
+        assert Counter(self.lab.held) == live + Counter(w.owner for w in queue)
 
     @invariant()
     def waiters_answered_once_by_their_deadline(self):

@@ -1,0 +1,176 @@
+"""A failed commit puts the engine back as the store has it (``App.revert``), at simulated
+times: whatever a group did (calendar, pool, revocation, maintenance, batch, the clock), the
+state after the revert is exactly the state at the last commit, and its timers are back too:
+long after, it is where an engine rebuilt from the store would be."""
+
+from collections import Counter
+
+from hypothesis import settings, strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
+
+from atsd.engine.batch import Batch
+from atsd.engine.calendar import Calendar
+from atsd.engine.errors import EngineError
+from atsd.engine.lab import Caller, Lab, Quotas, ResourceDef
+from atsd.engine.pool import Pool, Waiter
+from atsd.engine.revocation import Revocations
+
+ALICE, BOB, ADMIN = Caller("alice"), Caller("bob"), Caller("root", admin=True)
+NODES = ["n1", "n2", "gpus/0", "gpus/1", "h1", "h2"]
+
+
+class Engine:
+    """The feature engines over one lab, as atsd.app.App wires them (without a config)."""
+
+    def __init__(self) -> None:
+        defs = [ResourceDef("n1", "node", config={"fw": 1}), ResourceDef("n2", "node"),
+                ResourceDef("gpus/0", "gpus", 2), ResourceDef("gpus/1", "gpus", 1),
+                ResourceDef("h1", "host"), ResourceDef("h2", "host")]
+        self.lab = Lab(defs, claim_window_s=3, expiring_notice_s=2, history_s=15,
+                       quotas=Quotas(max_reservations_per_user=6, max_booking_s=40))
+        self.calendar = Calendar(self.lab)
+        self.pool = Pool(self.lab)
+        self.revocations = Revocations(self.lab, countdown_interval_s=2)
+        self.batch = Batch(self.lab, {"q": ["h1", "h2"]}, set())
+
+    def state(self) -> tuple:
+        lab = self.lab
+        keys = {"reservation": list(lab.reservations), "resource": list(lab.resources),
+                "revocation": list(self.revocations.revocations), "job": list(self.batch.jobs)}
+        records = {kind: {key: lab.tables[kind][0](key) for key in sorted(keys[kind])}
+                   for kind in keys}
+        timelines = {name: sorted((b.reservation_id, b.start, b.end, b.slots, b.exclusive)
+                                  for b in res.timeline) for name, res in lab.resources.items()}
+        waiting = Counter(w.owner for w in self.pool.waiters)   # not state: not stored
+        return records, timelines, dict(Counter(lab.held) - waiting)
+
+
+class RevertMachine(RuleBasedStateMachine):
+    def __init__(self):
+        super().__init__()
+        self.engine = Engine()
+        self.now = 0.0
+        self.store: dict[tuple[str, str], dict] = {}
+        self.ids: list[str] = []
+        self.waiters: list[Waiter] = []
+        self.commit()
+
+    def _try(self, fn, *args):
+        try:
+            r = fn(*args)
+        except EngineError:
+            return None
+        if hasattr(r, "id") and not isinstance(r, Waiter):
+            self.ids.append(r.id)
+        return r
+
+    def _pick(self, i: int) -> str:
+        return self.ids[i % len(self.ids)]
+
+    # --- what a group may do ---
+
+    @rule(node=st.sampled_from(NODES[:4]), start=st.sampled_from([0.0, 2.0, 10.0]),
+          duration=st.sampled_from([1.0, 5.0, 30.0]), who=st.sampled_from([ALICE, BOB]),
+          config=st.sampled_from([None, {"fw": 2}]))
+    def request(self, node, start, duration, who, config):
+        self._try(self.engine.calendar.request, who, [node], self.now + start, duration,
+                  config, "exclusive", True, None, self.now)
+
+    @precondition(lambda self: self.ids)
+    @rule(i=st.integers(0, 50), what=st.sampled_from(["claim", "release", "extend"]))
+    def act(self, i, what):
+        cal, rid = self.engine.calendar, self._pick(i)
+        if what == "extend":
+            self._try(cal.extend, ADMIN, rid, 3.0, self.now)
+        else:
+            self._try(getattr(cal, what), ADMIN, rid, self.now)
+
+    @rule(slots=st.integers(1, 3), lease=st.sampled_from([2.0, 8.0]),
+          wait=st.sampled_from([0.0, 4.0]), who=st.sampled_from([ALICE, BOB]))
+    def checkout(self, slots, lease, wait, who):
+        got = self._try(self.engine.pool.checkout, who, [("gpus", slots)], lease, self.now,
+                        wait)
+        if isinstance(got, Waiter):
+            self.waiters.append(got)
+
+    @rule(nodes=st.sampled_from([["n1"], ["gpus/0"], ["n2", "gpus/1"]]),
+          wait=st.sampled_from([0.0, 3.0]))
+    def revoke(self, nodes, wait):
+        self._try(self.engine.revocations.revoke, ADMIN, nodes, wait, "test", self.now)
+
+    @rule(nodes=st.sampled_from([["n1"], ["gpus/0"], ["n2", "gpus/1"]]))
+    def restore(self, nodes):
+        self._try(self.engine.revocations.restore, ADMIN, nodes, self.now)
+        self.engine.pool.serve(self.now)
+
+    @rule(node=st.sampled_from(NODES), value=st.sampled_from([0.0, 0.5]))
+    def set_value(self, node, value):
+        self._try(self.engine.revocations.set_values, ADMIN, [(node, value)], self.now)
+
+    @rule(node=st.sampled_from(NODES[:4]), start=st.sampled_from([0.0, 4.0]))
+    def maintenance(self, node, start):
+        self._try(self.engine.revocations.maintenance, ADMIN, [node], self.now + start, 5.0,
+                  self.now)
+
+    @rule(start=st.sampled_from([0.0, 3.0]), hosts=st.integers(1, 2))
+    def batch(self, start, hosts):
+        b = self.engine.batch
+        placed = self._try(b.place, "q", hosts, self.now + start, 6.0)
+        if placed:
+            r = self._try(b.grant, ALICE, "q", placed, self.now + start, self.now + start + 6,
+                          self.now)
+            if r is not None:
+                self._try(b.submit, ALICE, r.id, "job.sh", [], self.now)
+
+    @rule(dt=st.sampled_from([0.5, 1.0, 3.0, 8.0]))
+    def tick(self, dt):
+        self.now += dt
+        self.engine.lab.advance(self.now)
+
+    # --- the end of a group ---
+
+    @rule()
+    def commit(self):
+        lab = self.engine.lab
+        for kind, key, rec in lab.take_dirty():
+            if rec is None:
+                self.store.pop((kind, key), None)
+            else:
+                self.store[(kind, key)] = rec
+        lab.take_events()
+        self.committed = self.engine.state()
+
+    @rule()
+    def commit_fails(self):
+        lab = self.engine.lab
+        changed = lab.take_dirty()
+        lab.take_events()
+        lab.revert([(kind, key, _copy(self.store.get((kind, key))))
+                    for kind, key, _ in changed], self.now)
+        self.engine.pool.drop_waiters(EngineError("not saved"))
+        assert self.engine.state() == self.committed
+        assert all(w.result is not None for w in self.waiters)
+        assert self.engine.pool.waiters == []
+        # every record put back has its timers again: long after, nothing is left over
+        # that an engine rebuilt from the store would have ended, forgotten or completed
+        rebuilt = Engine()
+        by_kind: dict[str, list] = {}
+        for (kind, _), rec in sorted(self.store.items()):
+            by_kind.setdefault(kind, []).append(_copy(rec))
+        rebuilt.lab.restore(by_kind, self.now)
+        self.now += 100
+        for e in (self.engine, rebuilt):
+            e.lab.advance(self.now)
+        assert self.engine.state() == rebuilt.state()
+        self.commit()
+
+
+def _copy(rec: dict | None) -> dict | None:
+    """A record as the store would hand it out: a fresh object each time."""
+    import msgpack
+    return None if rec is None else msgpack.unpackb(msgpack.packb(rec), strict_map_key=False)
+
+
+RevertMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=40,
+                                           deadline=None)
+test_revert_machine = RevertMachine.TestCase
