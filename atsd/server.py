@@ -44,6 +44,8 @@ MAX_CACHED_REPLIES = 200_000  # and how many such replies are kept at most (memo
 MAX_BATCH = 512              # requests answered per wake-up before committing
 MAX_FRAMES = 16              # a message with more (envelope + body) is dropped unread
 MAX_STEP_FRAMES = 4096       # frames read per wake-up before committing and replying
+MAX_TIMERS = 256             # timers (waits ending, leases ending ...) per wake-up: a storm
+                             # of them is spread over wake-ups, with requests answered between
 
 log = logmod.get("atsd.server")
 
@@ -202,7 +204,7 @@ class Server:
                 out.append(reply)
         out.extend(self._finished)
         self._finished = []
-        self.app.lab.advance(now)
+        self.app.lab.advance(now, MAX_TIMERS)
         self.flush(out, now)
 
     def _receive(self) -> tuple[list | None, int]:

@@ -24,9 +24,9 @@ RESULTS = ROOT / "bench" / "results"
 from daemon import Daemon  # noqa: E402  (the tests' real-daemon helper)
 
 
-def start_daemon(config: dict, name: str = "atsd") -> Daemon:
+def start_daemon(config: dict, name: str = "atsd", **kw) -> Daemon:
     directory = Path(tempfile.mkdtemp(prefix=f"atsd-bench-{name}-"))
-    return Daemon(directory, config).start()
+    return Daemon(directory, config, **kw).start()
 
 
 # requests kept in flight per client: below the daemon's default max_in_flight (64), so that

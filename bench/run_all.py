@@ -13,7 +13,7 @@ import time
 
 from common import RESULTS, save
 
-NAMES = ("ceiling", "cycles", "scaling", "fanout", "restart", "fuzz_long")
+NAMES = ("ceiling", "cycles", "scaling", "fanout", "restart", "fuzz_long", "waiters")
 
 
 def plot() -> None:
@@ -72,6 +72,7 @@ def main() -> None:
     import fuzz_long
     import restart
     import scaling
+    import waiters
     results = {
         "ceiling": ceiling.run(duration),
         "cycles": cycles.run(duration, labgrid=not args.quick),
@@ -79,6 +80,7 @@ def main() -> None:
         "fanout": fanout.run(),
         "restart": restart.run(20_000 if args.quick else 100_000),
         "fuzz_long": fuzz_long.run(20_000 if args.quick else 100_000, seed=1, window=32),
+        "waiters": waiters.run(*((3000, 300) if args.quick else (10_000, 1000))),
     }
     for name, data in results.items():
         save(name, data)

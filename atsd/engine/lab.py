@@ -297,11 +297,14 @@ class Lab:
     def next_deadline(self) -> float | None:
         return self._timers[0][0] if self._timers else None
 
-    def advance(self, now: float) -> None:
-        """Do everything that fell due by ``now``, in due order."""
-        while self._timers and self._timers[0][0] <= now:
+    def advance(self, now: float, limit: int | None = None) -> None:
+        """Do what fell due by ``now``, in due order: all of it, or only the first ``limit``
+        timers (the rest stays due, and ``next_deadline`` says so)."""
+        done = 0
+        while self._timers and self._timers[0][0] <= now and (limit is None or done < limit):
             due, _, cause, key = heapq.heappop(self._timers)
             self.timer_handlers[cause](key, due, now)
+            done += 1
 
     def _live(self, key: str) -> Reservation | None:
         r = self.reservations.get(key)
