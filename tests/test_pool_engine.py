@@ -212,6 +212,17 @@ def test_many_waits_end_in_deadline_order_each_waiter_tried_once():
     assert list(pool.waiters) == [] and dict(lab.held) == {"alice": 1}
 
 
+def test_advance_with_a_limit_leaves_the_rest_due_in_order():
+    lab, pool, _ = make_pool(gpus=(1,), cpus=())
+    pool.checkout(ALICE, [("gpus", 1)], 1000, now=0)
+    waiters = [pool.checkout(BOB, [("gpus", 1)], 10, now=0, wait_s=5 + i) for i in range(5)]
+    lab.advance(100, limit=2)
+    assert [w.result is not None for w in waiters] == [True, True, False, False, False]
+    assert lab.next_deadline() == 7
+    lab.advance(100)
+    assert all(isinstance(w.result, Unavailable) for w in waiters)
+
+
 def test_a_waiter_whose_slots_came_back_unannounced_is_granted_at_its_deadline():
     lab, pool, _ = make_pool(gpus=(1,), cpus=())
     revocations = Revocations(lab, countdown_interval_s=60)
