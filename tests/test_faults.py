@@ -501,7 +501,8 @@ async def test_subscriber_that_stops_reading_costs_bounded_memory_and_recovers(t
 def test_state_file_of_schema_1_is_migrated(tmp_path):
     """tests/data/state-schema1.sqlite was written with schema 1 (no replies table) and holds
     alice's claimed reservation of dut-1 until 2100, and the two events that made it."""
-    d = Daemon(tmp_path / "atsd")
+    # (a booking of 74 years: over the default limits.max_booking_s, that it predates)
+    d = Daemon(tmp_path / "atsd", {**BASE_CONFIG, "limits": {"max_booking_s": 3e9}})
     shutil.copy(DATA / "state-schema1.sqlite", d.state)
     d.start()
     try:
