@@ -204,3 +204,19 @@ def test_waiting_requests_are_capped_per_user_across_connections(daemon_factory)
     for sock in (one, two, carol):
         sock.close()
     bob.close()
+
+
+def test_quotas_are_read_from_limits_and_checked(tmp_path):
+    path = tmp_path / "atsd.yaml"
+    path.write_text("limits: {max_reservations_per_user: 5, max_booking_s: 7200, "
+                    "max_waiting_per_user: 3, max_depth: 4}\n")
+    cfg = configmod.load(path)
+    assert (cfg.quotas.max_reservations_per_user, cfg.quotas.max_booking_s,
+            cfg.quotas.max_waiting_per_user, cfg.limits.max_depth) == (5, 7200.0, 3, 4)
+    for bad, key in (("max_booking_s: 0", "limits.max_booking_s"),
+                     ("max_waiting_per_user: 1.5", "limits.max_waiting_per_user"),
+                     ("max_reservations_per_user: 0", "limits.max_reservations_per_user")):
+        path.write_text(f"limits: {{{bad}}}\n")
+        with pytest.raises(configmod.ConfigError) as err:
+            configmod.load(path)
+        assert err.value.key == key
