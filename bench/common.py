@@ -29,6 +29,20 @@ def start_daemon(config: dict, name: str = "atsd", **kw) -> Daemon:
     return Daemon(directory, config, **kw).start()
 
 
+def start_old_daemon(commit: str, config: dict, name: str = "atsd") -> Daemon:
+    """An atsd as of ``commit`` (unpacked from git), for a side-by-side comparison."""
+    tree = Path(tempfile.mkdtemp(prefix="atsd-old-"))
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit, "atsd"],
+                             check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    here = os.getcwd()
+    os.chdir(tree)              # ``python -m atsd`` looks in its working directory first
+    try:
+        return start_daemon(config, name, env={"PYTHONPATH": str(tree)})
+    finally:
+        os.chdir(here)
+
+
 # requests kept in flight per client: below the daemon's default max_in_flight (64), so that
 # none is refused as overloaded and counted as work done
 IN_FLIGHT = 48
