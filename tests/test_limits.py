@@ -8,7 +8,7 @@ import pytest
 import zmq
 
 from atsd import config as configmod
-from daemon import BASE_CONFIG
+from daemon import BASE_CONFIG, JOB_USER
 
 
 def _dealer(daemon, **opts) -> zmq.Socket:
@@ -147,7 +147,7 @@ def test_bookings_longer_than_the_limit_are_refused(daemon_factory):
     hour = 3600
     d = daemon_factory({**BASE_CONFIG, "resources": BASE_CONFIG["resources"] + POOL,
                         "queues": {"debug": {"backend": "local", "hosts": ["host-1"]}},
-                        "limits": {"max_booking_s": hour}})
+                        "jobs": {"run_as": JOB_USER}, "limits": {"max_booking_s": hour}})
     alice = d.client("alice")
     too_long = [
         {"command": "request_reservation", "resource": "dut-1", "reservation_duration": hour + 1},
