@@ -8,8 +8,8 @@ from zoneinfo import ZoneInfo
 
 from .config import Config
 from .engine.batch import Batch
-from .engine.errors import EngineError
 from .engine.calendar import Calendar
+from .engine.errors import EngineError
 from .engine.lab import Caller, Lab
 from .engine.pool import Pool
 from .engine.revocation import Revocations
@@ -57,12 +57,12 @@ class App:
     def revert(self, stored: list[tuple[str, str, dict | None]], now: float) -> None:
         """Undo a group whose commit failed: ``stored`` is what the store still has for each
         record the group changed. Waiting checkouts are answered ``internal`` (what they
-        waited on may be gone); what fell due meanwhile happens again now, pending the
-        next commit."""
+        waited on may be gone). The records' timers are set again: what fell due meanwhile
+        happens again at the next ``advance``."""
         self.lab.revert(stored, now)
+        self.selection.forget_waiting()
         self.pool.drop_waiters(EngineError(UNSAVED))
         self.generation += 1
-        self.lab.advance(now)
 
 
 def _zone(name: str | None) -> tzinfo:

@@ -268,6 +268,9 @@ class Server:
                     o.request_id))
         self.app.revert([(kind, key, self.store.load_record(kind, key))
                          for kind, key, _ in records], now)
+        # what fell due is done again now and waits for the next group: left due, each
+        # wake-up would try (and fail) to commit it at once, again and again
+        self.app.lab.advance(now)
 
     # --- one request ---
 

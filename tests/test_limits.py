@@ -129,7 +129,7 @@ def test_live_reservations_per_user_are_capped_waiting_checkouts_included(daemon
     assert _call(sock, {"command": "get_version"})["ok"]     # (so it is waiting now)
     message = _forbidden(alice.server_communicate(
         {"command": "request_reservation", "resource": "scope-1", "reservation_duration": 60}),
-        "limits.max_reservations_per_user = 3")
+        "most one user may hold is 3 (limits.max_reservations_per_user)")
     assert "alice holds 3" in message
     _forbidden(_call(sock, {**waiting, "request_id": "w2"}), "max_reservations_per_user")
     assert bob.request_reservation("scope-1", reservation_duration=60)[0]   # bob is not alice
@@ -220,3 +220,19 @@ def test_quotas_are_read_from_limits_and_checked(tmp_path):
         with pytest.raises(configmod.ConfigError) as err:
             configmod.load(path)
         assert err.value.key == key
+
+
+def test_each_occurrence_of_a_series_and_each_selector_booking_counts(daemon_factory):
+    d = daemon_factory({**BASE_CONFIG, "limits": {"max_reservations_per_user": 3}})
+    alice = d.client("alice")
+    series = {"command": "request_reservation", "resource": "dut-2",
+              "reservation_duration": 60, "recurrence": "FREQ=DAILY;COUNT=4"}
+    message = _forbidden(alice.server_communicate(series), "(limits.max_reservations_per_user)")
+    assert "this would add 4" in message
+    assert alice.list_reservations() == []                  # all or nothing
+    reply = alice.server_communicate({**series, "recurrence": "FREQ=DAILY;COUNT=3"})
+    assert reply["ok"] and len(reply["occurrences"]) == 3, reply
+    _forbidden(alice.server_communicate({"command": "request_reservation",
+                                         "selector": "dut", "count": 1}),
+               "max_reservations_per_user")
+    alice.close()

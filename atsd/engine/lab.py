@@ -186,17 +186,18 @@ class Lab:
 
     # --- quotas ---
 
-    def check_quota(self, owner: str, length: float) -> None:
-        """Refuse (forbidden) one more reservation of ``length`` seconds for ``owner`` when
-        it would pass a limit; the message names the limit and its config key."""
+    def check_quota(self, owner: str, length: float, adding: int = 1) -> None:
+        """Refuse (forbidden) ``adding`` more reservations of ``length`` seconds for ``owner``
+        when that would pass a limit; the message names the limit and its config key."""
         q = self.quotas
         if length > q.max_booking_s:
             raise Forbidden(f"a booking may be at most {q.max_booking_s:g}s long, "
                             f"{length:g}s asked (limits.max_booking_s)")
-        if self.held[owner] >= q.max_reservations_per_user:
+        if self.held[owner] + adding > q.max_reservations_per_user:
+            more = f"; this would add {adding}" if adding > 1 else ""
             raise Forbidden(f"{owner} holds {self.held[owner]} reservations (waiting checkouts "
-                            f"included), the most one user may "
-                            f"(limits.max_reservations_per_user = {q.max_reservations_per_user})")
+                            f"included){more}, the most one user may hold is "
+                            f"{q.max_reservations_per_user} (limits.max_reservations_per_user)")
 
     def check_length(self, r: Reservation, end: float) -> None:
         """Refuse to move a reservation's end past the longest booking allowed."""
@@ -407,6 +408,7 @@ class Lab:
         res, d = self.resources.get(name), self.inventory.get(name)
         if res is not None:
             res.in_service, res.value, res.config = True, None, dict(d.config)
+            res.down = res.down_by = None
 
     def restore(self, records: dict[str, Iterable[dict]], now: float) -> None:
         """Rebuild from stored records; the caller then calls ``advance(now)`` so that what

@@ -100,6 +100,7 @@ class Selection:
                 duration: float, config: dict | None, mode: str, next_available: bool,
                 slots: int | None, now: float) -> Reservation:
         time_needed = max(time_needed, now)
+        self.lab.check_quota(caller.user, duration)
         candidates = self._candidates(selector, mode, slots, config, duration)
         if len(candidates) < count:
             raise Unavailable(f"{len(candidates)} resources that are up match {selector!r}, "
@@ -142,6 +143,11 @@ class Selection:
             self._waiting = {r.id for r in self.lab.reservations.values()
                              if r.state != states.ENDED and r.extra.get("degraded")}
         return self._waiting
+
+    def forget_waiting(self) -> None:
+        """Find the degraded reservations afresh when next asked: records were put back
+        (a failed commit), and which are degraded may have changed with them."""
+        self._waiting = None
 
     def retry(self, now: float) -> None:
         """Try again to repair every degraded selector reservation (a match may be free)."""

@@ -112,6 +112,7 @@ class Series:
                               conflicts=conflicts)
         if not plans:
             raise Unavailable("no occurrence fits", conflicts=conflicts)
+        self.lab.check_quota(caller.user, duration, len(plans))    # each occurrence counts
         sid = new_id()
         occurrences = []
         for t, picks in plans:
