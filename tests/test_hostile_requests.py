@@ -72,7 +72,8 @@ def test_retry_cache_is_bounded_in_bytes(daemon_factory):
     """With reply_cache_bytes of 100 KB, 1,000 bookings' replies do not all fit: the oldest
     are forgotten (a retry of the first is a new request), the newest kept, and the state
     file holds no more than the bound either, also after a restart."""
-    d = daemon_factory({**BASE_CONFIG, "reply_cache_bytes": 100_000})
+    d = daemon_factory({**BASE_CONFIG, "reply_cache_bytes": 100_000,
+                        "limits": {"max_reservations_per_user": 2000}})   # alice books 1000
     sock = dealer(d.listen)
     later = time.time() + 86400
 
