@@ -20,7 +20,7 @@ from common import save, start_daemon, start_old_daemon, table
 from restart import RESOURCES, build_state
 from test_faults import fill
 
-BASELINE = "6929606"        # the last commit that rebuilt the engine after a failed commit
+BASELINE = "9c1bbce"        # the last commit that rebuilt the engine after a failed commit
 CONFIG = {"resources": [{"name": f"r{i}", "type": "board"} for i in range(RESOURCES)],
           "claim_window_s": 86400 * 365}
 
@@ -76,7 +76,7 @@ def main() -> None:
     p.add_argument("--reservations", type=int, default=20_000)
     p.add_argument("--requests", type=int, default=20)
     args = p.parse_args()
-    print(f"results: {save('failed_commit', run(args.reservations, args.requests))}")
+    save("failed_commit", run(args.reservations, args.requests))
 
 
 if __name__ == "__main__":
