@@ -138,9 +138,10 @@ def run(n: int = 10_000, baseline_n: int = 1000) -> dict:
              "expiry_n": r["expiry"]["n"], "expiry_p50": r["expiry"]["p50_ms"],
              "expiry_p99": r["expiry"]["p99_ms"], "expiry_max": r["expiry"]["max_ms"]}
             for r in rows]
-    table("waits ending within a second; another client's check_available round trips (ms)", flat,
-          list(flat[0]))
-    return {"target_p99_ms": 50, "wait_s": WAIT_S, "spread_s": SPREAD_S, "baseline": BASELINE, "results": rows}
+    table("waits ending within a second; another client's check_available round trips (ms)",
+          flat, list(flat[0]))
+    return {"target_p99_ms": 50, "wait_s": WAIT_S, "spread_s": SPREAD_S, "baseline": BASELINE,
+            "results": rows}
 
 
 def main() -> None:

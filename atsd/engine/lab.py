@@ -422,6 +422,6 @@ class Lab:
         timers are set again, so what fell due since happens at the next ``advance``."""
         for kind, key, _ in stored:
             self.tables[kind][2](key)
-        for kind, key, rec in stored:
+        for kind, _, rec in stored:
             if rec is not None:
                 self.tables[kind][1]([rec], now)
