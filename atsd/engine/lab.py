@@ -37,6 +37,7 @@ class ResourceDef:
     config: dict = field(default_factory=dict)
     reconfigure_s: float = 0.0
     tags: dict = field(default_factory=dict)
+    retired: bool = False       # kept for the reservations it has, booked no more
 
 
 @dataclass(slots=True, eq=False)
@@ -48,6 +49,7 @@ class Resource:
     reconfigure_s: float
     tags: dict
     timeline: Timeline
+    retired: bool = False       # kept for its reservations, booked no more (config)
     in_service: bool = True     # false from a revoke until its restore
     value: float | None = None
     down: str | None = None     # why an admin or a health check took it down
@@ -55,8 +57,9 @@ class Resource:
 
     @property
     def bookable(self) -> bool:
-        """Whether anything new may be booked on it: in service and not down."""
-        return self.in_service and self.down is None
+        """Whether anything new may be booked on it: in service, not down, not retired
+        (the reservations it has are served either way)."""
+        return self.in_service and self.down is None and not self.retired
 
 
 @dataclass(slots=True, eq=False)
@@ -103,9 +106,17 @@ RESERVATION = "reservation"    # record kinds in the store
 RESOURCE = "resource"          # what the lab learned about a resource: service, value, config
 
 
+class InventoryMismatch(Exception):
+    """The stored state holds live reservations on resources the inventory no longer has."""
+
+
 def new_id() -> str:
-    """Unguessable ids: holding an id must not be a way to guess another's."""
-    return secrets.token_urlsafe(12)
+    """Unguessable ids: holding an id must not be a way to guess another's. Never starting
+    with ``-``, so that a command line does not take one for an option."""
+    while True:
+        rid = secrets.token_urlsafe(12)
+        if rid[0] != "-":
+            return rid
 
 
 class Lab:
@@ -116,7 +127,7 @@ class Lab:
         self.history_s = history_s
         self.resources: dict[str, Resource] = {
             d.name: Resource(d.name, d.type, d.slots, dict(d.config), d.reconfigure_s,
-                             dict(d.tags), Timeline(d.slots))
+                             dict(d.tags), Timeline(d.slots), d.retired)
             for d in resources}
         self.reservations: dict[str, Reservation] = {}
         self._timers: list[tuple[float, int, str, str]] = []
@@ -134,6 +145,8 @@ class Lab:
             RESOURCE: (self._snapshot_resource, self._restore_resources)}
         # called with (reservation, now) after a reservation ended and freed its slots
         self.on_freed: list[Callable[[Reservation, float], None]] = []
+        # called with (reservation, now) when a reservation becomes ACTIVE
+        self.on_active: list[Callable[[Reservation, float], None]] = []
         # called with the id of an ended reservation whose history is dropped
         self.on_forget: list[Callable[[str], None]] = []
         # called with (names, reason, now, start, end) when resources become unusable over
@@ -171,6 +184,9 @@ class Lab:
         self.touch(RESERVATION, r.id)
         self._publish_status(r, None, "granted" if r.state == states.GRANTED else "started", now)
         self._schedule_for(r)
+        if r.state == states.ACTIVE:
+            for hook in self.on_active:
+                hook(r, now)
         return r
 
     def transition(self, r: Reservation, cause: str, now: float) -> None:
@@ -182,6 +198,10 @@ class Lab:
             r.ended_at = now
             for b in r.bookings:
                 self.resources[b.resource].timeline.remove(b)
+            # ended early: its record says when it really ended (never before its start)
+            r.end = min(r.end, max(now, r.start))
+            for b in r.bookings:
+                b.end = min(b.end, max(now, b.start))
             self.schedule(now + self.history_s, "forget", r.id)
         else:
             self._schedule_for(r)
@@ -190,9 +210,14 @@ class Lab:
         if new == states.ENDED:
             for hook in self.on_freed:
                 hook(r, now)
+        elif new == states.ACTIVE:
+            for hook in self.on_active:
+                hook(r, now)
 
-    def set_end(self, r: Reservation, end: float) -> None:
-        """Move a live reservation's end (extend, renew a lease); the caller checked it fits."""
+    def set_end(self, r: Reservation, end: float, reason: str, now: float) -> None:
+        """Move a live reservation's end (extend, renew a lease, make room for maintenance);
+        the caller checked it fits. Published like a change of state, with the same state
+        and ``reason`` saying what moved it, so a watcher never keeps the old end."""
         for b in r.bookings:
             tl = self.resources[b.resource].timeline
             tl.remove(b)
@@ -201,6 +226,7 @@ class Lab:
         r.end = end
         self.touch(RESERVATION, r.id)
         self._schedule_for(r)
+        self._publish_status(r, r.state, reason, now)
 
     def went_down(self, names: list[str], reason: str, now: float, start: float | None = None,
                   end: float = float("inf")) -> None:
@@ -321,18 +347,28 @@ class Lab:
                 res.down_by = rec.get("down_by")
 
     def _restore_reservations(self, records, now: float) -> None:
+        """A resource removed from the inventory while reservations hold it stops the start:
+        dropping them would break a promise silently. ``retired: true`` keeps such a resource
+        for them."""
         by_resource: dict[str, list[Booking]] = {}
+        orphans: dict[str, list[str]] = {}
         for rec in records:
             r = Reservation.from_record(rec)
             self.reservations[r.id] = r
             if r.state == states.ENDED:
                 self.schedule(r.ended_at + self.history_s, "forget", r.id)
                 continue
-            # a resource removed from the inventory takes its bookings with it
-            r.bookings = [b for b in r.bookings if b.resource in self.resources]
             for b in r.bookings:
-                by_resource.setdefault(b.resource, []).append(b)
+                if b.resource in self.resources:
+                    by_resource.setdefault(b.resource, []).append(b)
+                else:
+                    orphans.setdefault(b.resource, []).append(r.id)
             self._schedule_for(r)
+        if orphans:
+            raise InventoryMismatch("; ".join(
+                f"resource {name} is not in the config but reservations {', '.join(ids)} "
+                "hold it (put it back with retired: true until they end)"
+                for name, ids in sorted(orphans.items())))
         for name, bookings in by_resource.items():
             self.resources[name].timeline.add_many(bookings)
 
