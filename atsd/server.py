@@ -8,6 +8,13 @@ engine's next deadline when nobody asks anything.
 
 Commands that must wait (a Slurm call, a checkout that queues) return a coroutine; it runs
 as a task, and its reply joins the next wake-up's group like any other.
+
+A client that goes away while its request waits (killed, or its socket closed) is noticed
+at once through the ROUTER's socket monitor: a TCP or IPC connection that ends is a
+``DISCONNECTED`` event naming its file descriptor, and each connection's first message
+tells (``SRCFD``) which descriptor it came on. Its waiting requests are then cancelled as
+``cancel_request`` would, so their slots go to the next waiter. (A peer cut off without
+its connection closing, by a network failure, is not noticed: its wait ends at wait_s.)
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from pathlib import Path
 
 import zmq
 import zmq.asyncio
+import zmq.utils.monitor
 
 from . import log as logmod
 from . import protocol
@@ -76,6 +84,8 @@ class Server:
         self._tasks: set[asyncio.Task] = set()
         # a running request's cache key -> its digest, and the envelopes of its retries
         self._running: dict[tuple[str, str], tuple[bytes, list]] = {}
+        self._peer_fd: dict[bytes, int] = {}  # identity -> its connection's descriptor
+        self._waits: dict[bytes, set[tuple[str, str]]] = {}  # identity -> (user, request_id)
         self.stopping = False
         self._wakeup: asyncio.Future | None = None
         self.endpoints: dict[str, str] = {}
@@ -115,6 +125,8 @@ class Server:
                 raise OSError(f"cannot bind {endpoint}: {exc}") from None
         # plain sockets over the same handles: draining and sending need no futures
         self.router_sync = zmq.Socket.shadow(self.router.underlying)
+        self.monitor_socket = self.router.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self.monitor = zmq.Socket.shadow(self.monitor_socket.underlying)
         self.pub_sync = zmq.Socket.shadow(self.pub.underlying)
         self.endpoints = {
             "listen": self.router.getsockopt_string(zmq.LAST_ENDPOINT),
@@ -136,7 +148,8 @@ class Server:
         """Until the ROUTER may have a request, a task calls ``wake``, or the engine's next
         deadline. The ROUTER's FD only says "look at ZMQ_EVENTS", and checking them resets
         it, so they are checked once more just before sleeping."""
-        if self._finished or self.router_sync.get(zmq.EVENTS) & zmq.POLLIN:
+        if (self._finished or self.router_sync.get(zmq.EVENTS) & zmq.POLLIN
+                or self.monitor.get(zmq.EVENTS) & zmq.POLLIN):
             return
         loop = asyncio.get_running_loop()
         self._wakeup = loop.create_future()
@@ -159,6 +172,7 @@ class Server:
         self.security.start()
         fd = self.router_sync.get(zmq.FD)
         loop.add_reader(fd, self.wake)
+        loop.add_reader(self.monitor.get(zmq.FD), self.wake)
         self.flush([], time.time())          # publish what recovery did
         self.runner.recover()
         self.health.start()
@@ -166,6 +180,7 @@ class Server:
             await self._sleep()
             self.step(time.time())
         loop.remove_reader(fd)
+        loop.remove_reader(self.monitor.get(zmq.FD))
         await self.shutdown()
 
     def stop(self) -> None:
@@ -180,6 +195,7 @@ class Server:
         out: list[Outgoing] = []
         self._received.clear()
         frames_left = MAX_STEP_FRAMES
+        self._peers_gone(now)
         for _ in range(MAX_BATCH):
             if frames_left <= 0:        # replies to others wait no longer for a storm
                 break
@@ -197,12 +213,15 @@ class Server:
         self.flush(out, now)
 
     def _receive(self) -> tuple[list | None, int]:
-        """One message's frames (zmq.Frames with CURVE: the last carries the User-Id), or
-        None for one of more than MAX_FRAMES: the rest of it is read only to be dropped,
-        never decoded nor answered (a reply would repeat every frame); and how many frames
-        were read."""
-        sock, copy = self.router_sync, not self.security.curve
-        frames = [sock.recv(zmq.NOBLOCK, copy=copy)]
+        """One message's frames, or None for one of more than MAX_FRAMES: the rest of it is
+        read only to be dropped, never decoded nor answered (a reply would repeat every
+        frame); and how many frames were read. Frames are bytes, but zmq.Frames with CURVE
+        (the last carries the User-Id) and in a connection's first message, whose
+        descriptor is learnt (see the module docstring)."""
+        sock = self.router_sync
+        frames = [sock.recv(zmq.NOBLOCK)]
+        learn = frames[0] not in self._peer_fd
+        copy = not (self.security.curve or learn)
         while sock.get(zmq.RCVMORE):
             if len(frames) == MAX_FRAMES:
                 count = len(frames)
@@ -211,6 +230,8 @@ class Server:
                     count += 1
                 return None, count
             frames.append(sock.recv(copy=copy))
+        if learn and len(frames) > 1:
+            self._peer_fd[frames[0]] = frames[-1].get(zmq.SRCFD)
         return frames, len(frames)
 
     def flush(self, out: list[Outgoing], now: float) -> None:
@@ -261,7 +282,7 @@ class Server:
         last one carries the ZAP User-Id)."""
         last = frames[-1]
         if not isinstance(last, bytes):
-            frames = [f.bytes for f in frames]
+            frames = [f if isinstance(f, bytes) else f.bytes for f in frames]
         identity = frames[0]
         envelope = frames[:-1]
         request = request_id = cache_key = digest = caller = cmd = args = None
@@ -282,7 +303,7 @@ class Server:
                     "overloaded", f"more than {self.config.max_in_flight} requests in flight",
                     request_id), None, None, request_id, now, mutating=False)
             self._received[identity] += 1
-            if cmd.mutating and request_id is not None:
+            if cmd.cached and request_id is not None:
                 key, digest = (caller.user, request_id), protocol.digest(request)
                 cached = self.replies.get(key)
                 running = self._running.get(key)
@@ -300,7 +321,7 @@ class Server:
             if cmd.admin and not caller.admin:
                 raise Forbidden(f"{name} is for admins; {caller.user} is not one")
             args = protocol.validate_args(request, cmd.args)
-            result = cmd.func(Call(self.app, caller, now), **args)
+            result = cmd.func(Call(self.app, caller, now, request_id), **args)
             if inspect.iscoroutine(result):
                 self._start_task(result, identity, envelope, cache_key, digest, request_id,
                                  caller, cmd, args)
@@ -343,6 +364,9 @@ class Server:
     def _start_task(self, coro, identity: bytes, envelope, cache_key, digest, request_id,
                     caller, cmd: Command, args: dict) -> None:
         self._in_flight[identity] += 1
+        wait = (caller.user, request_id)
+        if request_id is not None:      # cancelled if its client goes away meanwhile
+            self._waits.setdefault(identity, set()).add(wait)
         if cache_key is not None:
             self._running[cache_key] = (digest, [])
         app = self.app
@@ -364,6 +388,11 @@ class Server:
                                              request_id)
             now = time.time()
             self._audit(caller, cmd, args, reply, now)
+            waits = self._waits.get(identity)
+            if waits is not None:
+                waits.discard(wait)
+                if not waits:
+                    del self._waits[identity]
             first = self._reply(envelope, reply, cache_key, digest, request_id, now,
                                 cmd.mutating)
             self._finished.append(first)
@@ -390,7 +419,8 @@ class Server:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.step(time.time())
-        for sock in (self.router, self.pub):
+        self.router.disable_monitor()
+        for sock in (self.monitor_socket, self.router, self.pub):
             sock.close()
         self.security.stop()
         self.ctx.term()

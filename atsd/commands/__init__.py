@@ -21,6 +21,7 @@ class Call:
     app: Any            # atsd.app.App
     caller: Caller
     now: float
+    request_id: str | None = None   # the client's id for this request, if it sent one
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,8 +29,9 @@ class Command:
     name: str
     func: Callable[..., Any]
     args: dict[str, Arg]
-    mutating: bool      # changes state: its reply is cached under request_id and committed
+    mutating: bool      # changes state: its reply is committed before it is sent
     admin: bool         # only the admin role may call it
+    cached: bool        # its reply is kept under request_id, for a retry to get it again
 
     @property
     def doc(self) -> str:
@@ -39,11 +41,15 @@ class Command:
 COMMANDS: dict[str, Command] = {}
 
 
-def command(name: str, *, mutating: bool = False, admin: bool = False, **args: Arg):
+def command(name: str, *, mutating: bool = False, admin: bool = False,
+            cached: bool | None = None, **args: Arg):
+    """Register a command. Mutating commands are ``cached`` unless they say otherwise (one
+    whose request_id names another request, and that may be repeated at no harm)."""
     def register(func):
         if name in COMMANDS:
             raise RuntimeError(f"command {name} registered twice")
-        COMMANDS[name] = Command(name, func, args, mutating, admin)
+        COMMANDS[name] = Command(name, func, args, mutating, admin,
+                                 mutating if cached is None else cached)
         return func
     return register
 

@@ -51,10 +51,11 @@ def checkout(call: Call, request: list[dict], lease_s: float | None, wait_s: flo
     the lease ends (``lease_s``, default from the config; renew with extend_reservation).
     Returns ``allocation_id``, ``resources`` ({type: [{id, slots}]}, one entry per
     requirement in request order) and ``expire_time``. With ``wait_s``, a request that does
-    not fit waits up to that long, served by ``priority`` (higher first) then arrival."""
+    not fit waits up to that long, served by ``priority`` (higher first) then arrival; it
+    stops waiting when its client closes the connection, or sends cancel_request."""
     lease = call.app.config.default_lease_s if lease_s is None else lease_s
     got = call.app.pool.checkout(call.caller, _pairs(request), lease, call.now, wait_s,
-                                 priority)
+                                 priority, call.request_id)
     if isinstance(got, Waiter):
         # set up now, not when the task first runs: the waiter may be served before that
         future = asyncio.get_running_loop().create_future()
@@ -84,8 +85,20 @@ def checkin(call: Call, allocation_id: str) -> dict:
     return {"released": True}
 
 
+@command("cancel_request", mutating=True, cached=False, request_id=required(TEXT))
+def cancel_request(call: Call, request_id: str) -> dict:
+    """Stop waiting: the caller's request ``request_id`` (a checkout with wait_s) leaves the
+    queue, and what it was granted meanwhile is released. ``cancelled`` is false when
+    nothing of it waits or is held. The request_id is the cancelled request's, so this
+    reply is not kept for retries; repeating it does no harm."""
+    return {"cancelled": call.app.pool.cancel(call.caller.user, request_id,
+                                              "cancel_request", call.now)}
+
+
 @command("get_pool")
 def get_pool(call: Call) -> dict:
     """The pool in canary's shape: ``{additional_properties, resources: {type: [{id, slots,
-    total}]}}``, ``slots`` free now."""
-    return {"resource_pool": call.app.pool.get_pool(call.now)}
+    total}]}}``, ``slots`` free now; ``waiting`` is the checkout queue in service order
+    ([{owner, request, priority, since, wait_until}])."""
+    return {"resource_pool": call.app.pool.get_pool(call.now),
+            "waiting": call.app.pool.waiting()}

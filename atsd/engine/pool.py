@@ -36,7 +36,10 @@ types are not held up (each type is packed on its own, so they cannot delay it),
 higher priority still goes first. Calendar reservations are not part of the queue.
 
 Waiters belong to a connection, not to the lab: they are not stored, and a daemon restart
-forgets them (their clients time out and may ask again).
+forgets them (their clients time out and may ask again). A client that stops waiting names
+its request (``cancel``, by the request_id it sent): the waiter leaves the queue, and if it
+was granted meanwhile (the reply crossed the cancel), that allocation is released, so
+nothing is left held that nobody will use.
 
 Pure: no I/O, no clock. The engine sets ``waiter.result`` (a Reservation or the
 EngineError to answer with) and calls ``waiter.notify(waiter)`` if the caller set one; the
@@ -73,6 +76,7 @@ class Waiter:
     priority: int
     since: float
     deadline: float
+    request_id: str | None = None   # the client's id for the request, to cancel it by
     bypassed: int = 0           # times a later request was granted slots of its types
     result: Reservation | EngineError | None = None
     notify: Callable[[Waiter], None] | None = field(default=None, repr=False)
@@ -95,7 +99,9 @@ class Pool:
         # in service order: higher priority first, then arrival (a new one goes behind
         # every waiter of its priority or higher)
         self.waiters: list[Waiter] = []
-        lab.on_freed.append(lambda r, now: self.serve(now))
+        # (owner, request_id) -> the live allocation that request was granted
+        self.granted: dict[tuple[str, str], str] = {}
+        lab.on_freed.append(self._freed)
         lab.timer_handlers[WAIT_END] = self._on_wait_end
 
     # --- what is free ---
@@ -109,6 +115,12 @@ class Pool:
     def _totals(self) -> dict[str, dict[str, int]]:
         return {t: {ident: res.slots for ident, res in insts.items()}
                 for t, insts in self.instances.items()}
+
+    def waiting(self) -> list[dict]:
+        """The queue, in service order: who waits for what, since when, until when."""
+        return [{"owner": w.owner, "request": [{"type": t, "slots": n} for t, n in w.request],
+                 "priority": w.priority, "since": w.since, "wait_until": w.deadline}
+                for w in self.waiters]
 
     def get_pool(self, now: float) -> dict:
         """canary's pool shape, with the slots free at ``now`` and each instance's total."""
@@ -162,25 +174,28 @@ class Pool:
     # --- changing ---
 
     def checkout(self, caller: Caller, request: Request, lease_s: float, now: float,
-                 wait_s: float = 0.0, priority: int = 0) -> Reservation | Waiter:
+                 wait_s: float = 0.0, priority: int = 0,
+                 request_id: str | None = None) -> Reservation | Waiter:
         """Grant the request now (an allocation), or queue it as a Waiter when ``wait_s`` > 0;
-        refuse with Unavailable otherwise."""
+        refuse with Unavailable otherwise. ``request_id`` is what ``cancel`` finds it by."""
         never = self._never(request)
         if never:
             raise Unavailable(never)
         ahead = self._ahead_of_new(priority)
         placed, reason = self._offer(request, ahead, lease_s, now)
         if placed is not None:
-            return self._grant(caller.user, request, placed, lease_s, now, ahead)
+            return self._grant(caller.user, request, placed, lease_s, now, ahead, request_id)
         if wait_s <= 0:
             raise Unavailable(reason)
-        w = Waiter(new_id(), caller.user, list(request), lease_s, priority, now, now + wait_s)
+        w = Waiter(new_id(), caller.user, list(request), lease_s, priority, now, now + wait_s,
+                   request_id)
         self.waiters.insert(len(ahead), w)
         self.lab.schedule(w.deadline, WAIT_END, w.id)
         return w
 
     def _grant(self, owner: str, request: Request, placed: dict[str, list[str]],
-               lease_s: float, now: float, ahead: list[Waiter]) -> Reservation:
+               lease_s: float, now: float, ahead: list[Waiter],
+               request_id: str | None) -> Reservation:
         rid = new_id()
         shape: dict[str, list[dict]] = {}
         per_instance: dict[str, int] = {}
@@ -196,12 +211,34 @@ class Pool:
             mode="shared", slots=sum(n for _, n in request), config=None,
             bookings=[Booking(rid, name, now, end, n, False, None)
                       for name, n in per_instance.items()],
-            extra={"resources": shape})
+            extra={"resources": shape, "request_id": request_id})
         types = {t for t, _ in request}
         for w in ahead:
             if w.types & types:
                 w.bypassed += 1
+        if request_id is not None:
+            self.granted[(owner, request_id)] = rid
         return self.lab.add(r, now)
+
+    def cancel(self, owner: str, request_id: str, reason: str, now: float) -> bool:
+        """Stop ``owner``'s request ``request_id``: take its waiter out of the queue, or
+        release the allocation it was granted. False when neither is left."""
+        for i, w in enumerate(self.waiters):
+            if w.owner == owner and w.request_id == request_id:
+                del self.waiters[i]
+                self._resolve(w, Conflict(f"the wait was cancelled: {reason}"))
+                self.serve(now)         # it may have held others back
+                return True
+        rid = self.granted.get((owner, request_id))
+        if rid is None:
+            return False
+        self.lab.transition(self.lab.reservations[rid], "release", now)
+        return True
+
+    def _freed(self, r: Reservation, now: float) -> None:
+        if r.kind == "allocation" and r.extra.get("request_id") is not None:
+            self.granted.pop((r.owner, r.extra["request_id"]), None)
+        self.serve(now)
 
     def checkin(self, caller: Caller, allocation_id: str, now: float) -> Reservation:
         """End an allocation now (its owner or an admin) and give its slots back."""
@@ -228,7 +265,8 @@ class Pool:
                 i += 1
                 continue
             del self.waiters[i]
-            self._resolve(w, self._grant(w.owner, w.request, placed, w.lease_s, now, ahead))
+            self._resolve(w, self._grant(w.owner, w.request, placed, w.lease_s, now, ahead,
+                                         w.request_id))
 
     def _on_wait_end(self, key: str, due: float, now: float) -> None:
         # A resource back in service frees no reservation, so nothing served the waiters
