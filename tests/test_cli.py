@@ -33,7 +33,7 @@ def test_resources_reserve_list_extend_release(daemon):
 
 
 def test_future_reservation_and_claim(daemon):
-    out = daemon.cli("reserve", "scope-1", "--at", "now+1h", "--for", "30m")
+    out = daemon.cli("reserve", "--two-step", "scope-1", "--at", "now+1h", "--for", "30m")
     assert out.returncode == 0 and "pre-reserved" in out.stdout
     pre = out.stdout.split()[1].rstrip(":")
     out = daemon.cli("claim", pre)

@@ -14,6 +14,7 @@ import importlib
 import json
 import os
 import re
+import signal
 import sys
 import time
 
@@ -233,9 +234,15 @@ def events_endpoint(args) -> str:
         raise UsageError(f"{exc} with --events") from None
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # SIGTERM ends a wait as Ctrl-C does: what the daemon holds for it is given back
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         return args.func(args) or 0
     except UsageError as exc:
@@ -252,3 +259,5 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -3,11 +3,12 @@ and who holds what (as a list and as a text Gantt chart)."""
 
 from __future__ import annotations
 
+import contextlib
 import string
 import sys
 import time
 
-from ..errors import TooEarly
+from ..errors import ATSError, ResourceUnavailable, TooEarly
 from . import (UsageError, client_from, fmt_duration, positive, fmt_time, output,
                parse_duration, parse_time, print_table)
 
@@ -31,7 +32,7 @@ def register(sub, common) -> None:
     p.set_defaults(func=when)
 
     p = sub.add_parser("reserve", parents=[common],
-                       help="reserve one or more resources (together) and claim them")
+                       help="reserve one or more resources (together), confirmed at once")
     p.add_argument("names", nargs="*", metavar="NAME")
     p.add_argument("--select", metavar="SELECTOR",
                    help="any resources whose tags match, like 'board=imx8 and usb' (not NAMEs)")
@@ -49,7 +50,10 @@ def register(sub, common) -> None:
                    help="config the resource must have (adds its reconfigure time)")
     p.add_argument("--exact", action="store_true", help="only at --at, not the next free window")
     p.add_argument("--wait", action="store_true",
-                   help="wait (with a countdown) until the window starts, then claim")
+                   help="wait (with a countdown) until the window starts; Ctrl-C releases it")
+    p.add_argument("--two-step", action="store_true",
+                   help="only pre-reserve, to be claimed between its start and expire time "
+                        "(the kissats flow)")
     p.set_defaults(func=reserve)
 
     p = sub.add_parser("claim", parents=[common], help="claim a pre-reservation")
@@ -146,20 +150,40 @@ def reserve(args) -> None:
     if args.repeat or args.select:
         return _reserve_chosen(args, config)
     with client_from(args) as c:
-        pre, available, expire = c.request_reservation(
+        rid, available, expire = c.request_reservation(
             args.names if len(args.names) > 1 else args.names[0], config,
             parse_time(args.at), parse_duration(args.duration), not args.exact,
-            "shared" if args.shared else "exclusive", args.slots)
-        if available > time.time() and not args.wait:
-            output(args, {"pre_reservation_id": pre, "time_available": available,
+            "shared" if args.shared else "exclusive", args.slots, claim=not args.two_step)
+        try:
+            reply = _wait_and_claim(c, args, rid, available, expire)
+        except KeyboardInterrupt:               # Ctrl-C or SIGTERM while waiting
+            with contextlib.suppress(ATSError):
+                c.release_reservation(rid)
+            raise
+    if reply is not None:
+        output(args, reply, lambda r: print(
+            f"reserved {r['reservation_id']} until {fmt_time(r['expire_time'])}"))
+
+
+def _wait_and_claim(c, args, rid: str, available: float, expire: float) -> dict | None:
+    """The reservation once usable (after the countdown, with --wait), or None when only
+    booked ahead (reported here)."""
+    if available > time.time() and not args.wait:
+        if args.two_step:
+            output(args, {"pre_reservation_id": rid, "time_available": available,
                           "expire_time": expire},
-                   lambda _: print(f"pre-reserved {pre}: claim it with 'atsclient claim {pre}' "
+                   lambda _: print(f"pre-reserved {rid}: claim it with 'atsclient claim {rid}' "
                                    f"between {fmt_time(available)} and {fmt_time(expire)}"))
-            return
-        _countdown(available, " ".join(args.names))
-        reply = _claim_when_due(c, pre)
-    output(args, reply, lambda r: print(
-        f"reserved {r['reservation_id']} until {fmt_time(r['expire_time'])}"))
+        else:
+            output(args, {"reservation_id": rid, "time_available": available,
+                          "expire_time": expire},
+                   lambda _: print(f"reserved {rid} from {fmt_time(available)} until "
+                                   f"{fmt_time(expire)}"))
+        return None
+    _countdown(available, " ".join(args.names))
+    if not args.two_step:
+        return {"reservation_id": rid, "time_available": available, "expire_time": expire}
+    return _claim_when_due(c, rid)
 
 
 def _reserve_chosen(args, config: dict | None) -> None:
@@ -186,8 +210,13 @@ def _reserve_chosen(args, config: dict | None) -> None:
                 f"pre-reserved {pre} ({what}): claim it with 'atsclient claim {pre}' between "
                 f"{fmt_time(available)} and {fmt_time(r['expire_time'])}"))
             return
-        _countdown(available, what)
-        claimed = _claim_when_due(c, pre)
+        try:
+            _countdown(available, what)
+            claimed = _claim_when_due(c, pre)
+        except KeyboardInterrupt:               # Ctrl-C or SIGTERM while waiting
+            with contextlib.suppress(ATSError):
+                c.release_reservation(pre)
+            raise
     output(args, {**claimed, "resources": reply["resources"]}, lambda r: print(
         f"reserved {r['reservation_id']} ({what}) until {fmt_time(r['expire_time'])}"))
 
@@ -248,7 +277,14 @@ def release(args) -> None:
 
 def extend(args) -> None:
     with client_from(args) as c:
-        end = c.extend_reservation(args.id, parse_duration(args.by))
+        try:
+            end = c.extend_reservation(args.id, parse_duration(args.by))
+        except ResourceUnavailable as exc:
+            most = exc.reply.get("max_extension")
+            if most is None:
+                raise
+            raise ResourceUnavailable(f"{args.id} cannot be extended by {args.by}; at most "
+                                      f"{fmt_duration(most)} more fits", exc.reply) from None
     output(args, {"reservation_id": args.id, "expire_time": end},
            lambda _: print(f"{args.id} now ends {fmt_time(end)}"))
 
