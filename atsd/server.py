@@ -234,6 +234,20 @@ class Server:
             self._peer_fd[frames[0]] = frames[-1].get(zmq.SRCFD)
         return frames, len(frames)
 
+    def _peers_gone(self, now: float) -> None:
+        """Cancel what the connections that ended were waiting for."""
+        gone = set()
+        while self.monitor.get(zmq.EVENTS) & zmq.POLLIN:
+            event = zmq.utils.monitor.parse_monitor_message(self.monitor.recv_multipart())
+            gone.add(event["value"])
+        if not gone:
+            return
+        for identity in [i for i, fd in self._peer_fd.items() if fd in gone]:
+            del self._peer_fd[identity]
+            for user, request_id in self._waits.pop(identity, ()):
+                log.info("client_gone", user=user, request_id=request_id)
+                self.app.pool.cancel(user, request_id, "its client went away", now)
+
     def flush(self, out: list[Outgoing], now: float) -> None:
         lab = self.app.lab
         records = lab.take_dirty()
