@@ -2,17 +2,18 @@
 that end with their client (real CLI processes, real signals), every change of a
 reservation published, holders, ids, configs and retired resources."""
 
+import asyncio
 import json
-import os
 import signal
 import subprocess
+import threading
 import time
 
 import msgpack
 import pytest
 import zmq
 
-from atsclient import ATSClient, BadRequest, Conflict, Forbidden, ResourceUnavailable
+from atsclient import AsyncATSClient, BadRequest, Conflict, Forbidden, ResourceUnavailable
 from atsclient.resource import ResourceReservation
 from daemon import BASE_CONFIG, cli_env, wait_for
 
@@ -82,11 +83,9 @@ def test_resource_reservation_and_clients_take_claim(daemon):
         assert row(c, rid)["expire_time"] == end
 
     async def run():
-        from atsclient import AsyncATSClient
         async with AsyncATSClient(daemon.listen, user="alice") as ac:
             return await ac.request_reservation("dut-1", time_needed=time.time() + 600,
                                                 claim=True)
-    import asyncio
     rid, _, _ = asyncio.run(run())
     with daemon.client() as c:
         assert row(c, rid)["kind"] == "claimed"
@@ -135,6 +134,17 @@ def test_extend_publishes_the_new_end_and_a_refusal_says_how_much_fits(daemon, c
     assert out.stderr.strip().endswith("at most 10m00s more fits")
 
 
+def test_a_maintenance_window_publishes_the_end_it_moves(daemon, client):
+    rid = client.request_reservation("dut-2", reservation_duration=3600, claim=True)[0]
+    window = time.time() + 600
+    with daemon.client("labadmin") as admin:
+        admin.call("request_reservation", resource="dut-2", time_needed=window,
+                   reservation_duration=600, maintenance=True)
+    reason, end = statuses(client, rid)[-1]
+    assert (reason, end) == ("shortened", row(client, rid)["end_time"])
+    assert window <= end < window + 1
+
+
 # --- waits end with their client ---
 
 def waiting(client):
@@ -174,7 +184,6 @@ def test_a_killed_client_hands_its_place_to_the_next_waiter(pool):
         held = bob.checkout([{"type": "gpus", "slots": 2}, {"type": "gpus", "slots": 2}])
         proc = start_cli(pool, "checkout", "gpus:2", "--wait", "10m", "--priority", "5")
         wait_for(lambda: len(waiting(bob)) == 1, what="the CLI to wait")
-        import threading
         got = {}
         carol_waits = threading.Thread(target=lambda: got.update(carol.checkout(
             [{"type": "gpus", "slots": 2}], wait_s=20)))
@@ -235,9 +244,6 @@ def test_cancel_request_stops_a_wait_or_releases_what_it_got(pool):
 
 
 def test_a_cancelled_async_checkout_leaves_the_queue(pool):
-    import asyncio
-    from atsclient import AsyncATSClient
-
     async def run():
         async with AsyncATSClient(pool.listen, user="alice") as ac:
             task = asyncio.ensure_future(ac.checkout([{"type": "gpus", "slots": 2}],
