@@ -15,7 +15,7 @@ import zmq
 
 from atsclient import AsyncATSClient, BadRequest, Conflict, Forbidden, ResourceUnavailable
 from atsclient.resource import ResourceReservation
-from daemon import BASE_CONFIG, cli_env, wait_for
+from daemon import BASE_CONFIG, JOB_USER, cli_env, wait_for
 
 POOL = {"resources": [{"name": f"gpus/{i}", "type": "gpus", "slots": 2} for i in range(2)]
         + [{"name": "scope-1", "type": "scope"}],
@@ -329,7 +329,8 @@ def test_release_ends_an_active_batch_reservation(daemon_factory, tmp_path):
     (jobs / "sleep.sh").chmod(0o755)
     d = daemon_factory({"resources": [], "security": {"admins": ["labadmin"]},
                         "queues": {"q": {"backend": "local", "hosts": ["h1", "h2"]}},
-                        "jobs": {"allowed_dirs": ["jobs"], "output_dir": "out"}})
+                        "jobs": {"allowed_dirs": ["jobs"], "output_dir": "out",
+                                 "run_as": JOB_USER}})
     with d.client() as alice, d.client("bob") as bob, d.client("labadmin") as admin:
         r = alice.create_reservation("q", 1, 3600)
         later = alice.create_reservation("q", 1, 60, start_time=time.time() + 3600)
