@@ -280,6 +280,16 @@ def test_list_resources_names_the_holders(daemon, client):
     assert rows["dut-1"]["holders"] == []             # booked for later, free now
 
 
+def test_ids_given_out_never_start_with_a_dash(daemon, client):
+    now = time.time()
+    ids = [client.request_reservation("scope-1", time_needed=now + 3600 * (i + 1),
+                                      reservation_duration=60, claim=True)[0]
+           for i in range(400)]                  # ~1 in 64 did: 400 miss it by chance 0.2%
+    assert not [i for i in ids if i.startswith("-")]
+    out = daemon.cli("release", ids[0])
+    assert out.returncode == 0, out.stderr
+
+
 def test_ids_never_start_with_a_dash(monkeypatch):
     from atsd.engine import lab
     drawn = iter(["-starts-with-dash", "fine-id"])
@@ -287,11 +297,14 @@ def test_ids_never_start_with_a_dash(monkeypatch):
     assert lab.new_id() == "fine-id"
 
 
-def test_an_unknown_config_key_is_refused_naming_the_known_ones(client):
+def test_an_unknown_config_key_is_refused_naming_the_known_ones(daemon, client):
     with pytest.raises(BadRequest) as refused:
         client.request_reservation("dut-1", {"firmwre": "v2"})
     assert "firmwre" in refused.value.message and "firmware" in refused.value.message
     assert client.list_reservations() == []
+    out = daemon.cli("reserve", "dut-1", "--config", "firmwre=v2")
+    assert out.returncode == 1 and out.stderr.startswith("atsclient: bad_request:")
+    assert "firmware" in out.stderr and len(out.stderr.strip().splitlines()) == 1
 
 
 def test_a_removed_resource_with_reservations_stops_startup_until_retired(daemon_factory):
