@@ -149,6 +149,9 @@ class CalendarMachine(RuleBasedStateMachine):
         except ClaimLate as late:
             if "pre_reservation_id" in late.extra:
                 self.ids.append(late.extra["pre_reservation_id"])
+                fresh = self.lab.reservations[late.extra["pre_reservation_id"]]
+                lapsed = self.lab.reservations[rid]     # the offer is as long as it was
+                assert fresh.end - fresh.start == pytest.approx(lapsed.end - lapsed.start)
         except EngineError:
             pass
         else:   # kissats: a claim, late or not, holds its whole reservation_duration
@@ -211,7 +214,9 @@ class CalendarMachine(RuleBasedStateMachine):
     def an_ended_reservation_ends_when_it_ended(self):
         for r in self.lab.reservations.values():
             if r.state == states.ENDED:
-                assert r.end <= max(r.ended_at, r.start)
+                assert r.real_end <= r.end and r.real_end <= max(r.ended_at, r.start)
+                if r.reason == "expired":
+                    assert r.real_end == r.end
 
 
 TestCalendarMachine = CalendarMachine.TestCase
@@ -253,7 +258,7 @@ def test_batch_reservations_are_released_once_active_and_never_extended():
     with pytest.raises(Forbidden):
         cal.release(BOB, r.id, now=2)
     cal.release(ADMIN, r.id, now=2)
-    assert (r.state, r.reason, r.end) == (states.ENDED, "released", 2)
+    assert (r.state, r.reason, r.real_end, r.end) == (states.ENDED, "released", 2, 100)
     with pytest.raises(Conflict, match="GRANTED|granted"):
         batch.cancel(ALICE, r.id, now=3)
     assert later.state == states.GRANTED

@@ -85,6 +85,15 @@ class Reservation:
     def resources(self) -> list[str]:
         return [b.resource for b in self.bookings]
 
+    @property
+    def real_end(self) -> float:
+        """When it ends, or ended: what is told of it. ``end`` stays the end it was booked
+        with (a late claim's fresh offer is as long); one that ended early ended at
+        ``ended_at`` (never shown before its start)."""
+        if self.ended_at is None:
+            return self.end
+        return min(self.end, max(self.ended_at, self.start))
+
     def to_record(self) -> dict:
         return {
             "id": self.id, "kind": self.kind, "owner": self.owner, "state": self.state,
@@ -198,10 +207,6 @@ class Lab:
             r.ended_at = now
             for b in r.bookings:
                 self.resources[b.resource].timeline.remove(b)
-            # ended early: its record says when it really ended (never before its start)
-            r.end = min(r.end, max(now, r.start))
-            for b in r.bookings:
-                b.end = min(b.end, max(now, b.start))
             self.schedule(now + self.history_s, "forget", r.id)
         else:
             self._schedule_for(r)
@@ -245,7 +250,7 @@ class Lab:
                         now: float) -> None:
         self.emit(RESERVATION_STATUS, reservation_id=r.id, reservation_status=r.state,
                   previous=previous, reason=reason, owner=r.owner, resources=r.resources,
-                  kind=r.kind, start_time=r.start, end_time=r.end)
+                  kind=r.kind, start_time=r.start, end_time=r.real_end)
 
     # --- the clock ---
 
