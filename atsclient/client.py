@@ -97,7 +97,7 @@ class _Methods:
         if claim:               # only when asked: kissats' requests stay as they were
             request["claim"] = True
         return self._do(request, lambda r: (r["pre_reservation_id"], r["time_available"],
-                                             r["expire_time"]))
+                                             r["expire_time"]), cancellable=True)
 
     def get_future_reservation(self, resource, time_needed=None, duration=3600.0, config=None,
                                next_available=True):
@@ -184,9 +184,10 @@ class _Methods:
                         timeout=self.timeout + (wait_s or 0), cancellable=True)
 
     def cancel_request(self, request_id: str):
-        """Stop waiting for request ``request_id`` (a checkout with wait_s) and release what
-        it was granted meanwhile. True when something was waiting or held. A checkout
-        interrupted (KeyboardInterrupt, task cancelled) sends this itself."""
+        """Stop request ``request_id`` (a checkout waiting with wait_s) and release what it
+        booked (granted meanwhile, or a request_reservation's booking). True when something
+        was waiting or held. A checkout or request_reservation interrupted
+        (KeyboardInterrupt, task cancelled) sends this itself."""
         return self._do({"command": "cancel_request", "request_id": request_id},
                         lambda r: r["cancelled"])
 
@@ -267,6 +268,20 @@ class _Methods:
                         lambda r: {n["node_id"]: n["value"] for n in r["nodelist"]})
 
 
+
+
+# The longest a blocking wait for a reply lasts before Python looks at signals again.
+SIGNAL_SLICE_S = 0.5
+
+
+def _poll_in(sock, timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for a reply, in slices: a signal (Ctrl-C) that lands
+    just before a poll starts does not interrupt it, and a checkout may wait for an hour."""
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        if sock.poll(min(left, SIGNAL_SLICE_S) * 1000, zmq.POLLIN):
+            return True
+    return False
 
 
 def _nodelist(nodes) -> list[dict]:
@@ -353,7 +368,7 @@ class ATSClient(_Connection, _Methods):
                     sock.send(data)
                 except zmq.Again:
                     continue
-                if sock.poll((timeout or self.timeout) * 1000, zmq.POLLIN):
+                if _poll_in(sock, timeout or self.timeout):
                     return _read_reply(_unpack(sock.recv()), read, accept)
         except KeyboardInterrupt:
             if cancellable:     # REQ_RELAXED: a new request may go before the reply came

@@ -338,7 +338,7 @@ def test_a_removed_resource_with_reservations_stops_startup_until_retired(daemon
     with d.client() as c:
         assert row(c, rid)["resource"] == "scope-1"
         scope = next(r for r in c.list_resources() if r["name"] == "scope-1")
-        assert scope["retired"] is True
+        assert scope["service"] == "retired"
         with pytest.raises(ResourceUnavailable):
             c.request_reservation("scope-1", time_needed=time.time() + 7200)
         c.extend_reservation(rid, 60)                  # what it has is still served

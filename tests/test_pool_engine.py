@@ -278,7 +278,7 @@ class PoolMachine(RuleBasedStateMachine):
         self.pool.cancel(ALICE.user, request_id, "test", self.now)
         self.cancelled.add(request_id)
         assert request_id not in {w.request_id for w in self.pool.waiters}
-        assert all(r.extra["request_id"] != request_id for r in self.lab.reservations.values()
+        assert all(r.extra.get("request_id") != request_id for r in self.lab.reservations.values()
                    if r.kind == "allocation" and r.state != states.ENDED)
 
     @rule(dt=st.sampled_from([0.0, 0.5, 1.0, 4.0, 10.0]))

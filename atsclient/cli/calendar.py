@@ -150,15 +150,17 @@ def reserve(args) -> None:
     if args.repeat or args.select:
         return _reserve_chosen(args, config)
     with client_from(args) as c:
-        rid, available, expire = c.request_reservation(
-            args.names if len(args.names) > 1 else args.names[0], config,
-            parse_time(args.at), parse_duration(args.duration), not args.exact,
-            "shared" if args.shared else "exclusive", args.slots, claim=not args.two_step)
+        rid = None                  # interrupted before it is known: the client cancels it
         try:
+            rid, available, expire = c.request_reservation(
+                args.names if len(args.names) > 1 else args.names[0], config,
+                parse_time(args.at), parse_duration(args.duration), not args.exact,
+                "shared" if args.shared else "exclusive", args.slots, claim=not args.two_step)
             reply = _wait_and_claim(c, args, rid, available, expire)
         except KeyboardInterrupt:               # Ctrl-C or SIGTERM while waiting
-            with contextlib.suppress(ATSError):
-                c.release_reservation(rid)
+            if rid is not None:
+                with contextlib.suppress(ATSError):
+                    c.release_reservation(rid)
             raise
     if reply is not None:
         output(args, reply, lambda r: print(

@@ -88,7 +88,8 @@ def request_reservation(call: Call, resource: str | None, resources: list[str] |
                                              call.now)
     else:
         r = call.app.calendar.request(call.caller, names, start, reservation_duration, config,
-                                      reservation_mode, next_available, slots, call.now, claim)
+                                      reservation_mode, next_available, slots, call.now, claim,
+                                      call.request_id)
     reply = {"pre_reservation_id": r.id, "time_available": r.start,
              "expire_time": r.expire_time, "end_time": r.end}
     if claim:

@@ -87,9 +87,10 @@ def checkin(call: Call, allocation_id: str) -> dict:
 
 @command("cancel_request", mutating=True, cached=False, request_id=required(TEXT))
 def cancel_request(call: Call, request_id: str) -> dict:
-    """Stop waiting: the caller's request ``request_id`` (a checkout with wait_s) leaves the
-    queue, and what it was granted meanwhile is released. ``cancelled`` is false when
-    nothing of it waits or is held. The request_id is the cancelled request's, so this
+    """Stop the caller's request ``request_id``: a checkout waiting with wait_s leaves the
+    queue, and what it booked (an allocation granted meanwhile, a request_reservation's
+    booking) is released, for a client that gave up on the reply. ``cancelled`` is false
+    when nothing of it waits or is held. The request_id is the cancelled request's, so this
     reply is not kept for retries; repeating it does no harm."""
     return {"cancelled": call.app.pool.cancel(call.caller.user, request_id,
                                               "cancel_request", call.now)}

@@ -113,7 +113,8 @@ class Calendar:
 
     def request(self, caller: Caller, resources: list[str], time_needed: float,
                 duration: float, config: dict | None, mode: str, next_available: bool,
-                slots: int | None, now: float, claim: bool = False) -> Reservation:
+                slots: int | None, now: float, claim: bool = False,
+                request_id: str | None = None) -> Reservation:
         if len(set(resources)) != len(resources):
             raise BadRequest("a resource is named twice in resources")
         time_needed = max(time_needed, now)
@@ -129,12 +130,13 @@ class Calendar:
                 raise Unavailable(f"{', '.join(resources)}: no window of {duration:g}s fits")
         else:
             raise Unavailable(f"{', '.join(resources)}: busy at the time needed")
-        return self._book(caller, picks, t, mode, config, now, claim)
+        return self._book(caller, picks, t, mode, config, now, claim, request_id)
 
     def _book(self, caller: Caller, picks, t: float, mode: str, config: dict | None,
-              now: float, claim: bool = False) -> Reservation:
+              now: float, claim: bool = False, request_id: str | None = None) -> Reservation:
         """Book at ``t`` (the caller found that it fits): a pre-reservation, or with
-        ``claim`` a confirmed one that starts by itself."""
+        ``claim`` a confirmed one that starts by itself. ``request_id`` is kept for
+        cancel_request."""
         lead = self._window(picks, t)
         duration = picks[0][1].duration
         available = t + lead
@@ -147,7 +149,8 @@ class Calendar:
             owner=caller.user, state=states.ACTIVE if claim and available <= now else states.GRANTED,
             start=available, end=end, mode=mode, slots=picks[0][1].slots, config=config,
             bookings=bookings,
-            expire_time=None if claim else min(available + self.lab.claim_window_s, end))
+            expire_time=None if claim else min(available + self.lab.claim_window_s, end),
+            extra={} if request_id is None else {"request_id": request_id})
         return self.lab.add(r, now)
 
     def claim(self, caller: Caller, rid: str, now: float) -> Reservation:
@@ -170,9 +173,9 @@ class Calendar:
             raise self._late(caller, r, now, f"{rid} claimed {now - r.start:.3f}s after "
                              f"time_available: its {r.end - r.start:g}s no longer fit")
         r.kind = "claimed"
-        self.lab.transition(r, "claim", now)
         if end > r.end:
-            self.lab.set_end(r, end, "extended", now)
+            self.lab.set_end(r, end, None, now)     # the claim's event carries it
+        self.lab.transition(r, "claim", now)
         return r
 
     def _apply_config(self, r: Reservation, now: float) -> None:

@@ -139,6 +139,8 @@ class Lab:
                              dict(d.tags), Timeline(d.slots), d.retired)
             for d in resources}
         self.reservations: dict[str, Reservation] = {}
+        # (owner, request_id) -> id of the live reservation that request booked
+        self._requested: dict[tuple[str, str], str] = {}
         self._timers: list[tuple[float, int, str, str]] = []
         self._timer_count = 0
         self._events: list[Event] = []
@@ -176,6 +178,13 @@ class Lab:
         except KeyError:
             raise NotFound(f"no reservation {shown(rid)}") from None
 
+    def booked_by(self, owner: str, request_id: str) -> Reservation | None:
+        """The live reservation ``owner``'s request ``request_id`` booked (one made with a
+        request_id in its ``extra``), so that a client that gave up on the reply can
+        release it."""
+        rid = self._requested.get((owner, request_id))
+        return None if rid is None else self.reservations[rid]
+
     def owned(self, rid: str, caller: Caller) -> Reservation:
         """The reservation, if ``caller`` may act on it: its owner or an admin."""
         r = self.reservation(rid)
@@ -190,6 +199,7 @@ class Lab:
         for b in r.bookings:
             self.resources[b.resource].timeline.add(b)
         self.reservations[r.id] = r
+        self._index_request(r)
         self.touch(RESERVATION, r.id)
         self._publish_status(r, None, "granted" if r.state == states.GRANTED else "started", now)
         self._schedule_for(r)
@@ -205,6 +215,8 @@ class Lab:
         if new == states.ENDED:
             r.reason = reason
             r.ended_at = now
+            if r.extra.get("request_id") is not None:
+                self._requested.pop((r.owner, r.extra["request_id"]), None)
             for b in r.bookings:
                 self.resources[b.resource].timeline.remove(b)
             self.schedule(now + self.history_s, "forget", r.id)
@@ -219,10 +231,11 @@ class Lab:
             for hook in self.on_active:
                 hook(r, now)
 
-    def set_end(self, r: Reservation, end: float, reason: str, now: float) -> None:
+    def set_end(self, r: Reservation, end: float, reason: str | None, now: float) -> None:
         """Move a live reservation's end (extend, renew a lease, make room for maintenance);
         the caller checked it fits. Published like a change of state, with the same state
-        and ``reason`` saying what moved it, so a watcher never keeps the old end."""
+        and ``reason`` saying what moved it, so a watcher never keeps the old end; with no
+        reason, the transition the caller makes next publishes it."""
         for b in r.bookings:
             tl = self.resources[b.resource].timeline
             tl.remove(b)
@@ -231,7 +244,8 @@ class Lab:
         r.end = end
         self.touch(RESERVATION, r.id)
         self._schedule_for(r)
-        self._publish_status(r, r.state, reason, now)
+        if reason is not None:
+            self._publish_status(r, r.state, reason, now)
 
     def went_down(self, names: list[str], reason: str, now: float, start: float | None = None,
                   end: float = float("inf")) -> None:
@@ -239,6 +253,10 @@ class Lab:
         on) that those resources will not serve them."""
         for hook in self.on_down:
             hook(names, reason, now, now if start is None else start, end)
+
+    def _index_request(self, r: Reservation) -> None:
+        if r.extra.get("request_id") is not None:
+            self._requested[(r.owner, r.extra["request_id"])] = r.id
 
     def touch(self, kind: str, key: str) -> None:
         self._dirty.add((kind, key))
@@ -368,6 +386,7 @@ class Lab:
                     by_resource.setdefault(b.resource, []).append(b)
                 else:
                     orphans.setdefault(b.resource, []).append(r.id)
+            self._index_request(r)
             self._schedule_for(r)
         if orphans:
             raise InventoryMismatch("; ".join(

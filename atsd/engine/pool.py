@@ -38,8 +38,8 @@ higher priority still goes first. Calendar reservations are not part of the queu
 Waiters belong to a connection, not to the lab: they are not stored, and a daemon restart
 forgets them (their clients time out and may ask again). A client that stops waiting names
 its request (``cancel``, by the request_id it sent): the waiter leaves the queue, and if it
-was granted meanwhile (the reply crossed the cancel), that allocation is released, so
-nothing is left held that nobody will use.
+was granted meanwhile (the reply crossed the cancel), that allocation is released
+(``Lab.booked_by``), so nothing is left held that nobody will use.
 
 Pure: no I/O, no clock. The engine sets ``waiter.result`` (a Reservation or the
 EngineError to answer with) and calls ``waiter.notify(waiter)`` if the caller set one; the
@@ -99,9 +99,7 @@ class Pool:
         # in service order: higher priority first, then arrival (a new one goes behind
         # every waiter of its priority or higher)
         self.waiters: list[Waiter] = []
-        # (owner, request_id) -> the live allocation that request was granted
-        self.granted: dict[tuple[str, str], str] = {}
-        lab.on_freed.append(self._freed)
+        lab.on_freed.append(lambda r, now: self.serve(now))
         lab.timer_handlers[WAIT_END] = self._on_wait_end
 
     # --- what is free ---
@@ -211,34 +209,29 @@ class Pool:
             mode="shared", slots=sum(n for _, n in request), config=None,
             bookings=[Booking(rid, name, now, end, n, False, None)
                       for name, n in per_instance.items()],
-            extra={"resources": shape, "request_id": request_id})
+            extra={"resources": shape, "request_id": request_id} if request_id is not None
+            else {"resources": shape})
         types = {t for t, _ in request}
         for w in ahead:
             if w.types & types:
                 w.bypassed += 1
-        if request_id is not None:
-            self.granted[(owner, request_id)] = rid
         return self.lab.add(r, now)
 
     def cancel(self, owner: str, request_id: str, reason: str, now: float) -> bool:
         """Stop ``owner``'s request ``request_id``: take its waiter out of the queue, or
-        release the allocation it was granted. False when neither is left."""
+        release what it booked (an allocation, a calendar reservation). False when neither
+        is left."""
         for i, w in enumerate(self.waiters):
             if w.owner == owner and w.request_id == request_id:
                 del self.waiters[i]
                 self._resolve(w, Conflict(f"the wait was cancelled: {reason}"))
                 self.serve(now)         # it may have held others back
                 return True
-        rid = self.granted.get((owner, request_id))
-        if rid is None:
+        booked = self.lab.booked_by(owner, request_id)
+        if booked is None:
             return False
-        self.lab.transition(self.lab.reservations[rid], "release", now)
+        self.lab.transition(booked, "release", now)
         return True
-
-    def _freed(self, r: Reservation, now: float) -> None:
-        if r.kind == "allocation" and r.extra.get("request_id") is not None:
-            self.granted.pop((r.owner, r.extra["request_id"]), None)
-        self.serve(now)
 
     def checkin(self, caller: Caller, allocation_id: str, now: float) -> Reservation:
         """End an allocation now (its owner or an admin) and give its slots back."""
