@@ -251,6 +251,12 @@ def test_cancel_request_stops_a_wait_or_releases_what_it_got(pool):
         assert alice.cancel_request("fast") is True
         assert alice.list_reservations() == []
         assert statuses(alice, got["allocation_id"])[-1][0] == "released"
+        # a booking whose reply its client gave up on
+        booked = alice.call("request_reservation", resource="scope-1", claim=True,
+                            time_needed=time.time() + 600, request_id="book")
+        assert bob.cancel_request("book") is False
+        assert alice.cancel_request("book") is True
+        assert statuses(alice, booked["reservation_id"])[-1][0] == "released"
 
 
 def test_a_cancelled_async_checkout_leaves_the_queue(pool):
