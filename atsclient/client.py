@@ -164,6 +164,17 @@ class _Methods:
                    "resource": resource, "limit": limit}
         return self._do(_without_none(request), lambda r: r["entries"])
 
+    def whoami(self):
+        """``{user, admin}``: who the daemon takes this client for."""
+        return self._do({"command": "whoami"}, lambda r: {"user": r["user"],
+                                                         "admin": r["admin"]})
+
+    def list_queues(self):
+        """``{queues, job_dirs, output_dir}``: the batch queues, where job scripts must lie
+        and where job output goes."""
+        return self._do({"command": "list_queues"}, lambda r: {
+            k: r[k] for k in ("queues", "job_dirs", "output_dir")})
+
     # --- slot pools (canary ResourcePool / CTest) ---
 
     def accommodates(self, request):
@@ -223,7 +234,8 @@ class _Methods:
                                   submit_args=()):
         """The job id. ``submit_args``: a {key: value} map or [key, value] pairs (sbatch
         options on Slurm), as the CQR capability allows both."""
-        args = dict(submit_args) if isinstance(submit_args, dict) else [list(p) for p in submit_args]
+        args = (dict(submit_args) if isinstance(submit_args, dict)
+                else [list(p) for p in submit_args])
         return self._do({"command": "submit_job_to_reservation",
                          "reservation_id": reservation_id, "job_script": job_script,
                          "submit_args": args},
@@ -261,6 +273,14 @@ class _Methods:
         return self._do({"command": "set_resource_values",
                          "nodelist": [{"node_id": n, "value": v} for n, v in values.items()]},
                         lambda r: r["updated"])
+
+    def set_resource_state(self, resource: str, state: str, reason: str | None = None):
+        """Take a resource down (``reason`` required) or bring it ``up`` (admin):
+        ``{resource, service, reason, changed}``."""
+        return self._do(_without_none({"command": "set_resource_state", "resource": resource,
+                                       "state": state, "reason": reason}),
+                        lambda r: {k: r[k] for k in ("resource", "service", "reason",
+                                                     "changed")})
 
     def get_resource_values(self):
         """``{node: value}``, None where no value was set."""
@@ -314,6 +334,9 @@ class _Connection:
         self.retries = retries
         self.user = user or getpass.getuser()
         self.curve = curve_keys(server_public_key, public_key, secret_key)
+        # called with the number of the try that got no reply, before the next one (the
+        # CLI says at once that the daemon is silent, not after every retry)
+        self.on_no_reply = None
 
     def _connect(self, sock):
         if self.curve is not None:
@@ -363,13 +386,15 @@ class ATSClient(_Connection, _Methods):
         data = _pack(self._stamp(request))
         sock = self._socket()
         try:
-            for _ in range(self.retries):
+            for attempt in range(1, self.retries + 1):
                 try:
                     sock.send(data)
                 except zmq.Again:
                     continue
                 if _poll_in(sock, timeout or self.timeout):
                     return _read_reply(_unpack(sock.recv()), read, accept)
+                if self.on_no_reply is not None and attempt < self.retries:
+                    self.on_no_reply(attempt)
         except KeyboardInterrupt:
             if cancellable:     # REQ_RELAXED: a new request may go before the reply came
                 with contextlib.suppress(ATSError):

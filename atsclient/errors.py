@@ -82,6 +82,8 @@ class ResourceRetryExceeded(ATSError):
     code = "retry_exceeded"
 
 
+# one class per wire error code (atsclient.wire.ERROR_CODES; tests/test_protocol_doc.py
+# holds the two to each other)
 BY_CODE = {cls.code: cls for cls in (BadRequest, NotFound, ResourceUnavailable, Conflict,
                                      TooEarly, ClaimLate, Forbidden, Unauthenticated,
                                      Overloaded, BackendError, InternalError)}

@@ -45,9 +45,7 @@ from zmq.utils.monitor import parse_monitor_message
 from .client import DEFAULT_SERVER, AsyncATSClient
 from .errors import Unreachable
 
-DELETE_PENDING = "resource.delete_pending"
-DELETE_COMPLETE = "resource.delete_complete"
-RESOURCE_VALUES = "resource.values"
+from .wire import DELETE_COMPLETE, DELETE_PENDING, RESOURCE_VALUES  # noqa: F401 (re-exported)
 
 log = logging.getLogger("atsclient.events")
 

@@ -302,20 +302,7 @@ def _checked_pool(pool: dict[str, Any]) -> tuple[dict, dict[str, list[dict]]]:
     if not isinstance(listed, dict):
         raise ValueError("resources must map each type to a list of {id, slots}")
     for rtype, items in listed.items():
-        if not isinstance(rtype, str) or not isinstance(items, list):
-            raise ValueError(f"resources.{rtype} must be a list of {{id, slots}}")
-        resources[rtype] = []
-        for n, item in enumerate(items):
-            if not isinstance(item, dict) or "id" not in item or set(item) - {"id", "slots"}:
-                raise ValueError(f"resources.{rtype}[{n}] must be {{id, slots}}, not {item!r}")
-            slots = item.get("slots", 1)
-            if isinstance(slots, bool) or not isinstance(slots, int) or slots < 0:
-                raise ValueError(f"resources.{rtype}[{n}].slots must be a non-negative "
-                                 f"integer, not {slots!r}")
-            resources[rtype].append({"id": str(item["id"]), "slots": slots})
-        ids = [i["id"] for i in resources[rtype]]
-        if len(set(ids)) != len(ids):
-            raise ValueError(f"resources.{rtype} names an id twice")
+        resources[rtype] = _listed_instances(rtype, items)
     for key, count in pool.items():
         if key in ("resources", "additional_properties"):
             continue
@@ -325,3 +312,22 @@ def _checked_pool(pool: dict[str, Any]) -> tuple[dict, dict[str, list[dict]]]:
             raise ValueError(f"{key} is given both as a count and in resources")
         resources[key] = [{"id": str(j), "slots": 1} for j in range(count)]
     return dict(additional), resources
+
+
+def _listed_instances(rtype: Any, items: Any) -> list[dict]:
+    """One type's ``resources`` list as ``[{id, slots}]``, ids made strings, each once."""
+    if not isinstance(rtype, str) or not isinstance(items, list):
+        raise ValueError(f"resources.{rtype} must be a list of {{id, slots}}")
+    instances = []
+    for n, item in enumerate(items):
+        if not isinstance(item, dict) or "id" not in item or set(item) - {"id", "slots"}:
+            raise ValueError(f"resources.{rtype}[{n}] must be {{id, slots}}, not {item!r}")
+        slots = item.get("slots", 1)
+        if isinstance(slots, bool) or not isinstance(slots, int) or slots < 0:
+            raise ValueError(f"resources.{rtype}[{n}].slots must be a non-negative "
+                             f"integer, not {slots!r}")
+        instances.append({"id": str(item["id"]), "slots": slots})
+    ids = [i["id"] for i in instances]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"resources.{rtype} names an id twice")
+    return instances

@@ -141,7 +141,7 @@ def ctest_environment(groups: Sequence[Sequence[tuple[str, int]]],
     if len(allocation) != len(groups):
         raise ValueError(f"{len(groups)} groups but an allocation for {len(allocation)}")
     env = {"CTEST_RESOURCE_GROUP_COUNT": str(len(groups))}
-    for i, (group, alloc) in enumerate(zip(groups, allocation)):
+    for i, (group, alloc) in enumerate(zip(groups, allocation, strict=True)):
         wanted: dict[str, list[int]] = {}
         for rtype, slots in group:
             wanted.setdefault(rtype, []).append(slots)

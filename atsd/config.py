@@ -6,6 +6,7 @@ the reason, and unknown keys are errors too.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import pwd
@@ -82,6 +83,8 @@ class Config:
     series_max_occurrences: int = 500
     series_horizon_s: float = 2 * 366 * 86400.0
     health_checks: dict[str, HealthCheckDef] = field(default_factory=dict)   # resource ->
+    web_listen: tuple[str, int] | None = None   # the read-only web page; off when None
+    web_token: str | None = None
 
     @property
     def base(self) -> Path:
@@ -178,7 +181,7 @@ TOP_KEYS = {"listen", "events", "state", "fsync", "claim_window_s", "expiring_no
             "default_lease_s", "countdown_interval_s", "event_log_size", "event_hwm",
             "max_frame_bytes", "max_in_flight", "reply_cache_bytes", "audit_retention_s",
             "audit_max_entries", "limits", "resources", "resource_spec", "queues", "jobs",
-            "security", "timezone", "series_max_occurrences", "series_horizon_s"}
+            "security", "timezone", "series_max_occurrences", "series_horizon_s", "web"}
 
 
 def _resource(r: _Reader, value: Any, key: str) -> ResourceDef:
@@ -395,4 +398,38 @@ def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
         if not cfg.curve_authorized_keys.is_dir():
             r.fail("security.curve.authorized_keys",
                    f"no such directory {cfg.curve_authorized_keys}")
+    if "web" in data:
+        _web(r, data["web"], cfg)
     return cfg
+
+
+def _web(r: _Reader, value: Any, cfg: Config) -> None:
+    """The web page is read-only but shows who holds what: anywhere but loopback, or with
+    CURVE on (where the wire knows who asks), it needs a token."""
+    value = r.map(value, "web")
+    r.keys(value, "web", {"listen", "token"})
+    listen = r.text(value.get("listen"), "web.listen")
+    m = re.match(r"^(?:\[([0-9A-Fa-f:.]+)\]|([^:\[\]]+)):(\d{1,5})$", listen)
+    if not m or int(m[3]) > 65535:
+        r.fail("web.listen", f"{listen!r} is not host:port like 127.0.0.1:8080 ([::1]:8080)")
+    host = m[1] or m[2]
+    cfg.web_listen = (host, int(m[3]))
+    if "token" in value:
+        token = r.text(value["token"], "web.token")
+        if len(token) < 16:
+            r.fail("web.token", "must be at least 16 characters")
+        cfg.web_token = token
+    if cfg.web_token is None and not _loopback(host):
+        r.fail("web.token", f"required when web.listen is not loopback ({host}); "
+               "and put TLS in front (docs/web.md)")
+    if cfg.web_token is None and cfg.curve_secret_key is not None:
+        r.fail("web.token", "required when security.curve is on")
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

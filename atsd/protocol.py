@@ -14,15 +14,15 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import msgpack
+from atsclient.wire import ERROR_CODES as WIRE_ERROR_CODES
 
 from .engine.errors import BadRequest, EngineError, clip, shown
 
 PROTOCOL_VERSION = 1
 
-# every error code a reply may carry (DESIGN.md's list; the fuzz tests hold replies to it)
-ERROR_CODES = ("bad_request", "not_found", "unavailable", "conflict", "too_early",
-               "claim_late", "forbidden", "unauthenticated", "overloaded", "backend_error",
-               "internal")
+# every error code a reply may carry, defined once in atsclient.wire (the fuzz tests hold
+# replies to it)
+ERROR_CODES = tuple(WIRE_ERROR_CODES)
 
 # Largest time and duration accepted: far enough for any lab (year 5138, ~31 years) and
 # small enough that adding them never overflows or loses all precision.
@@ -149,6 +149,7 @@ def count(lo: int, hi: int) -> Callable[[Any, str], int]:
         if not lo <= value <= hi:
             raise BadRequest(f"{key} must be from {lo} to {hi}, not {value}")
         return value
+    check.described = f"integer {lo}..{hi}"
     return check
 
 
@@ -165,6 +166,7 @@ def one_of(*choices: str) -> Callable[[Any, str], str]:
         if value not in choices:
             raise BadRequest(f"{key} must be one of {', '.join(choices)}, not {shown(value)}")
         return value
+    check.described = " or ".join(map(repr, choices))
     return check
 
 
@@ -189,6 +191,7 @@ def list_of(item: Callable[[Any, str], Any], max_len: int = 1000) -> Callable[[A
         if len(value) > max_len:
             raise BadRequest(f"{key} may hold at most {max_len} items")
         return [item(v, f"{key}[{i}]") for i, v in enumerate(value)]
+    check.described = f"list of at most {max_len} × {describe(item)}"
     return check
 
 
@@ -198,7 +201,14 @@ def map_of(**fields: Arg) -> Callable[[Any, str], dict]:
         if not isinstance(value, dict):
             raise BadRequest(f"{key} must be a map, not {type(value).__name__}")
         return validate_args(value, fields, prefix=f"{key}.")
+    check.described = "map {" + ", ".join(
+        f"{k}{'' if a.required else '?'}: {describe(a.kind)}" for k, a in fields.items()) + "}"
     return check
+
+
+def describe(kind) -> str:
+    """An argument kind in words, for docs/protocol.md."""
+    return getattr(kind, "described", None) or KIND_NAMES.get(kind) or kind.__name__.strip("_")
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +226,10 @@ def required(kind) -> Arg:
 def optional(kind, default: Any = None) -> Arg:
     return Arg(kind, default=default, nullable=True)
 
+
+KIND_NAMES = {TIME: "time (epoch seconds)", DURATION: "duration (seconds, 0 or more)",
+              POSITIVE_DURATION: "duration (seconds, more than 0)", FRACTION: "number 0..1",
+              BOOL: "boolean", TEXT: "string (1..256 characters)", CONFIG: "map"}
 
 ENVELOPE = ("command", "request_id", "user")
 
@@ -243,7 +257,8 @@ def envelope(request: dict) -> tuple[str, str | None, str | None]:
     command = request.get("command")
     request_id = request.get("request_id")
     user = request.get("user")
-    if request_id is not None and (not isinstance(request_id, str) or not 0 < len(request_id) <= 128):
+    if request_id is not None and (not isinstance(request_id, str)
+                                   or not 0 < len(request_id) <= 128):
         raise BadRequest("request_id must be a string of 1 to 128 characters")
     if not isinstance(command, str):
         raise BadRequest("missing key command" if command is None else "command must be a string")

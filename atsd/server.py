@@ -89,6 +89,10 @@ class Server:
         self.stopping = False
         self._wakeup: asyncio.Future | None = None
         self.endpoints: dict[str, str] = {}
+        self.web = None
+        if config.web_listen is not None:
+            from .web import WebServer
+            self.web = WebServer(self)
 
     def _load_app(self) -> App:
         """Build the engine from the state file; what fell due while down happens at start."""
@@ -132,6 +136,8 @@ class Server:
             "listen": self.router.getsockopt_string(zmq.LAST_ENDPOINT),
             "events": self.pub.getsockopt_string(zmq.LAST_ENDPOINT),
         }
+        if self.web is not None:
+            self.endpoints["web"] = self.web.bind()
         if self.endpoints_file:
             tmp = self.endpoints_file.with_suffix(".tmp")
             tmp.write_text(json.dumps({**self.endpoints, "pid": os.getpid()}))
@@ -170,6 +176,8 @@ class Server:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
         self.security.start()
+        if self.web is not None:
+            await self.web.start()
         fd = self.router_sync.get(zmq.FD)
         loop.add_reader(fd, self.wake)
         loop.add_reader(self.monitor.get(zmq.FD), self.wake)
@@ -271,6 +279,8 @@ class Server:
         self.runner.on_committed(numbered)
         for e in numbered:
             self.pub_sync.send_multipart([e["topic"].encode(), protocol.encode(e)])
+        if self.web is not None:
+            self.web.publish(numbered)
 
     def _commit_failed(self, exc: Exception, out: list[Outgoing]) -> None:
         """Nothing of this group reached the disk: its mutating requests, and the reads
@@ -427,6 +437,8 @@ class Server:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+        if self.web is not None:
+            await self.web.stop()
         await self.runner.close()
         await self.health.close()
         for task in list(self._tasks):

@@ -39,7 +39,7 @@ def _subscribers(endpoint: str, events: str, n: int, first: int, last_q: mp.Queu
             await s._open()
         out.put("ready")
         seqs = [[] for _ in subs]
-        tasks = [asyncio.create_task(follow(s, q)) for s, q in zip(subs, seqs)]
+        tasks = [asyncio.create_task(follow(s, q)) for s, q in zip(subs, seqs, strict=True)]
         last = await asyncio.get_running_loop().run_in_executor(None, last_q.get)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and any(not q or q[-1] < last for q in seqs):
@@ -47,7 +47,7 @@ def _subscribers(endpoint: str, events: str, n: int, first: int, last_q: mp.Queu
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        out.put([(q, s.live, s.lost) for q, s in zip(seqs, subs)])
+        out.put([(q, s.live, s.lost) for q, s in zip(seqs, subs, strict=True)])
         for s in subs:
             await s.aclose()
     asyncio.run(main())

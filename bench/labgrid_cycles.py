@@ -136,7 +136,7 @@ def ensure_venv() -> tuple[str, str]:
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=VENV_TIMEOUT_S)
     except (OSError, subprocess.SubprocessError) as e:
-        raise BenchError(f"cannot create venv {venv}: {e}")
+        raise BenchError(f"cannot create venv {venv}: {e}") from e
     if out.returncode != 0:
         raise BenchError(f"cannot create venv {venv}: {_tail(out.stderr or out.stdout)}")
 
@@ -149,10 +149,11 @@ def ensure_venv() -> tuple[str, str]:
             capture_output=True, text=True, timeout=PIP_TIMEOUT_S,
         )
     except (OSError, subprocess.SubprocessError) as e:
-        raise BenchError(f"cannot install {spec}: {e}")
+        raise BenchError(f"cannot install {spec}: {e}") from e
     if out.returncode != 0:
         errs = [ln for ln in (out.stderr or "").splitlines() if ln.startswith("ERROR")]
-        raise BenchError(f"cannot install {spec}: {_tail(' '.join(errs) or out.stderr or out.stdout)}")
+        why = _tail(" ".join(errs) or out.stderr or out.stdout)
+        raise BenchError(f"cannot install {spec}: {why}")
     version = _probe_venv(venv)
     if not version:
         raise BenchError(f"labgrid installed into {venv} but does not import / "
@@ -217,7 +218,7 @@ def _start_coordinator(venv: str, workdir: str) -> tuple[subprocess.Popen, int, 
                 cwd=workdir, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
             )
         except OSError as e:
-            raise BenchError(f"cannot start {exe}: {e}")
+            raise BenchError(f"cannot start {exe}: {e}") from e
         finally:
             logf.close()
         deadline = time.monotonic() + COORD_READY_TIMEOUT_S
@@ -234,7 +235,8 @@ def _start_coordinator(venv: str, workdir: str) -> tuple[subprocess.Popen, int, 
         _stop_process(proc)
         with open(logpath, "r", errors="replace") as f:
             last_reason = _tail(f.read())
-        _log(f"coordinator on port {port} did not come up (attempt {attempt}): {last_reason[-200:]}")
+        _log(f"coordinator on port {port} did not come up (attempt {attempt}): "
+             f"{last_reason[-200:]}")
     raise BenchError(f"labgrid-coordinator did not accept connections after {PORT_ATTEMPTS} "
                      f"attempts: {last_reason[-300:]}")
 
@@ -358,7 +360,8 @@ def _worker_setup(address: str, n: int) -> int:
                     continue
                 session.args = _session_args(name)
                 loop.run_until_complete(session.add_place())
-        missing = [f"{PLACE_PREFIX}{i}" for i in range(n) if f"{PLACE_PREFIX}{i}" not in session.places]
+        names = [f"{PLACE_PREFIX}{i}" for i in range(n)]
+        missing = [name for name in names if name not in session.places]
         if missing:
             print(f"ERROR places not visible after create: {missing}", flush=True)
             return 1
@@ -384,7 +387,8 @@ def _worker(address: str, place: str, duration_s: float) -> int:
             return 1
         session.args = _session_args(place)
 
-        async def cycle_loop(deadline_from_now: float | None, max_cycles: int | None) -> tuple[int, float]:
+        async def cycle_loop(deadline_from_now: float | None,
+                             max_cycles: int | None) -> tuple[int, float]:
             n = 0
             t0 = time.monotonic()
             while True:
@@ -409,7 +413,8 @@ def _worker(address: str, place: str, duration_s: float) -> int:
             time.sleep(delay)
         with contextlib.redirect_stdout(devnull):
             cycles, seconds = loop.run_until_complete(cycle_loop(duration_s, None))
-        print("RESULT " + json.dumps({"cycles": cycles, "seconds": seconds}), file=proto, flush=True)
+        print("RESULT " + json.dumps({"cycles": cycles, "seconds": seconds}), file=proto,
+              flush=True)
         return 0
     except Exception as e:  # reported to the parent as one line
         print(f"ERROR {type(e).__name__}: {e}", file=proto, flush=True)
@@ -478,7 +483,8 @@ def _print_table(res: dict) -> None:
     print(f"labgrid {res.get('version')} coordinator, acquire+release cycles")
     print(f"{'clients':>7}  {'cycles':>8}  {'seconds':>8}  {'cycles/s':>9}")
     for r in res["results"]:
-        print(f"{r['clients']:>7}  {r['cycles']:>8}  {r['seconds']:>8.2f}  {r['cycles_per_s']:>9.1f}")
+        print(f"{r['clients']:>7}  {r['cycles']:>8}  {r['seconds']:>8.2f}  "
+              f"{r['cycles_per_s']:>9.1f}")
 
 
 def main(argv: list[str] | None = None) -> int:

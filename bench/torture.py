@@ -26,6 +26,7 @@ final SIGKILL and restart. A violation is anything a correct daemon could not ha
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -418,7 +419,7 @@ def check_events(v: Verdict, events: list[dict]) -> None:
     was told (released after its release was sent, else lapsed or expired at its end)."""
     seqs = [e["seq"] for e in events]
     if seqs != list(range(1, len(seqs) + 1)):
-        gaps = [(a, b) for a, b in zip(seqs, seqs[1:]) if b != a + 1][:5]
+        gaps = [(a, b) for a, b in itertools.pairwise(seqs) if b != a + 1][:5]
         v.fail(f"event seq not 1..{len(seqs)} without gaps: {gaps}")
     created: dict[str, int] = {}
     ended: dict[str, dict] = {}

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -66,6 +67,7 @@ class Daemon:
         self.listen = "tcp://127.0.0.1:*"
         self.events = "tcp://127.0.0.1:*"
         self.log_path = self.dir / "atsd.log"
+        self.web: str | None = None      # the web page's address, when the config has web
 
     @property
     def state(self) -> Path:
@@ -73,8 +75,12 @@ class Daemon:
 
     def start(self, timeout: float = 15.0) -> Daemon:
         self.endpoints_file.unlink(missing_ok=True)
+        if self.web:     # a restart keeps the web port too, so open pages reconnect
+            self.config["web"] = {**self.config["web"], "listen": urlsplit(self.web).netloc}
+            self.config_path.write_text(yaml.safe_dump(self.config))
         self._log = open(self.log_path, "ab")
-        env = {**cli_env(), **self.env}
+        # every reply is held to the keys its command declares (atsd/commands)
+        env = {**cli_env(), "ATSD_CHECK_REPLIES": "1", **self.env}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "atsd", "--config", str(self.config_path),
              "--listen", self.listen, "--events", self.events,
@@ -93,6 +99,7 @@ class Daemon:
             self.kill()          # a daemon that did not come up is not left running
             raise
         self.listen, self.events = ep["listen"], ep["events"]
+        self.web = ep.get("web")
         return self
 
     def log(self) -> str:

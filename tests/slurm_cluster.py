@@ -393,7 +393,8 @@ class SlurmCluster:
         self._ctld = self._spawn("slurmctld", [self._bins["slurmctld"], "-D"])
 
     def _start_slurmd(self, node: str) -> None:
-        self._slurmds[node] = self._spawn(f"slurmd-{node}", [self._bins["slurmd"], "-D", "-N", node])
+        self._slurmds[node] = self._spawn(f"slurmd-{node}",
+                                          [self._bins["slurmd"], "-D", "-N", node])
 
     def _node_states(self) -> dict[str, str] | None:
         try:

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from atsclient import Forbidden
+from atsclient import Forbidden, NotFound
 from daemon import BASE_CONFIG, wait_for
 from test_security import lab  # noqa: F401  (the CURVE lab fixture)
 
@@ -25,7 +25,7 @@ def _story(d):
         with pytest.raises(Forbidden):
             bob.revoke(["scope-1"], 0)
         alice.get_version()                     # a read: not audited
-        with pytest.raises(Exception):
+        with pytest.raises(NotFound):
             alice.extend_reservation("nope", 60)    # refused, not forbidden: not audited
         alice.release_reservation(rid)
         admin.revoke(["scope-1"], 0)
@@ -120,7 +120,7 @@ def test_cli_audit(daemon):
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0].split() == ["TIME", "USER", "COMMAND", "OUTCOME", "IDS"]
-    assert [line.split()[2:5] for line in lines[1:]] == [
+    assert [line.split()[3:6] for line in lines[1:]] == [
         ["bob", "revoke", "forbidden"], ["labadmin", "revoke", "ok"],
         ["labadmin", "restore", "ok"]]
     out = daemon.cli("audit", "--actor", "labadmin", user="bob")

@@ -131,7 +131,7 @@ def test_extend_publishes_the_new_end_and_a_refusal_says_how_much_fits(daemon, c
     assert refused.value.reply["max_extension"] == pytest.approx(600)
     out = daemon.cli("extend", rid, "--by", "1h")
     assert out.returncode == 1
-    assert out.stderr.strip().endswith("at most 10m00s more fits")
+    assert out.stderr.strip().endswith("at most --by 10m is free")
 
 
 def test_a_maintenance_window_publishes_the_end_it_moves(daemon, client):
@@ -319,7 +319,7 @@ def test_an_unknown_config_key_is_refused_naming_the_known_ones(daemon, client):
     assert "firmwre" in refused.value.message and "firmware" in refused.value.message
     assert client.list_reservations() == []
     out = daemon.cli("reserve", "dut-1", "--config", "firmwre=v2")
-    assert out.returncode == 1 and out.stderr.startswith("atsclient: bad_request:")
+    assert out.returncode == 2 and out.stderr.startswith("atsclient: bad_request:")
     assert "firmware" in out.stderr and len(out.stderr.strip().splitlines()) == 1
 
 

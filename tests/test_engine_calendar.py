@@ -106,12 +106,38 @@ def test_restore_rebuilds_timelines_and_timers():
     assert lab2.resources["r1"].timeline.fits(0, 100, 1, True)
 
 
+def naive_fits(lab, wants, start, end, ignore=None):
+    """Whether ``wants`` ([(resource, slots, exclusive, config)]) fit over [start, end) by
+    the plain rule, checked against every live booking: nothing overlaps, or everything
+    that overlaps is shared with an agreeing config and the slots of all of it together
+    (more than its peak) leave room. Stricter than the engine, never looser: what fits
+    here must be granted."""
+    for name, slots, exclusive, config in wants:
+        res = lab.resources[name]
+        if slots > res.slots:
+            return False
+        others = [b for r in lab.reservations.values() if r.state != states.ENDED
+                  and r.id != ignore for b in r.bookings
+                  if b.resource == name and b.start < end and b.end > start]
+        if others and (exclusive or any(b.exclusive for b in others)
+                       or any(None not in (b.config, config) and b.config != config
+                              for b in others)
+                       or sum(b.slots for b in others) + slots > res.slots):
+            return False
+    return True
+
+
+MAX_LEAD = 10       # the longest reconfigure_s in make_lab
+
+
 times = st.floats(min_value=0, max_value=1000, allow_nan=False).map(lambda x: round(x, 1))
 durations = st.floats(min_value=0.5, max_value=300, allow_nan=False).map(lambda x: round(x, 1))
 
 
 class CalendarMachine(RuleBasedStateMachine):
-    """Random requests, claims, releases, extensions and lapses at random times."""
+    """Random requests, claims, releases, extensions and lapses at random times: nothing is
+    double-booked (safety), and what has room by naive_fits is granted (progress; an
+    engine refusing everything fails here)."""
 
     @initialize()
     def setup(self):
@@ -130,12 +156,24 @@ class CalendarMachine(RuleBasedStateMachine):
           slots=st.integers(1, 4), nxt=st.booleans(),
           config=st.sampled_from([None, {"fw": "v1"}, {"fw": "v2"}]), claim=st.booleans())
     def request(self, names, start, duration, shared, slots, nxt, config, claim):
+        t = self.now + start
+        wants = [(n, slots if shared else self.lab.resources[n].slots, not shared, config)
+                 for n in names]
+        free = naive_fits(self.lab, wants, t, t + MAX_LEAD + duration)
+        ever = all(n <= self.lab.resources[name].slots for name, n, _, _ in wants)
         try:
-            r = self.cal.request(ALICE, names, self.now + start, duration, config,
+            r = self.cal.request(ALICE, names, t, duration, config,
                                  "shared" if shared else "exclusive", nxt, slots, self.now,
                                  claim)
-        except (Unavailable, BadRequest):    # "shared" has no fw key
+        except BadRequest:                  # "shared" has no fw key
+            assert config is not None and "shared" in names
             return
+        except Unavailable:
+            assert not free, "refused though nothing is in the way"
+            assert not (nxt and ever), "next_available refused though it fits some time"
+            return
+        if free:
+            assert min(b.start for b in r.bookings) == t
         self.ids.append(r.id)
 
     @precondition(lambda self: self.ids)
@@ -144,34 +182,47 @@ class CalendarMachine(RuleBasedStateMachine):
         rid = data.draw(st.sampled_from(self.ids))
         r = self.lab.reservations.get(rid)
         whole = None if r is None else r.end - r.start
+        # in its claim window, with room for its whole duration from now: must be claimed
+        claimable = (r is not None and r.kind == "pre" and r.state == states.GRANTED
+                     and r.start <= self.now <= r.expire_time
+                     and naive_fits(self.lab, [(b.resource, b.slots, b.exclusive, b.config)
+                                               for b in r.bookings],
+                                    r.end, self.now + whole, ignore=rid))
         try:
             self.cal.claim(ALICE, rid, self.now)
         except ClaimLate as late:
+            assert not claimable, late
             if "pre_reservation_id" in late.extra:
                 self.ids.append(late.extra["pre_reservation_id"])
                 fresh = self.lab.reservations[late.extra["pre_reservation_id"]]
                 lapsed = self.lab.reservations[rid]     # the offer is as long as it was
                 assert fresh.end - fresh.start == pytest.approx(lapsed.end - lapsed.start)
-        except EngineError:
-            pass
+        except EngineError as exc:
+            assert not claimable, exc
         else:   # kissats: a claim, late or not, holds its whole reservation_duration
             assert r.end - self.now >= whole - 1e-6
 
     @precondition(lambda self: self.ids)
     @rule(data=st.data())
     def release(self, data):
-        try:
-            self.cal.release(ALICE, data.draw(st.sampled_from(self.ids)), self.now)
-        except EngineError:
-            pass
+        r = self.lab.reservations.get(data.draw(st.sampled_from(self.ids)))
+        if r is not None and r.state != states.ENDED:
+            self.cal.release(ALICE, r.id, self.now)       # its owner: always released
+            assert r.state == states.ENDED
 
     @precondition(lambda self: self.ids)
     @rule(data=st.data(), extra=durations)
     def extend(self, data, extra):
+        rid = data.draw(st.sampled_from(self.ids))
+        r = self.lab.reservations.get(rid)
+        room = (r is not None and r.state != states.ENDED
+                and naive_fits(self.lab, [(b.resource, b.slots, b.exclusive, b.config)
+                                          for b in r.bookings], r.end, r.end + extra,
+                               ignore=rid))
         try:
-            self.cal.extend(ALICE, data.draw(st.sampled_from(self.ids)), extra, self.now)
-        except EngineError:
-            pass
+            self.cal.extend(ALICE, rid, extra, self.now)
+        except EngineError as exc:
+            assert not room, exc
 
     @invariant()
     def no_double_booking(self):

@@ -8,7 +8,6 @@ import time
 
 import msgpack
 import pytest
-import zmq
 
 from atsd.commands import load_all
 from daemon import BASE_CONFIG

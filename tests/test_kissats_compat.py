@@ -1,14 +1,13 @@
 """The published kissats 1.0.0a5 client, unchanged, against a real atsd.
 
-kissats' package ``__init__`` does not import on Python 3 (task.py is Python 2), so its
-``ats_client.py`` and ``exceptions.py`` are loaded directly from the published sdist, which
-the test fetches from the package registry once and caches under tests/.cache/.
+kissats is a test dependency (setup.cfg's ``test`` extra), but its package ``__init__`` does
+not import on Python 3 (task.py is Python 2), so its ``ats_client.py`` and ``exceptions.py``
+are loaded directly from where it is installed.
 """
 
+import importlib.metadata
 import importlib.util
-import subprocess
 import sys
-import tarfile
 import time
 import types
 from pathlib import Path
@@ -20,25 +19,17 @@ import zmq
 from atsclient import ATSClient
 from atsclient.kissats import ATS_Client
 
-CACHE = Path(__file__).parent / ".cache"
-SDIST = "kissats-1.0.0a5"
 
-
-def _fetch_sdist() -> Path:
-    target = CACHE / SDIST
-    if not (target / "kissats" / "ats_client.py").exists():
-        CACHE.mkdir(exist_ok=True)
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary",
-                        ":all:", "-d", str(CACHE), "kissats==1.0.0a5"], check=True,
-                       capture_output=True)
-        with tarfile.open(CACHE / f"{SDIST}.tar.gz") as tar:
-            tar.extractall(CACHE)
-    return target
+def _installed() -> Path:
+    spec = importlib.util.find_spec("kissats")      # finds the package, runs no __init__
+    assert spec is not None, "kissats is not installed: pip install -e '.[test]'"
+    assert importlib.metadata.version("kissats") == "1.0.0a5"
+    return Path(spec.submodule_search_locations[0])
 
 
 @pytest.fixture(scope="module")
 def kissats():
-    root = _fetch_sdist() / "kissats"
+    root = _installed()
     package = types.ModuleType("kissats")
     package.__path__ = [str(root)]
     saved = {k: sys.modules.get(k) for k in ("kissats", "kissats.exceptions", "kissats.ats_client")}

@@ -124,7 +124,7 @@ def brute_force_fits(needs, free):
     ids = list(free)
     for choice in itertools.product(ids, repeat=len(needs)):
         used = Counter()
-        for rid, n in zip(choice, needs):
+        for rid, n in zip(choice, needs, strict=True):
             used[rid] += n
         if all(used[r] <= free[r] for r in ids):
             return True
@@ -160,7 +160,7 @@ def test_never_over_uses_an_instance(needs, free):
         return
     assert len(got) == len(needs)
     used = Counter()
-    for rid, n in zip(got, needs):
+    for rid, n in zip(got, needs, strict=True):
         assert rid in free
         used[rid] += n
     assert all(used[r] <= free[r] for r in used)

@@ -10,6 +10,7 @@ from atsd.engine.calendar import Calendar
 from atsd.engine.errors import Conflict, EngineError, Forbidden, Unavailable
 from atsd.engine.lab import Caller, Lab, ResourceDef
 from atsd.engine.pool import MAX_BYPASS, Pool, Waiter
+from test_placement import brute_force_fits
 
 ALICE, BOB, ADMIN = Caller("alice"), Caller("bob"), Caller("root", admin=True)
 
@@ -199,11 +200,33 @@ def test_accommodates_agrees_with_checkout(request, held):
     assert granted == ok
 
 
+def naive_fits(lab, request, start, end):
+    """Whether ``request`` ([(type, slots)]) fits over [start, end) by the plain rule: each
+    instance's free slots are its slots less those of every live booking overlapping the
+    window (more than their peak), and any assignment of requirements to instances that
+    fits them will do. Stricter than the pool, never looser."""
+    needs = {}
+    for rtype, n in request:
+        needs.setdefault(rtype, []).append(n)
+    for rtype, wanted in needs.items():
+        free = {}
+        for res in lab.resources.values():
+            if res.name.startswith(f"{rtype}/"):
+                held = sum(b.slots for r in lab.reservations.values()
+                           if r.state != states.ENDED for b in r.bookings
+                           if b.resource == res.name and b.start < end and b.end > start)
+                free[res.name] = res.slots - held
+        if not brute_force_fits(wanted, free):
+            return False
+    return True
+
+
 class PoolMachine(RuleBasedStateMachine):
     """Checkouts (waiting or not, any priority), checkins, cancels, calendar bookings of the
     same instances and the clock, in any order: no slot is ever held twice, accommodates
-    always agrees with checkout, every waiter is answered once, by its deadline, and a
-    cancelled request neither waits nor holds anything."""
+    always agrees with checkout, every waiter is answered once, by its deadline, what fits
+    by naive_fits is granted, at once or as soon as it fits while waiting, and a cancelled
+    request neither waits nor holds anything."""
 
     def __init__(self):
         super().__init__()
@@ -225,6 +248,8 @@ class PoolMachine(RuleBasedStateMachine):
           priority=st.integers(0, 2))
     def checkout(self, req, lease, wait, priority):
         ok, _ = self.pool.accommodates(req, lease, self.now, priority)
+        fits = not self.pool.waiters and naive_fits(self.lab, req, self.now, self.now + lease)
+        assert ok or not fits, "refused though it fits and nobody waits"
         self.requests += 1
         try:
             got = self.pool.checkout(ALICE, req, lease, self.now, wait, priority,
@@ -289,6 +314,14 @@ class PoolMachine(RuleBasedStateMachine):
     @invariant()
     def never_over_allocated(self):
         assert over_allocated(self.lab) == []
+
+    @invariant()
+    def no_waiter_is_left_waiting_for_slots_that_are_free(self):
+        for i, w in enumerate(self.pool.waiters):
+            held_back = any(a.bypassed >= MAX_BYPASS and a.types & w.types
+                            for a in self.pool.waiters[:i])
+            assert (w.deadline <= self.now or held_back
+                    or not naive_fits(self.lab, w.request, self.now, self.now + w.lease_s)), w
 
     @invariant()
     def waiters_answered_once_by_their_deadline(self):

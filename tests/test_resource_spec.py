@@ -1,7 +1,9 @@
 """The spec reader must accept and refuse exactly what CTest does.
 
-The conformance part runs over CMake's own test files, copied to ../shared/ctest-specs/
-(beside the clone in CI). The verdicts below are the table of index.md there, which comes
+Every rule CMake's tests check is covered by the project's own cases (``OWN_CASES`` and the
+per-rule tests), which run in a plain clone. The conformance part also runs over CMake's own
+test files when they are copied to ../shared/ctest-specs/ (beside the clone in CI), and is
+skipped without them. The verdicts below are the table of index.md there, which comes
 from Tests/CMakeLib/testCTestResourceSpec.cxx; the remaining tests check each parser rule
 on small files of our own, and canary's YAML.
 """
@@ -137,6 +139,59 @@ def test_error_names_the_file(shared):
         load_spec(path)
     assert str(e.value) == f"{path}: file not found"
     assert e.value.path == str(path) and e.value.reason == "file not found"
+
+
+# --- every rule CMake's files test, as the project's own cases (run in a plain clone) ---
+
+# (case, document, the instances it parses to, or None when CTest refuses it); one case per
+# rule that testCTestResourceSpec.cxx and RunCMake's CTestResourceAllocation check
+OWN_CASES = [
+    ("types kept in order, bad type name dropped, empty type kept",
+     '{"version": {"major": 1, "minor": 0}, "local": [{"gpus": [{"id": "2", "slots": 4}, '
+     '{"id": "e"}], ".hidden": [{"id": "a", "slots": 3}], "threads": []}]}',
+     [("gpus", "2", 4), ("gpus", "e", 1)]),
+    ("empty local", '{"version": {"major": 1, "minor": 0}, "local": []}', []),
+    ("two local entries", '{"version": {"major": 1, "minor": 0}, "local": [{}, {}]}', None),
+    ("local an object", '{"version": {"major": 1, "minor": 0}, "local": {}}', None),
+    ("no local", '{"version": {"major": 1, "minor": 0}}', None),
+    ("local entry a list", '{"version": {"major": 1, "minor": 0}, "local": [[]]}', None),
+    ("type an object", '{"version": {"major": 1, "minor": 0}, "local": [{"gpus": {}}]}', None),
+    ("instance a list", '{"version": {"major": 1, "minor": 0}, "local": [{"gpus": [[]]}]}',
+     None),
+    ("instance without id", '{"version": {"major": 1, "minor": 0}, "local": [{"gpus": [{}]}]}',
+     None),
+    ("id a number", '{"version": {"major": 1, "minor": 0}, "local": [{"gpus": [{"id": 4}]}]}',
+     None),
+    ("slots a word", '{"version": {"major": 1, "minor": 0}, '
+     '"local": [{"gpus": [{"id": "4", "slots": "lots"}]}]}', None),
+    ("root a list", "[]", None),
+    ("not JSON", "not json at all", None),
+    ("type name starting with a digit is dropped",
+     '{"version": {"major": 1, "minor": 0}, "local": [{"7": []}]}', []),
+    ("type name '-' is dropped", '{"version": {"major": 1, "minor": 0}, "local": [{"-": []}]}',
+     []),
+    ("upper-case type name is dropped",
+     '{"version": {"major": 1, "minor": 0}, "local": [{"B": []}]}', []),
+    ("upper-case id", '{"version": {"major": 1, "minor": 0}, "local": [{"gpus": [{"id": "B"}]}]}',
+     None),
+    ("id '-'", '{"version": {"major": 1, "minor": 0}, "local": [{"gpus": [{"id": "-"}]}]}', None),
+    ("several types, slots default to 1",
+     '{"version": {"major": 1, "minor": 0}, "local": [{"widgets": [{"id": "0", "slots": 4}, '
+     '{"id": "7"}], "fluxes": [{"id": "outatime", "slots": 121}]}]}',
+     [("widgets", "0", 4), ("widgets", "7", 1), ("fluxes", "outatime", 121)]),
+    ("no version", '{"local": []}', None),
+] + [(f"version {v}", f'{{"version": {v}, "local": []}}', None) for v in (
+    "1", "2", '"1"', "[1, 0]", "[1, 0, 0]", "[1]", "[1, 1]", "[2, 0]", '["1", 0]', '[1, "0"]',
+    '{"major": 1}', '{"minor": 0}', '{"major": 1, "minor": 1}', '{"major": 2, "minor": 0}',
+    '{"major": "1", "minor": 0}', '{"major": 1, "minor": "0"}')]
+
+
+@pytest.mark.parametrize("case, text, want", OWN_CASES, ids=[c[0] for c in OWN_CASES])
+def test_own_case(case, text, want):
+    if want is None:
+        bad(text)
+    else:
+        assert ok(text).instances == tuple(inst(*i) for i in want)
 
 
 # --- each rule on its own -------------------------------------------------------------

@@ -224,7 +224,9 @@ class RevocationMachine(RuleBasedStateMachine):
     """Random requests, claims, releases, revocations, answers, restores and maintenance
     windows over a moving clock. The timelines never hold overlapping exclusive bookings
     (nor more shared slots than there are), and no booking on a revoked node survives the
-    revocation's deadline."""
+    revocation's deadline; and against a naive model of which nodes are out of service,
+    what may be done is done: requests on nodes in service, revokes and restores of nodes
+    not counting down, maintenance windows."""
 
     def __init__(self):
         super().__init__()
@@ -232,6 +234,7 @@ class RevocationMachine(RuleBasedStateMachine):
         self.now = 0.0
         self.ids = []
         self.deadlines = {}      # revocation id -> (deadline, nodes, takes out of service)
+        self.out = set()         # nodes revoked and not restored since: the naive model
 
     def attempt(self, fn, *args):
         try:
@@ -245,6 +248,8 @@ class RevocationMachine(RuleBasedStateMachine):
     def request(self, who, names, at, duration, shared):
         r = self.attempt(self.cal.request, who, names, self.now + at, duration, None,
                          "shared" if shared else "exclusive", True, None, self.now)
+        # next_available: granted exactly when every node is in service
+        assert (r is not None) == self.out.isdisjoint(names), (names, self.out)
         if r is not None:
             self.ids.append(r.id)
 
@@ -260,9 +265,18 @@ class RevocationMachine(RuleBasedStateMachine):
     @rule(names=st.lists(st.sampled_from(NODES), min_size=1, max_size=3, unique=True),
           wait=st.sampled_from([0.0, 5.0, 30.0, 200.0]))
     def revoke(self, names, wait):
+        counting = self.counting_down()
         rev = self.attempt(self.rv.revoke, ADMIN, names, wait, None, self.now)
+        # refused exactly when a node named is already counting down
+        assert (rev is None) == (not counting.isdisjoint(names)), (names, counting)
         if rev is not None:
             self.deadlines[rev.id] = (rev.deadline, names)
+            self.out.update(names)
+
+    def counting_down(self) -> set:
+        """Nodes of the admin revocations this machine started that have not completed."""
+        return {n for rid, (_, nodes) in self.deadlines.items() if rid in self.rv.revocations
+                for n in nodes}
 
     @rule(who=st.sampled_from([ALICE, BOB, ADMIN]), names=st.lists(
         st.sampled_from(NODES), min_size=1, max_size=2, unique=True))
@@ -271,14 +285,19 @@ class RevocationMachine(RuleBasedStateMachine):
 
     @rule(names=st.lists(st.sampled_from(NODES), min_size=1, max_size=2, unique=True))
     def restore(self, names):
-        self.attempt(self.rv.restore, ADMIN, names, self.now)
+        counting = self.counting_down()
+        restored = self.attempt(self.rv.restore, ADMIN, names, self.now)
+        assert (restored is None) == (not counting.isdisjoint(names)), (names, counting)
+        if restored is not None:
+            assert sorted(restored) == sorted(self.out & set(names))
+            self.out.difference_update(names)
 
     @rule(names=st.lists(st.sampled_from(NODES), min_size=1, max_size=2, unique=True),
           at=st.floats(0, 200), duration=st.floats(1, 200))
     def maintenance(self, names, at, duration):
         m = self.attempt(self.rv.maintenance, ADMIN, names, self.now + at, duration, self.now)
-        if m is not None:
-            self.ids.append(m.id)
+        assert m is not None                # an admin's window is always booked
+        self.ids.append(m.id)
 
     @rule(dt=st.floats(0, 120))
     def tick(self, dt):

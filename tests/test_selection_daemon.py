@@ -202,7 +202,7 @@ def test_cli_select_repeat_and_set_state(daemon_factory):
     assert out.returncode == 0, out.stderr
     assert "2 occurrences booked" in out.stdout
     out = daemon.cli("reserve", "--select", "board=", "--for", "1h")
-    assert out.returncode == 1 and out.stderr.count("\n") == 1
+    assert out.returncode == 2 and out.stderr.count("\n") == 1     # bad_request: 2
     assert "bad_request: selector: expected a value after =, found the end at position 6" \
         in out.stderr
     out = daemon.cli("reserve", "rpi-1", "--select", "usb")

@@ -297,7 +297,8 @@ SELECTORS = ["board=imx8", "usb", "board=imx8 and usb", "not lab=b", "usb or kin
 class SelectionMachine(RuleBasedStateMachine):
     """Selector bookings, named bookings, resources going down and up, revokes, releases:
     a selector booking never holds a non-matching resource, never a down one while a
-    repair could move it, and nothing is ever double-booked."""
+    repair could move it, and nothing is ever double-booked; and a request with
+    next_available is refused only when too few resources it may have can be booked."""
 
     @initialize()
     def setup(self):
@@ -315,10 +316,15 @@ class SelectionMachine(RuleBasedStateMachine):
           start=st.floats(0, 200).map(lambda x: round(x, 1)),
           duration=st.floats(1, 100).map(lambda x: round(x, 1)), claim=st.booleans())
     def request_by_selector(self, selector, count, start, duration, claim):
+        match = parse(selector)
+        usable = [res for res in self.e.lab.resources.values()
+                  if res.bookable and match(res.tags)]
         try:
             r = self.e.sel.request(ALICE, selector, count, self.now + start, duration, None,
                                    "exclusive", True, None, self.now)
         except Unavailable:
+            # next_available: refused only when too few matches can be booked at all
+            assert len(usable) < count, (selector, count, [res.name for res in usable])
             return
         self.ids.append(r.id)
         assert len(set(r.resources)) == count
@@ -354,7 +360,7 @@ class SelectionMachine(RuleBasedStateMachine):
             self.ids.append(self.e.cal.request(BOB, [name], self.now + start, 30, None,
                                                "exclusive", True, None, self.now).id)
         except Unavailable:
-            pass
+            assert not self.e.lab.resources[name].bookable, name   # next_available
 
     @rule(name=st.sampled_from([d.name for d in BOARDS]), up=st.booleans(),
           by=st.sampled_from([ADMIN, HEALTH]))

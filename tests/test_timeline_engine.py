@@ -72,7 +72,7 @@ def test_profile_next_fit_matches_a_scan(chunk, spans, dropped, rebuild, queries
     try:
         p = profile.Profile()
         steps: dict = {}
-        for i, (s, length, w) in enumerate(spans):
+        for s, length, w in spans:
             for x, d in ((s, w), (s + length, -w)):
                 p.add([(x, d)])
                 steps[x] = steps.get(x, 0) + d

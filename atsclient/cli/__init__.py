@@ -1,3 +1,4 @@
+# PYTHON_ARGCOMPLETE_OK
 """``atsclient``: the command line of atsd.
 
 Every feature registers its subcommands from its own module (``FEATURES``); this module
@@ -9,6 +10,7 @@ stderr and a non-zero exit status.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import importlib
 import json
@@ -16,8 +18,10 @@ import os
 import re
 import signal
 import sys
+import threading
 import time
 
+import argcomplete
 import zmq
 
 from ..client import DEFAULT_SERVER, ATSClient
@@ -38,6 +42,8 @@ class UsageError(Exception):
 def parse_duration(text: str) -> float:
     """Seconds from ``90``, ``90s``, ``10m``, ``2h``, ``1h30m``, ``1d``."""
     text = text.strip()
+    if text.startswith("-"):
+        raise UsageError(f"a duration must not be negative: {text!r}")
     try:
         value = float(text)
     except ValueError:
@@ -46,7 +52,7 @@ def parse_duration(text: str) -> float:
             raise UsageError(f"not a duration: {text!r} (try 90s, 10m, 2h, 1h30m)") from None
         value = sum(float(n) * DURATION_UNITS[u] for n, u in parts)
     if value < 0:
-        raise UsageError(f"duration must not be negative: {text!r}")
+        raise UsageError(f"a duration must not be negative: {text!r}")
     return value
 
 
@@ -114,22 +120,32 @@ def _next_weekday(weekday: int, hour: int, minute: int, now: float) -> dt.dateti
 
 
 def fmt_time(t: float | None) -> str:
+    """Local time with its zone, to the minute unless the seconds matter:
+    ``2026-12-02 09:00 CET``, ``2026-12-02 09:00:30 CET``."""
     if t is None:
         return "-"
-    return dt.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
+    when = dt.datetime.fromtimestamp(round(t)).astimezone()
+    return when.strftime("%Y-%m-%d %H:%M:%S %Z" if when.second else "%Y-%m-%d %H:%M %Z")
 
 
 def fmt_duration(s: float) -> str:
-    s = int(round(s))
-    if s < 120:
-        return f"{s}s"
-    if s < 7200:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+    """A duration as people write it (and ``parse_duration`` reads it back): ``30m``,
+    ``1h30m``, ``2d4h``, ``45s``; under a second ``0.25s``."""
+    if 0 < abs(s) < 1:
+        return f"{s:.2g}s"
+    s = round(s)
+    if s < 0:
+        return "-" + fmt_duration(-s)
+    parts = []
+    for unit in ("d", "h", "m", "s"):
+        n, s = divmod(s, DURATION_UNITS[unit])
+        if n:
+            parts.append(f"{n}{unit}")
+    return "".join(parts) or "0s"
 
 
 def print_table(rows: list[dict], columns: list[str]) -> None:
-    """Aligned columns for people; nothing printed but a header when there are no rows."""
+    """Aligned columns under a header for people; a header alone when there are no rows."""
     cells = [[str(r.get(c, "")) if r.get(c) is not None else "-" for c in columns] for r in rows]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
     print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths)).rstrip())
@@ -137,10 +153,81 @@ def print_table(rows: list[dict], columns: list[str]) -> None:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
 
 
+@contextlib.contextmanager
+def waiting(what: str, limit: float | None, quiet: bool):
+    """Progress while a call blocks for long (a checkout that queues): after a second, a
+    live line on a terminal, else a line every 5 s, with the time waited; nothing when
+    ``quiet`` (--json)."""
+    done = threading.Event()
+    live = sys.stderr.isatty()
+    if quiet:
+        yield
+        return
+
+    def tick():
+        start = time.monotonic()
+        last = start
+        while not done.wait(1.0):
+            now = time.monotonic()
+            upto = f" of at most {fmt_duration(limit)}" if limit else ""
+            if live:
+                print(f"\r\x1b[K{what}: {fmt_duration(now - start)}{upto}", end="",
+                      file=sys.stderr, flush=True)
+            elif now - last >= 5:
+                print(f"atsclient: {what}: {fmt_duration(now - start)}{upto}",
+                      file=sys.stderr, flush=True)
+                last = now
+    ticker = threading.Thread(target=tick, daemon=True)
+    ticker.start()
+    try:
+        yield
+    finally:
+        done.set()
+        ticker.join()
+        if live:
+            print("\r\x1b[K", end="", file=sys.stderr, flush=True)
+
+
+# --- JSON for scripts (docs/cli.md#json) ---
+
+# Keys that hold a point in time: ISO 8601 with the local offset in --json output.
+TIME_KEYS = frozenset({"start_time", "end_time", "expire_time", "time_available", "deadline",
+                       "ts", "new_avail", "new_expire", "avail_start", "avail_end", "time",
+                       "booked_until"})
+# Reply keys of the wire that scripts never need: the envelope.
+ENVELOPE = frozenset({"ok", "request_id"})
+
+
+def iso_time(t: float | None) -> str | None:
+    if t is None:
+        return None
+    return dt.datetime.fromtimestamp(t, dt.timezone.utc).astimezone().isoformat()
+
+
+def for_json(data):
+    """The one conversion from wire values to the CLI's JSON schema: times as ISO 8601 with
+    offset (``TIME_KEYS``), a reservation's id as ``reservation_id`` (the wire's list rows
+    say ``id``), durations stay seconds, no envelope."""
+    if isinstance(data, list):
+        return [for_json(v) for v in data]
+    if not isinstance(data, dict):
+        return data
+    out = {}
+    for key, value in data.items():
+        if key in ENVELOPE:
+            continue
+        if key == "id" and "reservation_status" in data:
+            key = "reservation_id"
+        out[key] = iso_time(value) if key in TIME_KEYS and isinstance(value, (int, float)) \
+            else for_json(value)
+    return out
+
+
 def output(args, data, human) -> None:
-    """``--json`` prints ``data`` as JSON; otherwise ``human(data)`` prints for people."""
+    """``--json`` prints ``data`` in the CLI's JSON schema (``for_json``); otherwise
+    ``human(data)`` prints for people."""
     if args.json:
-        print(json.dumps(data, indent=2, sort_keys=True, default=str))
+        print(json.dumps(for_json(data), indent=2, sort_keys=True))
     else:
         human(data)
 
@@ -159,8 +246,18 @@ def curve_from(args) -> dict:
 
 
 def client_from(args) -> ATSClient:
-    return ATSClient(args.server, timeout=args.timeout, retries=args.retries, user=args.user,
-                     **curve_from(args))
+    """A client that says on stderr, after the first try with no reply, that it is trying
+    again (a wrong address shows in seconds, not after every retry)."""
+    client = ATSClient(args.server, timeout=args.timeout, retries=args.retries,
+                       user=args.user, **curve_from(args))
+
+    def no_reply(attempt: int) -> None:
+        if not args.json:
+            print(f"atsclient: no reply from atsd at {args.server} within {args.timeout:g}s; "
+                  f"trying again ({attempt + 1} of {args.retries})", file=sys.stderr,
+                  flush=True)
+    client.on_no_reply = no_reply
+    return client
 
 
 def _common(defaults: bool) -> argparse.ArgumentParser:
@@ -169,6 +266,9 @@ def _common(defaults: bool) -> argparse.ArgumentParser:
     def default(value):
         return value if defaults else argparse.SUPPRESS
     common = _Parser(add_help=False)
+    if not defaults:                      # documented once, in ``atsclient --help``
+        plain_add = common.add_argument
+        common.add_argument = lambda *a, **kw: plain_add(*a, **{**kw, "help": argparse.SUPPRESS})
     common.add_argument("--server", "-s",
                         default=default(os.environ.get("ATSD_SERVER", DEFAULT_SERVER)),
                         help="atsd command endpoint (env ATSD_SERVER; default "
@@ -202,6 +302,22 @@ class _Parser(argparse.ArgumentParser):
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
 
+    def _parse_optional(self, arg_string):
+        """A word with one leading dash that names no option is a value: an id such as
+        ``-x3f`` or a duration such as ``-5m`` (refused with its reason, not argparse's
+        "expected one argument"). ``--anything`` unknown stays an error."""
+        found = super()._parse_optional(arg_string)
+        first = found[0] if isinstance(found, list) and found else found
+        if first and first[0] is None and not arg_string.startswith("--"):
+            return None
+        return found
+
+    def error(self, message):
+        """One line, in the form of every other error (JSON with --json), exit status 2."""
+        argv = sys.argv[1:]
+        raise SystemExit(report(argparse.Namespace(json="--json" in argv), "usage",
+                                f"{message} (see '{self.prog} --help')"))
+
 
 def positive(kind):
     def check(text: str):
@@ -217,7 +333,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="atsclient", parents=[_common(defaults=True)],
         description="Reserve lab resources from atsd. Times: now, now+10m, "
-                    "2026-12-01T09:00. Durations: 90s, 10m, 2h, 1h30m.")
+                    "2026-12-01T09:00 (local time) or with an offset, "
+                    "2026-12-01T09:00+01:00. Durations: 90s, 10m, 2h, 1h30m.",
+        epilog="The options above may also follow the subcommand. Exit status: 0 done, 1 "
+               "refused by atsd (or some of several failed), 2 bad command line, 3 atsd "
+               "unreachable. Reference: docs/cli.md.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
                                 parser_class=_Parser)
     common = _common(defaults=False)
@@ -234,26 +354,72 @@ def events_endpoint(args) -> str:
         raise UsageError(f"{exc} with --events") from None
 
 
+# --- errors (docs/cli.md#errors) ---
+
+# Exit status per error code; a code not named here exits 1 (the daemon refused).
+EXIT_STATUS = {"usage": 2, "bad_request": 2, "unreachable": 3}
+
+# Wire argument names as the command line spells them, for the daemon's messages.
+WIRE_TERMS = {"extra_s": "--by", "reservation_duration": "--for", "time_needed": "--at",
+              "max_wait_time": "--max-wait", "wall_time": "--walltime",
+              "host_count": "--hosts", "queue_id": "--queue", "lease_s": "--lease",
+              "wait_s": "--wait", "job_script": "the job script", "res_config": "--config"}
+
+
+class Failed(Exception):
+    """Some of several things failed; each was reported already: exit status 1."""
+
+
+def in_user_terms(message: str) -> str:
+    """A daemon's message with wire names (``extra_s``, ``submit_args[0]``,
+    ``set_resource_values``) replaced by what the user typed."""
+    message = re.sub(r"\bsubmit_args\[(\d+)\]",
+                     lambda m: f"option {int(m.group(1)) + 1} after the script", message)
+    words = {**WIRE_TERMS, **{w: f"'atsclient {c}'" for w, c in cli_paths().items()
+                              if "_" in w}}     # not plain words such as revoke
+    return re.sub(r"\b(" + "|".join(map(re.escape, words)) + r")\b",
+                  lambda m: words[m.group(1)], message)
+
+
+def report(args, code: str, message: str) -> int:
+    """One line on stderr (JSON with ``--json``); the exit status for ``code``."""
+    if getattr(args, "json", False):
+        print(json.dumps({"error": {"code": code, "message": message}}), file=sys.stderr)
+    else:
+        print(f"atsclient: {message}" if code == "usage" else f"atsclient: {code}: {message}",
+              file=sys.stderr)
+    return EXIT_STATUS.get(code, 1)
+
+
+def cli_paths() -> dict[str, str]:
+    """Wire command -> the ``atsclient`` subcommand that sends it (each feature's ``WIRE``);
+    tests/test_protocol_doc.py holds every command to having one."""
+    paths = {}
+    for name in FEATURES:
+        paths.update(getattr(importlib.import_module(f"{__name__}.{name}"), "WIRE", {}))
+    return paths
+
+
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argcomplete.autocomplete(parser)
     args = parser.parse_args(argv)
     # SIGTERM ends a wait as Ctrl-C does: what the daemon holds for it is given back
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         return args.func(args) or 0
     except UsageError as exc:
-        print(f"atsclient: {exc}", file=sys.stderr)
-        return 2
+        return report(args, "usage", str(exc))
     except ATSError as exc:
-        print(f"atsclient: {exc.code}: {exc.message}", file=sys.stderr)
-        return 1
+        return report(args, exc.code, in_user_terms(exc.message))
     except zmq.ZMQError as exc:           # e.g. an endpoint that is not one
-        print(f"atsclient: cannot use {args.server}: {exc}", file=sys.stderr)
-        return 2
+        return report(args, "usage", f"cannot use {args.server}: {exc}")
+    except Failed:
+        return 1
     except BrokenPipeError:               # the reader went away (| head): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1

@@ -5,6 +5,9 @@ from __future__ import annotations
 from . import client_from, fmt_time, output, parse_time, positive, print_table
 
 
+WIRE = {"get_audit": "audit"}
+
+
 def register(sub, common) -> None:
     p = sub.add_parser("audit", parents=[common],
                        help="who changed what, and who was refused (oldest first)")

@@ -3,17 +3,30 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from . import UsageError, client_from, fmt_time, output, parse_duration, parse_time, print_table
+from . import (UsageError, client_from, fmt_time, output, parse_duration, parse_time, positive,
+               print_table)
+
+
+WIRE = {"create_reservation": "batch create", "create_deadline_reservation":
+        "batch create --deadline", "get_reservation_status": "batch status",
+        "submit_job_to_reservation": "batch submit", "get_job_status": "batch jobs",
+        "cancel_reservation": "batch cancel", "list_queues": "queues"}
 
 
 def register(sub, common) -> None:
+    p = sub.add_parser("queues", parents=[common],
+                       help="batch queues, where job scripts must lie, where output goes")
+    p.set_defaults(func=queues)
+
     batch = sub.add_parser("batch", parents=[common], help="batch queue reservations and jobs")
     bsub = batch.add_subparsers(dest="batch_command", metavar="ACTION", required=True)
 
     p = bsub.add_parser("create", parents=[common], help="reserve hosts of a queue")
-    p.add_argument("--queue", "-q", required=True)
-    p.add_argument("--hosts", "-n", type=int, default=1, help="how many hosts (default 1)")
+    p.add_argument("--queue", "-q", required=True, help="the queue ('atsclient queues')")
+    p.add_argument("--hosts", "-n", type=positive(int), default=1,
+                   help="how many hosts (default 1)")
     p.add_argument("--walltime", "-t", required=True, help="how long, e.g. 1h")
     when = p.add_mutually_exclusive_group()
     when.add_argument("--start", help="start time (default now)")
@@ -21,24 +34,28 @@ def register(sub, common) -> None:
     p.set_defaults(func=create)
 
     p = bsub.add_parser("status", parents=[common], help="a batch reservation's state")
-    p.add_argument("id")
+    p.add_argument("id", help="the batch reservation id")
     p.set_defaults(func=status)
 
     p = bsub.add_parser("submit", parents=[common],
-                        help="submit a job script into a reservation")
-    p.add_argument("id")
-    p.add_argument("script")
+                        help="submit a job script into a reservation",
+                        description="The script path is resolved here (a relative one from "
+                                    "the current directory) and must lie in one of the "
+                                    "daemon's job directories ('atsclient queues').")
+    p.add_argument("id", help="the batch reservation id")
+    p.add_argument("script", help="the job script, inside a job directory")
     p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS",
                    help="--key=value options (sbatch options on Slurm); bare words are "
                         "arguments to the script on a local queue")
     p.set_defaults(func=submit)
 
-    p = bsub.add_parser("jobs", parents=[common], help="the jobs of a reservation")
-    p.add_argument("id")
+    p = bsub.add_parser("jobs", parents=[common],
+                        help="the jobs of a reservation and where their output is")
+    p.add_argument("id", help="the batch reservation id")
     p.set_defaults(func=jobs)
 
     p = bsub.add_parser("cancel", parents=[common], help="cancel a reservation not yet active")
-    p.add_argument("id")
+    p.add_argument("id", help="the batch reservation id")
     p.set_defaults(func=cancel)
 
 
@@ -61,6 +78,19 @@ def submit_pairs(args: list[str]) -> list[list[str]]:
     return pairs
 
 
+def queues(args) -> None:
+    with client_from(args) as c:
+        data = c.list_queues()
+
+    def human(d):
+        print_table([{"queue": q["name"], "backend": q["backend"],
+                      "hosts": " ".join(q["hosts"]) or f"partition {q['partition']}"}
+                     for q in d["queues"]], ["queue", "backend", "hosts"])
+        print(f"job scripts from: {' '.join(d['job_dirs']) or 'nowhere (none configured)'}")
+        print(f"job output in:    {d['output_dir']}")
+    output(args, data, human)
+
+
 def create(args) -> None:
     wall = parse_duration(args.walltime)
     with client_from(args) as c:
@@ -72,31 +102,47 @@ def create(args) -> None:
                                          parse_time(args.start or "now"))
     output(args, reply, lambda r: print(
         f"{r['reservation_id']}: {', '.join(r['hosts'])} from {fmt_time(r['start_time'])} "
-        f"to {fmt_time(r['end_time'])}"))
+        f"until {fmt_time(r['end_time'])}"))
 
 
 def status(args) -> None:
     with client_from(args) as c:
         reply = c.get_reservation_status(args.id)
-    output(args, reply, lambda r: print(
-        f"{args.id}: {r['reservation_status']}"
+    output(args, {"reservation_id": args.id, **reply}, lambda r: print(
+        f"{args.id}: {r['reservation_status'].removeprefix('RESERVATION_').lower()}"
         f"{' (' + r['reason'] + ')' if r.get('reason') else ''} on {', '.join(r['hosts'])}, "
-        f"{fmt_time(r['start_time'])} - {fmt_time(r['end_time'])}, {len(r['jobs'])} jobs"))
+        f"{fmt_time(r['start_time'])} to {fmt_time(r['end_time'])}, {len(r['jobs'])} "
+        f"job{'s' if len(r['jobs']) != 1 else ''}"))
+
+
+def job_path(script: str, job_dirs: list[str]) -> str:
+    """The script as an absolute path, resolved here (links and ``..`` too), checked to lie
+    in one of the daemon's job directories before anything is sent."""
+    path = Path(script).expanduser().resolve()
+    if not any(path.is_relative_to(d) for d in job_dirs):
+        raise UsageError(f"{script} ({path}) is not in a job directory; put it in "
+                         f"{' or '.join(job_dirs) if job_dirs else 'one (atsd has none)'}")
+    return str(path)
 
 
 def submit(args) -> None:
     with client_from(args) as c:
-        job_id = c.submit_job_to_reservation(args.id, args.script, submit_pairs(args.args))
-    output(args, {"job_id": job_id}, lambda _: print(job_id))
+        script = job_path(args.script, c.list_queues()["job_dirs"])
+        job_id = c.submit_job_to_reservation(args.id, script, submit_pairs(args.args))
+    output(args, {"job_id": job_id, "reservation_id": args.id, "job_script": script},
+           lambda _: print(job_id))
 
 
 def jobs(args) -> None:
     with client_from(args) as c:
         rows = c.get_reservation_status(args.id)["jobs"]
-    output(args, rows, lambda rows: print_table(rows, ["job_id", "state", "exit_code"]))
+    output(args, rows, lambda rows: print_table(
+        [{**r, "state": r["state"].lower(), "output": r.get("output") or "(once it runs)"}
+         for r in rows], ["job_id", "state", "exit_code", "output"]))
 
 
 def cancel(args) -> None:
     with client_from(args) as c:
         c.cancel_reservation(args.id)
-    output(args, {"cancelled": True}, lambda _: print(f"cancelled {args.id}"))
+    output(args, {"reservation_id": args.id, "cancelled": True},
+           lambda _: print(f"cancelled {args.id}"))

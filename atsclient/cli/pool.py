@@ -22,7 +22,12 @@ import time
 from ..errors import ATSError, Conflict
 from ..resource_groups import (allocation_by_group, ctest_environment, flatten_groups,
                                parse_resource_groups)
-from . import UsageError, client_from, fmt_time, output, parse_duration, print_table
+from . import (Failed, UsageError, client_from, fmt_time, output, parse_duration, print_table,
+               waiting)
+
+
+WIRE = {"get_pool": "pool", "accommodates": "checkout --check", "checkout": "checkout",
+        "checkin": "checkin"}
 
 
 def register(sub, common) -> None:
@@ -34,10 +39,12 @@ def register(sub, common) -> None:
     p.add_argument("spec", metavar="GROUPS", help="what to check out, e.g. gpus:2,cpus:4 or "
                    "2,gpus:1 (two requirements of one gpu slot each)")
     _holding_options(p)
+    p.add_argument("--check", action="store_true",
+                   help="only say whether it would be granted now (nothing is booked)")
     p.set_defaults(func=checkout)
 
     p = sub.add_parser("checkin", parents=[common], help="give an allocation's slots back")
-    p.add_argument("ids", nargs="+", metavar="ID")
+    p.add_argument("ids", nargs="+", metavar="ID", help="allocation ids; each is reported")
     p.set_defaults(func=checkin)
 
     p = sub.add_parser("run", parents=[common],
@@ -46,7 +53,8 @@ def register(sub, common) -> None:
     p.add_argument("--resources", required=True, metavar="GROUPS",
                    help="CTest RESOURCE_GROUPS, e.g. '2,gpus:2;gpus:4,crypto_chips:2'")
     _holding_options(p)
-    p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS",
+                   help="the command to run holding the slots")
     p.set_defaults(func=run)
 
 
@@ -68,8 +76,10 @@ def _request(text: str) -> tuple[list[list[tuple[str, int]]], list[dict]]:
 
 def _checkout(c, request: list[dict], args) -> dict:
     wait = parse_duration(args.wait)
-    return c.checkout(request, lease_s=parse_duration(args.lease) if args.lease else None,
-                      wait_s=wait or None, priority=args.priority)
+    with waiting(f"waiting for {args.spec if hasattr(args, 'spec') else args.resources}",
+                 wait if wait else None, args.json):
+        return c.checkout(request, lease_s=parse_duration(args.lease) if args.lease else None,
+                          wait_s=wait or None, priority=args.priority)
 
 
 def pool(args) -> None:
@@ -85,21 +95,40 @@ def checkout(args) -> None:
     _, request = _request(args.spec)
     if not request:
         raise UsageError(f"{args.spec!r} asks for no slots")
+    if args.check:
+        with client_from(args) as c:
+            ok, reason = c.accommodates(request)
+        output(args, {"accommodates": ok, "reason": reason}, lambda r: print(
+            f"{args.spec} would be granted now" if ok else f"{args.spec} would not: {reason}"))
+        return
     with client_from(args) as c:
         reply = _checkout(c, request, args)
 
     def human(r):
         print(f"checked out {r['allocation_id']} until {fmt_time(r['expire_time'])}")
         for t, entries in r["resources"].items():
-            print(f"  {t}: " + ";".join(f"id:{e['id']},slots:{e['slots']}" for e in entries))
+            print(f"  {t}: " + ", ".join(f"{e['id']} ({e['slots']} slot"
+                                         f"{'s' if e['slots'] != 1 else ''})" for e in entries))
     output(args, reply, human)
 
 
 def checkin(args) -> None:
+    """Every id is tried and reported; any failure makes the exit status 1."""
+    results = []
     with client_from(args) as c:
         for aid in args.ids:
-            c.checkin(aid)
-    output(args, {"released": args.ids}, lambda _: print(f"checked in {' '.join(args.ids)}"))
+            try:
+                c.checkin(aid)
+                results.append({"allocation_id": aid, "checked_in": True})
+            except ATSError as exc:
+                results.append({"allocation_id": aid, "checked_in": False,
+                                "error": {"code": exc.code, "message": exc.message}})
+    output(args, results, lambda rows: [print(
+        f"checked in {r['allocation_id']}" if r["checked_in"] else
+        f"not checked in {r['allocation_id']}: {r['error']['code']}: {r['error']['message']}",
+        file=sys.stdout if r["checked_in"] else sys.stderr) for r in rows])
+    if not all(r["checked_in"] for r in results):
+        raise Failed
 
 
 def run(args) -> int:

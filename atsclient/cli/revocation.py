@@ -9,36 +9,74 @@ import sys
 import time
 
 from ..client import AsyncATSClient
-from ..events import DELETE_COMPLETE, DELETE_PENDING, RESOURCE_VALUES, Subscriber
+from ..events import Subscriber
+from ..wire import (DELETE_COMPLETE, DELETE_PENDING, JOB_STATUS, RESERVATION_DEGRADED,
+                    RESERVATION_EXPIRING, RESERVATION_REPLACED, RESERVATION_STATUS,
+                    RESOURCE_STATE, RESOURCE_VALUES, TOPICS)
 from . import (UsageError, client_from, curve_from, events_endpoint, fmt_duration, fmt_time,
-               output, parse_duration, print_table)
+               for_json, output, parse_duration, positive, print_table)
+
+
+WIRE = {"revoke": "revoke NODE", "ack_delete_pending": "ack NODE",
+        "restore": "restore NODE", "set_resource_values": "values NODE=VALUE",
+        "get_resource_values": "values", "get_events": "watch"}
 
 
 def register(sub, common) -> None:
     p = sub.add_parser("revoke", parents=[common],
                        help="take nodes back (admin): holders get a countdown")
-    p.add_argument("nodes", nargs="+", metavar="NODE")
+    p.add_argument("nodes", nargs="+", metavar="NODE", help="resources to take back")
     p.add_argument("--max-wait", required=True,
                    help="how long holders have to let go (0: at once), e.g. 5m")
     p.add_argument("--reason", help="told to the holders")
     p.set_defaults(func=revoke)
 
+    p = sub.add_parser("ack", parents=[common],
+                       help="let nodes you hold that are being revoked go now")
+    p.add_argument("nodes", nargs="+", metavar="NODE", help="nodes under a countdown")
+    p.set_defaults(func=ack)
+
     p = sub.add_parser("restore", parents=[common], help="put revoked nodes back (admin)")
-    p.add_argument("nodes", nargs="+", metavar="NODE")
+    p.add_argument("nodes", nargs="+", metavar="NODE", help="revoked resources")
     p.set_defaults(func=restore)
 
-    p = sub.add_parser("values", parents=[common],
-                       help="show node values, or set them (admin): NODE=VALUE, 0 to 1")
-    p.add_argument("pairs", nargs="*", metavar="NODE=VALUE")
+    p = sub.add_parser(
+        "values", parents=[common], help="show node values, or set them (admin)",
+        description="A node's value (0 to 1) says how much the lab wants it kept: elastic "
+                    "holders (elasticslice) give back the lowest-valued nodes first when "
+                    "asked to shrink. Without arguments, every node's value (- where none "
+                    "is set); with NODE=VALUE pairs, set them (admin), published on the "
+                    "resource.values topic.")
+    p.add_argument("pairs", nargs="*", metavar="NODE=VALUE",
+                   help="a node and its value from 0 (give it back first) to 1")
     p.set_defaults(func=values)
 
     p = sub.add_parser("watch", parents=[common],
                        help="print events as they arrive, none lost; revocations count down")
-    p.add_argument("topics", nargs="*", metavar="TOPIC")
-    p.add_argument("--count", type=int, help="stop after this many events")
+    p.add_argument("topics", nargs="*", metavar="TOPIC",
+                   help="only these topics ('atsclient topics'; default all)")
+    p.add_argument("--count", type=positive(int), help="stop after this many events")
     p.add_argument("--since", type=int, metavar="SEQ",
                    help="start after this event seq (what the daemon's log still holds)")
     p.set_defaults(func=watch)
+
+    p = sub.add_parser("topics", parents=[common],
+                       help="the event topics and what each event carries")
+    p.set_defaults(func=topics)
+
+
+def topics(args) -> None:
+    """From atsclient.wire: no daemon needed."""
+    data = {name: {k: v for k, v in keys.items() if k != "_"} for name, keys in TOPICS.items()}
+
+    def human(_):
+        for name, keys in TOPICS.items():
+            print(f"{name}: {keys['_']}")
+            for key, what in keys.items():
+                if key != "_":
+                    print(f"  {key:18} {what}")
+        print("every event also carries topic, seq (numbered without gaps) and ts (when)")
+    output(args, data, human)
 
 
 def revoke(args) -> None:
@@ -49,6 +87,13 @@ def revoke(args) -> None:
     output(args, {"revocation_id": reply["revocation_id"], "deadline": reply["deadline"]},
            lambda r: print(f"revocation {r['revocation_id']}: {' '.join(args.nodes)} go at "
                            f"{fmt_time(r['deadline'])}"))
+
+
+def ack(args) -> None:
+    with client_from(args) as c:
+        gone = c.ack_delete_pending(args.nodes)
+    output(args, {"acknowledged": gone}, lambda r: print(
+        f"gone now: {' '.join(gone)}" if gone else "none of them was being revoked"))
 
 
 def restore(args) -> None:
@@ -64,6 +109,8 @@ def values(args) -> None:
             current = c.get_resource_values()
             output(args, current, lambda v: print_table(
                 [{"node": n, "value": x} for n, x in v.items()], ["node", "value"]))
+            if not args.json:
+                print("value: 0 = give it back first, 1 = keep it longest", file=sys.stderr)
             return
         updated = c.set_resource_values(_values(args.pairs))
     output(args, {"updated": updated}, lambda r: print(f"updated {' '.join(updated)}"))
@@ -104,7 +151,7 @@ async def _watch(args) -> None:
             async for event in sub:
                 _track(pending, event)
                 if args.json:
-                    print(json.dumps(event, default=str), flush=True)
+                    print(json.dumps(for_json(event)), flush=True)
                 else:
                     print(("\r\x1b[K" if live else "") + _line(event), flush=True)
                     if live:
@@ -131,9 +178,30 @@ def _holder(entry: dict) -> str:
     return entry["node_id"] + (f" ({entry['owner']} {client})" if client else "")
 
 
+def _state(state: str | None) -> str:
+    return "new" if state is None else state.removeprefix("RESERVATION_").lower()
+
+
 def _line(event: dict) -> str:
+    """One line a person reads: when, seq, what happened in words, times local."""
     topic = event["topic"]
-    if topic == DELETE_PENDING:
+    if topic == RESERVATION_STATUS:
+        kind = {"pre": "reservation", "claimed": "reservation"}.get(event["kind"], event["kind"])
+        now = _state(event["reservation_status"])
+        detail = (f"{kind} {event['reservation_id']} of {event['owner']} on "
+                  f"{', '.join(event['resources'])}: {_state(event['previous'])} -> {now}"
+                  f"{'' if event['reason'] == now else ' (' + event['reason'] + ')'}, "
+                  f"{fmt_time(event['start_time'])} to {fmt_time(event['end_time'])}")
+    elif topic == RESERVATION_EXPIRING:
+        detail = (f"{event['reservation_id']} of {event['owner']} on "
+                  f"{', '.join(event['resources'])} ends in {fmt_duration(event['remaining'])},"
+                  f" at {fmt_time(event['end_time'])}")
+    elif topic == JOB_STATUS:
+        detail = (f"job {event['job_id']} of {event['owner']} in {event['reservation_id']}: "
+                  f"{_state(event['previous'])} -> {event['state'].lower()}"
+                  + (f", exit code {event['exit_code']}" if event["exit_code"] is not None
+                     else ""))
+    elif topic == DELETE_PENDING:
         detail = (f"revocation {event['revocation_id']} ({event['reason'] or 'no reason'}): "
                   f"{', '.join(_holder(e) for e in event['nodelist'])} go in "
                   f"{fmt_duration(event['max_wait_time'])}, at {fmt_time(event['deadline'])}")
@@ -143,9 +211,19 @@ def _line(event: dict) -> str:
                   f"{', '.join(_holder(e) for e in event['nodelist'])}")
     elif topic == RESOURCE_VALUES:
         detail = " ".join(f"{e['node_id']}={e['value']}" for e in event["nodelist"])
-    else:
-        detail = " ".join(f"{k}={v}" for k, v in event.items()
-                          if k not in ("topic", "seq", "ts"))
+    elif topic == RESOURCE_STATE:
+        detail = (f"{event['resource']} is {event['service']}"
+                  + (f" ({event['reason']})" if event["reason"] else "") + f", by {event['by']}")
+    elif topic == RESERVATION_DEGRADED:
+        detail = (f"{event['reservation_id']} of {event['owner']}: {event['resource']} is "
+                  f"down ({event['reason']})")
+    elif topic == RESERVATION_REPLACED:
+        detail = (f"{event['reservation_id']} of {event['owner']}: {event['new']} instead of "
+                  f"{event['old']}, {fmt_time(event['start_time'])} to "
+                  f"{fmt_time(event['end_time'])}")
+    else:                                   # a topic newer than this client
+        detail = json.dumps(for_json({k: v for k, v in event.items()
+                                      if k not in ("topic", "seq", "ts")}))
     return f"{fmt_time(event['ts'])} #{event['seq']} {topic} {detail}"
 
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 from . import client_from, output
 
 
+WIRE = {"set_resource_state": "set-state NAME"}
+
+
 def register(sub, common) -> None:
     p = sub.add_parser("set-state", parents=[common],
                        help="take a resource down or bring it up (admin)")
-    p.add_argument("name")
-    p.add_argument("state", choices=("up", "down"))
+    p.add_argument("name", help="the resource")
+    p.add_argument("state", choices=("up", "down"), help="up or down")
     p.add_argument("--reason", help="why (required for down); told to its holders")
     p.set_defaults(func=set_state)
 
@@ -19,7 +22,7 @@ def set_state(args) -> None:
     if args.reason is not None:
         request["reason"] = args.reason
     with client_from(args) as c:
-        reply = c.call("set_resource_state", **request)
+        reply = c.set_resource_state(**request)
     output(args, reply, lambda r: print(
         f"{r['resource']} is {r['service']}" + (f" ({r['reason']})" if r["reason"] else "")
         + ("" if r["changed"] else " already")))

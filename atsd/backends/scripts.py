@@ -14,7 +14,7 @@ def allowed_script(script: str, base: Path, allowed_dirs: list[Path], access: in
     missing, or lacks ``access`` (os.X_OK to run it here, os.R_OK to hand it to Slurm)."""
     try:
         path = (base / script).resolve()
-    except (ValueError, OSError) as exc:        # a NUL byte, a loop of links
+    except (ValueError, OSError):               # a NUL byte, a loop of links
         raise BadRequest(f"job_script {shown(script)} is not a usable path") from None
     if not any(path.is_relative_to(d) for d in allowed_dirs):
         raise BadRequest(f"job_script {shown(script)} is not in an allowed directory "

@@ -1,6 +1,10 @@
 """The command table: every wire command is one function, registered here with its argument
 schema. A command's docstring is its protocol documentation and the CLI's help for it.
 
+Each command also declares its reply's keys (``replies``): docs/protocol.md is generated from
+this table (``python -m atsd.protocol_doc``), and the tests' daemons run with
+``ATSD_CHECK_REPLIES=1``, which fails any reply carrying a key its command does not declare.
+
 A command function takes a ``Call`` (who asks, when, and the daemon's state) and its
 validated arguments, and returns the reply's result keys, or a coroutine that does (for
 commands that wait: a checkout with ``wait_s``, a Slurm call). It raises an ``EngineError``
@@ -9,6 +13,9 @@ to refuse; protocol.py turns that into the error reply.
 
 from __future__ import annotations
 
+import functools
+import inspect
+import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -32,6 +39,7 @@ class Command:
     mutating: bool      # changes state: its reply is committed before it is sent
     admin: bool         # only the admin role may call it
     cached: bool        # its reply is kept under request_id, for a retry to get it again
+    replies: tuple[str, ...] = ()   # the keys of its reply (besides ok and request_id)
 
     @property
     def doc(self) -> str:
@@ -42,16 +50,35 @@ COMMANDS: dict[str, Command] = {}
 
 
 def command(name: str, *, mutating: bool = False, admin: bool = False,
-            cached: bool | None = None, **args: Arg):
+            replies: tuple[str, ...] = (), cached: bool | None = None, **args: Arg):
     """Register a command. Mutating commands are ``cached`` unless they say otherwise (one
     whose request_id names another request, and that may be repeated at no harm)."""
     def register(func):
         if name in COMMANDS:
             raise RuntimeError(f"command {name} registered twice")
-        COMMANDS[name] = Command(name, func, args, mutating, admin,
-                                 mutating if cached is None else cached)
+        run = _checked(name, func, replies) if os.environ.get("ATSD_CHECK_REPLIES") else func
+        COMMANDS[name] = Command(name, run, args, mutating, admin,
+                                 mutating if cached is None else cached, tuple(replies))
         return func
     return register
+
+
+def _checked(name: str, func, replies: tuple[str, ...]):
+    """``func`` failing any reply with a key it does not declare (ATSD_CHECK_REPLIES=1)."""
+    def check(result):
+        extra = set(result) - set(replies)
+        if extra:
+            raise RuntimeError(f"{name} replied with undeclared keys {sorted(extra)}")
+        return result
+
+    async def later(coro):
+        return check(await coro)
+
+    @functools.wraps(func)
+    def run(*a, **kw):
+        result = func(*a, **kw)
+        return later(result) if inspect.iscoroutine(result) else check(result)
+    return run
 
 
 def load_all() -> dict[str, Command]:

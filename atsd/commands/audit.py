@@ -7,8 +7,8 @@ from ..protocol import TEXT, TIME, count, optional
 from . import Call, command
 
 
-@command("get_audit", since=optional(TIME), until=optional(TIME), actor=optional(TEXT),
-         resource=optional(TEXT), limit=optional(count(1, 10_000), 1000))
+@command("get_audit", replies=("entries",), since=optional(TIME), until=optional(TIME),
+         actor=optional(TEXT), resource=optional(TEXT), limit=optional(count(1, 10_000), 1000))
 def get_audit(call: Call, since: float | None, until: float | None, actor: str | None,
               resource: str | None, limit: int) -> dict:
     """Audit entries in [since, until), oldest first, at most limit: every accepted change

@@ -48,10 +48,13 @@ def _submit_args(value, key):
     return pairs
 
 
+_submit_args.described = f"[key, value] pairs or a {{key: value}} map, at most {MAX_SUBMIT_ARGS}"
+
 HOSTS = count(1, 100_000)
 
 
-@command("create_reservation", mutating=True, queue_id=required(TEXT), host_count=required(HOSTS),
+@command("create_reservation", replies=("reservation_id", "hosts", "start_time", "end_time"),
+         mutating=True, queue_id=required(TEXT), host_count=required(HOSTS),
          wall_time=required(POSITIVE_DURATION), start_time=required(TIME))
 def create_reservation(call: Call, queue_id: str, host_count: int, wall_time: float,
                        start_time: float):
@@ -77,7 +80,9 @@ def create_reservation(call: Call, queue_id: str, host_count: int, wall_time: fl
     return granted()
 
 
-@command("create_deadline_reservation", mutating=True, queue_id=required(TEXT),
+@command("create_deadline_reservation",
+         replies=("reservation_id", "hosts", "start_time", "end_time"),
+         mutating=True, queue_id=required(TEXT),
          host_count=required(HOSTS), wall_time=required(POSITIVE_DURATION),
          deadline_time=required(TIME))
 def create_deadline_reservation(call: Call, queue_id: str, host_count: int, wall_time: float,
@@ -105,17 +110,33 @@ def create_deadline_reservation(call: Call, queue_id: str, host_count: int, wall
     return granted()
 
 
-@command("get_reservation_status", reservation_id=required(TEXT))
+@command("list_queues", replies=("queues", "job_dirs", "output_dir"))
+def list_queues(call: Call) -> dict:
+    """Every batch queue (name, backend, its hosts or Slurm partition), the directories job
+    scripts must lie in (``job_dirs``) and where job output goes (``output_dir``); clients
+    check a script against job_dirs before submitting it."""
+    config = call.app.config
+    return {"queues": [{"name": q.name, "backend": q.backend, "hosts": list(q.hosts),
+                        "partition": q.partition} for q in config.queues.values()],
+            "job_dirs": [str(d) for d in config.job_dirs],
+            "output_dir": str((config.base / config.job_output_dir).resolve())}
+
+
+@command("get_reservation_status",
+         replies=("reservation_status", "start_time", "end_time", "hosts", "queue_id", "reason",
+                  "owner", "jobs"),
+         reservation_id=required(TEXT))
 def get_reservation_status(call: Call, reservation_id: str) -> dict:
     """State (RESERVATION_GRANTED, _ACTIVE or _ENDED, with the reason it ended), window,
     hosts, and the reservation's jobs."""
     status = call.app.batch.status(reservation_id)
-    status["jobs"] = [{"job_id": j.id, "state": j.state, "exit_code": j.exit_code}
-                      for j in call.app.batch.jobs_of(reservation_id)]
+    status["jobs"] = [{"job_id": j.id, "state": j.state, "exit_code": j.exit_code,
+                       "output": j.output} for j in call.app.batch.jobs_of(reservation_id)]
     return status
 
 
-@command("submit_job_to_reservation", mutating=True, reservation_id=required(TEXT),
+@command("submit_job_to_reservation", replies=("job_id",),
+         mutating=True, reservation_id=required(TEXT),
          job_script=required(TEXT), submit_args=optional(_submit_args, []))
 def submit_job_to_reservation(call: Call, reservation_id: str, job_script: str,
                               submit_args: list):
@@ -143,7 +164,8 @@ def submit_job_to_reservation(call: Call, reservation_id: str, job_script: str,
     return submitted()
 
 
-@command("get_job_status", job_id=required(TEXT))
+@command("get_job_status", replies=("state", "exit_code", "reservation_id", "output", "reason"),
+         job_id=required(TEXT))
 def get_job_status(call: Call, job_id: str) -> dict:
     """PENDING, RUNNING, COMPLETED, FAILED, TIMEOUT or CANCELLED, the exit code once it
     ended, and why it failed when it never ran to an exit code (``reason``)."""
@@ -152,7 +174,8 @@ def get_job_status(call: Call, job_id: str) -> dict:
             "output": job.output, "reason": job.extra.get("error")}
 
 
-@command("cancel_reservation", mutating=True, reservation_id=required(TEXT))
+@command("cancel_reservation", replies=("cancelled",),
+         mutating=True, reservation_id=required(TEXT))
 def cancel_reservation(call: Call, reservation_id: str):
     """Cancel a reservation that has not started (RESERVATION_GRANTED); conflict after."""
     app = call.app

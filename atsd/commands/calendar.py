@@ -15,7 +15,8 @@ SLOTS = count(1, 1_000_000)
 COUNT = count(1, 64)
 
 
-@command("check_available", resource=optional(TEXT), start_time=optional(TIME),
+@command("check_available", replies=("available", "avail_start", "avail_end", "resources"),
+         resource=optional(TEXT), start_time=optional(TIME),
          end_time=optional(TIME), reservation_mode=optional(MODE, "exclusive"),
          slots=optional(SLOTS), selector=optional(SELECTOR), count=optional(COUNT, 1))
 def check_available(call: Call, resource: str | None, start_time: float | None,
@@ -39,7 +40,10 @@ def check_available(call: Call, resource: str | None, start_time: float | None,
     return call.app.calendar.check_available(resource, start, end, reservation_mode, slots)
 
 
-@command("request_reservation", mutating=True,
+@command("request_reservation",
+         replies=("pre_reservation_id", "time_available", "expire_time", "end_time", "resources",
+                  "series_id", "occurrences", "conflicts", "booked_until", "reservation_id"),
+         mutating=True,
          resource=optional(TEXT), resources=optional(list_of(TEXT, 64)),
          time_needed=optional(TIME), reservation_duration=optional(POSITIVE_DURATION, 3600.0),
          resource_config=optional(CONFIG), configuration=optional(CONFIG),
@@ -97,7 +101,9 @@ def request_reservation(call: Call, resource: str | None, resources: list[str] |
     return reply
 
 
-@command("claim_reservation", mutating=True, pre_reservation_id=required(TEXT))
+@command("claim_reservation",
+         replies=("reservation_id", "reservation_ID", "expire_time", "resource_config"),
+         mutating=True, pre_reservation_id=required(TEXT))
 def claim_reservation(call: Call, pre_reservation_id: str) -> dict:
     """Turn a pre-reservation into a reservation held until its end. Before time_available:
     too_early (with time_available). After expire_time: claim_late, with a fresh offer
@@ -110,7 +116,8 @@ def claim_reservation(call: Call, pre_reservation_id: str) -> dict:
             "resource_config": config}
 
 
-@command("release_reservation", mutating=True, reservation_id=required(TEXT))
+@command("release_reservation", replies=("release_status", "released"),
+         mutating=True, reservation_id=required(TEXT))
 def release_reservation(call: Call, reservation_id: str):
     """End a pre-reservation or a reservation now and free its slots (its owner or an
     admin). An ACTIVE batch reservation ends too (its jobs are stopped, reason
@@ -132,7 +139,8 @@ def release_reservation(call: Call, reservation_id: str):
     return released()
 
 
-@command("extend_reservation", mutating=True, reservation_id=required(TEXT),
+@command("extend_reservation", replies=("expire_time",),
+         mutating=True, reservation_id=required(TEXT),
          extra_s=required(POSITIVE_DURATION))
 def extend_reservation(call: Call, reservation_id: str, extra_s: float) -> dict:
     """Move the end of a reservation (or the lease of an allocation) later by extra_s, when
@@ -141,7 +149,8 @@ def extend_reservation(call: Call, reservation_id: str, extra_s: float) -> dict:
     return {"expire_time": r.end}
 
 
-@command("list_reservations", resource=optional(TEXT), owner=optional(TEXT),
+@command("list_reservations", replies=("reservations",),
+         resource=optional(TEXT), owner=optional(TEXT),
          start_time=optional(TIME), end_time=optional(TIME))
 def list_reservations(call: Call, resource: str | None, owner: str | None,
                       start_time: float | None, end_time: float | None) -> dict:

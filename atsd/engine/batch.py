@@ -100,7 +100,8 @@ class Batch:
         latest = deadline - wall_time
         candidates = {now}
         for h in self.queue_hosts(queue):
-            candidates.update(b.end for b in self.lab.resources[h].timeline.overlapping(now, latest))
+            timeline = self.lab.resources[h].timeline
+            candidates.update(b.end for b in timeline.overlapping(now, latest))
         for t in sorted(c for c in candidates if c <= latest):
             free = self.free_hosts(queue, t, t + wall_time)
             if len(free) >= host_count:

@@ -5,19 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-RESERVATION_STATUS = "reservation.status"
-RESERVATION_EXPIRING = "reservation.expiring"
-DELETE_PENDING = "resource.delete_pending"
-DELETE_COMPLETE = "resource.delete_complete"
-RESOURCE_VALUES = "resource.values"
-JOB_STATUS = "job.status"
-RESOURCE_STATE = "resource.state"
-RESERVATION_DEGRADED = "reservation.degraded"
-RESERVATION_REPLACED = "reservation.replaced"
+# the topics are defined once, in atsclient.wire, with what each event carries
+from atsclient.wire import (DELETE_COMPLETE, DELETE_PENDING, JOB_STATUS,  # noqa: F401
+                            RESERVATION_DEGRADED, RESERVATION_EXPIRING, RESERVATION_REPLACED,
+                            RESERVATION_STATUS, RESOURCE_STATE, RESOURCE_VALUES)
+from atsclient.wire import TOPICS as _TOPICS
 
-TOPICS = (RESERVATION_STATUS, RESERVATION_EXPIRING, DELETE_PENDING, DELETE_COMPLETE,
-          RESOURCE_VALUES, JOB_STATUS, RESOURCE_STATE, RESERVATION_DEGRADED,
-          RESERVATION_REPLACED)
+TOPICS = tuple(_TOPICS)
 
 
 @dataclass(slots=True)

@@ -51,19 +51,34 @@ def pack(requirements: Sequence[int], free: Mapping[str, int], *,
     do not fit. No requirements always fit (CTest never asks that question). After
     ``max_steps`` tries the search gives up and answers None (see MAX_STEPS).
     """
-    for n in requirements:
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"slots needed must be a non-negative int, not {n!r}")
-    for ident, f in free.items():
-        if isinstance(f, bool) or not isinstance(f, int) or f < 0:
-            raise ValueError(f"free slots of {ident!r} must be a non-negative int, not {f!r}")
+    _check(requirements, free)
     if not requirements:
         return []
     if sum(requirements) > sum(free.values()):
         return None  # cannot fit; saves a search that would end the same way
     # Largest first; sorted() is stable, so equal requirements keep their order.
     order = sorted(range(len(requirements)), key=lambda i: -requirements[i])
-    needs = [requirements[i] for i in order]
+    chosen = _search([requirements[i] for i in order], free, max_steps)
+    if chosen is None:
+        return None
+    result = [""] * len(requirements)
+    for pos, idx in enumerate(order):
+        result[idx] = chosen[pos]
+    return result
+
+
+def _check(requirements: Sequence[int], free: Mapping[str, int]) -> None:
+    for n in requirements:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"slots needed must be a non-negative int, not {n!r}")
+    for ident, f in free.items():
+        if isinstance(f, bool) or not isinstance(f, int) or f < 0:
+            raise ValueError(f"free slots of {ident!r} must be a non-negative int, not {f!r}")
+
+
+def _search(needs: list[int], free: Mapping[str, int], max_steps: int) -> list[str] | None:
+    """Depth-first over instances for ``needs`` (largest first): the instance id for each,
+    or None when they do not fit or ``max_steps`` tries ran out."""
     start = tuple(sorted(free.items(), key=lambda kv: (-kv[1], kv[0])))
     chosen: list[str] = [""] * len(needs)
     dead: set[tuple[int, tuple[int, ...]]] = set()
@@ -81,10 +96,7 @@ def pack(requirements: Sequence[int], free: Mapping[str, int], *,
             frames[-1] = (state, j)
             chosen[k] = ident
             if k + 1 == len(needs):
-                result = [""] * len(needs)
-                for pos, idx in enumerate(order):
-                    result[idx] = chosen[pos]
-                return result
+                return chosen
             child = _take(state, i, needs[k])
             if (k + 1, tuple(s for _, s in child)) not in dead:
                 frames.append((child, 0))
@@ -149,7 +161,8 @@ def explain(request: Sequence[tuple[str, int]],
                            f"{sum(have_total.values())} exist")
         elif pack(needs, have_total) is None:
             sizes = sorted(have_total.values(), reverse=True)
-            reasons.append(f"{rtype}: requests {clip(str(needs))} never fit one per instance of {sizes}")
+            reasons.append(f"{rtype}: requests {clip(str(needs))} never fit one per instance "
+                           f"of {sizes}")
         elif want > sum(have_free.values()):
             reasons.append(f"{rtype}: requested {want} slots, "
                            f"{sum(have_free.values())} available")

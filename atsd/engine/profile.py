@@ -65,7 +65,7 @@ def _scan(xs: list, ds: list) -> Steps:
         pre = run = None
         best = 0.0
         blocked = False
-        for x, level in zip(xs, levels):
+        for x, level in zip(xs, levels, strict=True):
             if level <= th:
                 if run is None:
                     run = x
@@ -226,6 +226,22 @@ def _build(chunks: list, lo: int, hi: int) -> _Node | None:
     return n
 
 
+def _apply(n: _Node, changes: list) -> None:
+    """Add ``(time, change)`` pairs that fall in ``n``'s own chunk: a step at a time already
+    there changes (and goes when it comes to 0), a new time is inserted in order."""
+    xs, ds = n.xs, n.ds
+    for x, delta in changes:
+        n.chunk_total += delta
+        i = bisect_left(xs, x)
+        if i < len(xs) and xs[i] == x:
+            ds[i] += delta
+            if ds[i] == 0:
+                del xs[i], ds[i]
+        else:
+            xs.insert(i, x)
+            ds.insert(i, delta)
+
+
 class Profile:
     """The load of one resource over time (0 before the first step and after the last)."""
 
@@ -242,7 +258,7 @@ class Profile:
 
     def steps(self) -> list[tuple[float, int]]:
         """``(time, change)`` in time order: what the tests hold against their own count."""
-        return [(x, d) for n in self._nodes(self._root) for x, d in zip(n.xs, n.ds)]
+        return [(x, d) for n in self._nodes(self._root) for x, d in zip(n.xs, n.ds, strict=True)]
 
     def build(self, deltas: dict[float, int]) -> None:
         """Start over from ``{time: change}`` (a restart): O(n), not n insertions."""
@@ -286,16 +302,7 @@ class Profile:
                 n.right = self._add(right, changes[hi:])
         if lo < hi:
             xs, ds = n.xs, n.ds
-            for x, delta in changes[lo:hi]:
-                n.chunk_total += delta
-                i = bisect_left(xs, x)
-                if i < len(xs) and xs[i] == x:
-                    ds[i] += delta
-                    if ds[i] == 0:
-                        del xs[i], ds[i]
-                else:
-                    xs.insert(i, x)
-                    ds.insert(i, delta)
+            _apply(n, changes[lo:hi])
             if not xs:
                 return _merge(n.left, n.right)
             while len(xs) > 2 * CHUNK:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import calendar as gregorian
 import re
 from datetime import datetime, tzinfo
+from itertools import pairwise
 
 from dateutil.rrule import rrulestr
 
@@ -101,7 +102,7 @@ class Series:
                 plans.append((t, picks))
             else:
                 conflicts.append({"start_time": t, "end_time": t + duration})
-        for (a, pa), (b, _) in zip(plans, plans[1:]):
+        for (a, pa), (b, _) in pairwise(plans):
             if a + self.calendar._window(pa, a) + duration > b:
                 raise BadRequest("recurrence repeats more often than the reservation lasts: "
                                  "its occurrences would overlap")
@@ -163,20 +164,7 @@ def _parts(rule: str) -> set[str]:
     """The rule's part names, each checked against the allow-list and its value against its
     range (dateutil parses the rest). dateutil itself accepts ``BYMONTH=13`` or
     ``BYDAY=6MO`` and then scans to the year 9999 for a match, for up to half a minute."""
-    if len(rule) > MAX_RULE_LENGTH:
-        raise BadRequest(f"recurrence is longer than {MAX_RULE_LENGTH} characters")
-    if not RULE_TEXT.match(rule):
-        raise BadRequest("recurrence must be one RRULE line like FREQ=WEEKLY;BYDAY=MO;COUNT=4 "
-                         "(letters, digits and = ; , + - only)")
-    values: dict[str, str] = {}
-    for part in rule.removeprefix("RRULE:").upper().split(";"):
-        name, sep, value = part.partition("=")
-        if not sep or name not in ALLOWED:
-            raise BadRequest(f"recurrence: {part!r} is not one of the rule parts accepted: "
-                             f"{', '.join(sorted(ALLOWED))} (as NAME=VALUE, ';' between)")
-        if name in values:
-            raise BadRequest(f"recurrence: {name} is given twice")
-        values[name] = value
+    values = _values(rule)
     if values.get("FREQ") not in FREQUENCIES:
         raise BadRequest(f"recurrence: FREQ must be one of {', '.join(sorted(FREQUENCIES))}")
     for name, (lo, hi, nonzero) in RANGES.items():
@@ -195,6 +183,25 @@ def _parts(rule: str) -> set[str]:
             for m in _numbers(values, "BYMONTH") for d in _numbers(values, "BYMONTHDAY")):
         raise BadRequest("recurrence: no month in BYMONTH has a day in BYMONTHDAY")
     return set(values)
+
+
+def _values(rule: str) -> dict[str, str]:
+    """``{part name: value text}``, names checked against the allow-list, each given once."""
+    if len(rule) > MAX_RULE_LENGTH:
+        raise BadRequest(f"recurrence is longer than {MAX_RULE_LENGTH} characters")
+    if not RULE_TEXT.match(rule):
+        raise BadRequest("recurrence must be one RRULE line like FREQ=WEEKLY;BYDAY=MO;COUNT=4 "
+                         "(letters, digits and = ; , + - only)")
+    values: dict[str, str] = {}
+    for part in rule.removeprefix("RRULE:").upper().split(";"):
+        name, sep, value = part.partition("=")
+        if not sep or name not in ALLOWED:
+            raise BadRequest(f"recurrence: {part!r} is not one of the rule parts accepted: "
+                             f"{', '.join(sorted(ALLOWED))} (as NAME=VALUE, ';' between)")
+        if name in values:
+            raise BadRequest(f"recurrence: {name} is given twice")
+        values[name] = value
+    return values
 
 
 # parts that drop whole periods of a frequency (the rest expand within a period): with an

@@ -1,0 +1,76 @@
+"""The command table is the one schema: every command has a doc, declared reply keys, a client
+method and a command-line path, and docs/protocol.md is exactly what the table writes."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from atsclient.cli import build_parser, cli_paths
+from atsclient.errors import BY_CODE
+from atsclient.wire import ERROR_CODES, TOPICS
+from atsd.commands import load_all
+from atsd.engine.events import TOPICS as ENGINE_TOPICS
+from atsd.protocol_doc import render
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMANDS = load_all()
+
+
+def test_protocol_md_is_what_the_table_writes():
+    assert (ROOT / "docs" / "protocol.md").read_text() == render(), \
+        "docs/protocol.md is stale: python -m atsd.protocol_doc > docs/protocol.md"
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_command_has_doc_replies_client_method_and_cli_path(name):
+    cmd = COMMANDS[name]
+    assert cmd.doc, f"{name} has no docstring"
+    assert cmd.replies, f"{name} declares no reply keys (@command(..., replies=...))"
+    client = (ROOT / "atsclient" / "client.py").read_text()
+    assert f'"command": "{name}"' in client, f"atsclient.client has no method sending {name}"
+    path = cli_paths().get(name)
+    assert path, f"no atsclient subcommand sends {name} (a feature module's WIRE)"
+    _subcommand(path)
+
+
+def _subcommand(path: str):
+    """The parser ``atsclient <path>`` reaches; fails when a word names no subcommand."""
+    parser = build_parser()
+    for word in re.findall(r"[a-z][a-z-]*", path.split(" --")[0]):
+        subs = [a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"]
+        if not subs:
+            break
+        assert word in subs[0].choices, f"'atsclient {path}': no subcommand {word}"
+        parser = subs[0].choices[word]
+    option = re.search(r"(--[a-z-]+)", path)
+    if option:
+        assert option.group(1) in parser._option_string_actions, f"'atsclient {path}'"
+    return parser
+
+
+def test_topics_and_error_codes_are_defined_once():
+    assert ENGINE_TOPICS == tuple(TOPICS)
+    assert set(BY_CODE) == set(ERROR_CODES)          # an exception class for every code
+
+
+def test_every_positional_has_help():
+    def walk(parser, prog):
+        for action in parser._actions:
+            if action.__class__.__name__ == "_SubParsersAction":
+                for name, sub in action.choices.items():
+                    yield from walk(sub, f"{prog} {name}")
+            elif not action.option_strings:
+                yield prog, action
+    missing = [f"{prog}: {a.dest}" for prog, a in walk(build_parser(), "atsclient")
+               if not a.help and a.__class__.__name__ != "_SubParsersAction"]
+    assert missing == []
+
+
+def test_readme_links_the_protocol_and_nothing_outside():
+    readme = (ROOT / "README.md").read_text()
+    assert "(docs/protocol.md)" in readme
+    assert "DESIGN.md" not in readme and "shared/" not in readme
+    for target in re.findall(r"\]\(([^)#]+)", readme):
+        assert not re.match(r"[a-z]+:", target), f"README links outside the repo: {target}"
+        assert (ROOT / target).exists(), f"README links a missing file: {target}"
