@@ -14,6 +14,7 @@ the reply; the two clients differ only in how ``_do`` sends it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import time
 import uuid
@@ -22,7 +23,7 @@ import msgpack
 import zmq
 import zmq.asyncio
 
-from .errors import BY_CODE, ServerCommandMissing, Unreachable, from_reply
+from .errors import BY_CODE, ATSError, ServerCommandMissing, Unreachable, from_reply
 from .security import curve_keys
 
 DEFAULT_SERVER = "tcp://127.0.0.1:5555"
@@ -44,7 +45,8 @@ class _Methods:
     """The command methods both clients share. Each client's ``_do(request, read, accept)`` sends
     ``request`` and returns ``read(reply)``; an error reply raises, unless its code is in
     ``accept``, in which case ``read`` gets the error reply. ``timeout`` overrides the
-    client's reply timeout for a command the daemon may take long to answer."""
+    client's reply timeout for a command the daemon may take long to answer; a
+    ``cancellable`` one that is interrupted while it waits is cancelled on the daemon."""
 
     def call(self, command: str, **args):
         """Send any command; returns the reply's result keys (``ok`` included)."""
@@ -76,9 +78,11 @@ class _Methods:
 
     def request_reservation(self, resource, res_config=None, time_needed=None,
                             reservation_duration=3600.0, next_available=True,
-                            reservation_mode="exclusive", slots=None):
+                            reservation_mode="exclusive", slots=None, claim=False):
         """``(pre_reservation_id, time_available, expire_time)``. ``resource`` may be a list
-        of names, booked together in one window."""
+        of names, booked together in one window. With ``claim`` the booking is confirmed at
+        once: the id is the reservation's (no claim_reservation needed; it becomes ACTIVE
+        by itself at time_available) and expire_time is its end."""
         request = {"command": "request_reservation",
                    "time_needed": time.time() if time_needed is None else time_needed,
                    "reservation_duration": reservation_duration,
@@ -90,8 +94,10 @@ class _Methods:
             request["resource"] = str(resource)
         if slots is not None:
             request["slots"] = slots
+        if claim:               # only when asked: kissats' requests stay as they were
+            request["claim"] = True
         return self._do(request, lambda r: (r["pre_reservation_id"], r["time_available"],
-                                             r["expire_time"]))
+                                             r["expire_time"]), cancellable=True)
 
     def get_future_reservation(self, resource, time_needed=None, duration=3600.0, config=None,
                                next_available=True):
@@ -186,7 +192,15 @@ class _Methods:
                                        "priority": priority}),
                         lambda r: {k: r[k] for k in ("allocation_id", "resources",
                                                      "expire_time")},
-                        timeout=self.timeout + (wait_s or 0))
+                        timeout=self.timeout + (wait_s or 0), cancellable=True)
+
+    def cancel_request(self, request_id: str):
+        """Stop request ``request_id`` (a checkout waiting with wait_s) and release what it
+        booked (granted meanwhile, or a request_reservation's booking). True when something
+        was waiting or held. A checkout or request_reservation interrupted
+        (KeyboardInterrupt, task cancelled) sends this itself."""
+        return self._do({"command": "cancel_request", "request_id": request_id},
+                        lambda r: r["cancelled"])
 
     def checkin(self, allocation_id: str):
         return self._do({"command": "checkin", "allocation_id": allocation_id},
@@ -276,6 +290,20 @@ class _Methods:
 
 
 
+# The longest a blocking wait for a reply lasts before Python looks at signals again.
+SIGNAL_SLICE_S = 0.5
+
+
+def _poll_in(sock, timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for a reply, in slices: a signal (Ctrl-C) that lands
+    just before a poll starts does not interrupt it, and a checkout may wait for an hour."""
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        if sock.poll(min(left, SIGNAL_SLICE_S) * 1000, zmq.POLLIN):
+            return True
+    return False
+
+
 def _nodelist(nodes) -> list[dict]:
     """elasticslice's nodelist from node names (one name alone is taken as one node);
     entries already in its shape (dicts with node_id, client_id ...) are sent as they are."""
@@ -354,18 +382,24 @@ class ATSClient(_Connection, _Methods):
             self._sock = sock
         return self._sock
 
-    def _do(self, request, read=_identity, accept=(), timeout=None):
+    def _do(self, request, read=_identity, accept=(), timeout=None, cancellable=False):
         data = _pack(self._stamp(request))
         sock = self._socket()
-        for attempt in range(1, self.retries + 1):
-            try:
-                sock.send(data)
-            except zmq.Again:
-                continue
-            if sock.poll((timeout or self.timeout) * 1000, zmq.POLLIN):
-                return _read_reply(_unpack(sock.recv()), read, accept)
-            if self.on_no_reply is not None and attempt < self.retries:
-                self.on_no_reply(attempt)
+        try:
+            for attempt in range(1, self.retries + 1):
+                try:
+                    sock.send(data)
+                except zmq.Again:
+                    continue
+                if _poll_in(sock, timeout or self.timeout):
+                    return _read_reply(_unpack(sock.recv()), read, accept)
+                if self.on_no_reply is not None and attempt < self.retries:
+                    self.on_no_reply(attempt)
+        except KeyboardInterrupt:
+            if cancellable:     # REQ_RELAXED: a new request may go before the reply came
+                with contextlib.suppress(ATSError):
+                    self.cancel_request(request["request_id"])
+            raise
         self.close()          # a fresh socket next time, not one with a stale request
         raise self._unreachable()
 
@@ -412,7 +446,7 @@ class AsyncATSClient(_Connection, _Methods):
             if future is not None and not future.done():
                 future.set_result(reply)
 
-    async def _do(self, request, read=_identity, accept=(), timeout=None):
+    async def _do(self, request, read=_identity, accept=(), timeout=None, cancellable=False):
         request = self._stamp(request)
         data = _pack(request)
         sock = self._socket()
@@ -431,6 +465,15 @@ class AsyncATSClient(_Connection, _Methods):
                 except asyncio.TimeoutError:
                     continue
                 return _read_reply(reply, read, accept)
+        except asyncio.CancelledError:
+            if cancellable:
+                # the cancel's reply carries the same id, so the cancelled request's own
+                # late reply may be read in its place: either answer will do
+                self._waiting.pop(rid, None)
+                with contextlib.suppress(ATSError):
+                    await self._do({"command": "cancel_request", "request_id": rid},
+                                   accept=tuple(BY_CODE))
+            raise
         finally:
             self._waiting.pop(rid, None)
         raise self._unreachable()

@@ -5,7 +5,9 @@
 
 On entry it asks for the resource, waits until the offered ``time_available``, and claims
 it; a claim that comes late takes the fresh offer and tries again, up to ``max_retry``
-times. It gives up with ``ResourceUnavailable`` when the resource cannot be had within
+times. With ``claim=True`` (atsd's own, not kissats') the request confirms the booking at
+once, so there is no claim to miss: it only waits for the start. It gives up with
+``ResourceUnavailable`` when the resource cannot be had within
 ``max_wait`` seconds, and with ``ResourceRetryExceeded`` after ``max_retry`` failed tries.
 On exit, exception or not, it releases what it holds.
 """
@@ -20,13 +22,14 @@ from .errors import ResourceRetryExceeded, ResourceUnavailable, TooEarly
 class ResourceReservation:
     def __init__(self, resource_name: str, ats_client, mode: str = "exclusive",
                  max_retry: int = 5, max_wait: float | None = None,
-                 duration: float = 3600.0) -> None:
+                 duration: float = 3600.0, claim: bool = False) -> None:
         self.resource_name = resource_name
         self.ats_client = ats_client
         self.reservation_mode = mode
         self.max_retry = max_retry
         self.max_wait_time = max_wait
         self.duration = duration
+        self.claim = claim
         self.resource_config = None          # the config to ask for, then the one granted
         self.reservation_id: str | None = None
         self.pre_reservation_id: str | None = None
@@ -94,13 +97,16 @@ class ResourceReservation:
         start = time.time() if new_start_time is None else new_start_time
         duration = self.duration if new_end_time is None else new_end_time - start
         try:
-            self.pre_reservation_id, self.start_time, self.pre_res_expire = \
-                self.ats_client.request_reservation(
-                    self.resource_name, self.resource_config, start, duration, next_available,
-                    self.reservation_mode)
+            rid, self.start_time, expire = self.ats_client.request_reservation(
+                self.resource_name, self.resource_config, start, duration, next_available,
+                self.reservation_mode, **({"claim": True} if self.claim else {}))
         except ResourceUnavailable:
             self.add_retry_count()
             return False
+        if self.claim:
+            self.reservation_id = rid
+        else:
+            self.pre_reservation_id, self.pre_res_expire = rid, expire
         self.end_time = self.start_time + duration
         if self.first_request_time is None:
             self.first_request_time = time.time()
@@ -138,7 +144,7 @@ class ResourceReservation:
                     f"{self.resource_name} is not available within {self.max_wait_time:g}s "
                     f"(next at {self.start_time:.0f})")
             time.sleep(max(0.0, self.start_time - time.time()))
-            if self.claim_reservation():
+            if self.claim or self.claim_reservation():
                 return
 
     def _left(self, deadline: float | None) -> float:

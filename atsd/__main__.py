@@ -10,6 +10,7 @@ from pathlib import Path
 from . import __version__
 from . import config as configmod
 from . import log as logmod
+from .engine.lab import InventoryMismatch
 from .store import StoreError
 
 
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server = Server(cfg, args.endpoints_file)
         server.bind()
-    except StoreError as exc:
+    except (StoreError, InventoryMismatch) as exc:
         print(f"atsd: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # a bind failure: address in use, bad endpoint

@@ -137,6 +137,11 @@ class _Reader:
             self.fail(key, f"must be an integer of at least {lo}, not {value!r}")
         return value
 
+    def boolean(self, value: Any, key: str) -> bool:
+        if not isinstance(value, bool):
+            self.fail(key, f"must be true or false, not {value!r}")
+        return value
+
     def text(self, value: Any, key: str) -> str:
         if not isinstance(value, str) or not value:
             self.fail(key, f"must be a non-empty string, not {value!r}")
@@ -170,7 +175,8 @@ class _Reader:
 
 
 ENV_PATTERN = re.compile(r"^[A-Za-z0-9_*?\[\]!]{1,128}$")
-RESOURCE_KEYS = {"name", "type", "slots", "config", "reconfigure_s", "tags", "health_check"}
+RESOURCE_KEYS = {"name", "type", "slots", "config", "reconfigure_s", "tags", "health_check",
+                 "retired"}
 HEALTH_KEYS = {"command", "interval_s", "timeout_s", "failures"}
 TOP_KEYS = {"listen", "events", "state", "fsync", "claim_window_s", "expiring_notice_s", "history_s",
             "default_lease_s", "countdown_interval_s", "event_log_size", "event_hwm",
@@ -191,7 +197,8 @@ def _resource(r: _Reader, value: Any, key: str) -> ResourceDef:
         slots=r.integer(value.get("slots", 1), f"{key}.slots"),
         config=r.wire_map(value.get("config", {}), f"{key}.config"),
         reconfigure_s=r.number(value.get("reconfigure_s", 0), f"{key}.reconfigure_s"),
-        tags=r.wire_map(value.get("tags", {}), f"{key}.tags"))
+        tags=r.wire_map(value.get("tags", {}), f"{key}.tags"),
+        retired=r.boolean(value.get("retired", False), f"{key}.retired"))
 
 
 def _health_check(r: _Reader, value: Any, key: str) -> HealthCheckDef:
@@ -291,9 +298,7 @@ def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
     else:
         cfg.state = base / cfg.state
     if "fsync" in data:
-        if not isinstance(data["fsync"], bool):
-            r.fail("fsync", f"must be true or false, not {data['fsync']!r}")
-        cfg.fsync = data["fsync"]
+        cfg.fsync = r.boolean(data["fsync"], "fsync")
     for key in ("claim_window_s", "expiring_notice_s", "history_s", "default_lease_s",
                 "countdown_interval_s", "audit_retention_s"):
         if key in data:

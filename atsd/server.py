@@ -8,6 +8,13 @@ engine's next deadline when nobody asks anything.
 
 Commands that must wait (a Slurm call, a checkout that queues) return a coroutine; it runs
 as a task, and its reply joins the next wake-up's group like any other.
+
+A client that goes away while its request waits (killed, or its socket closed) is noticed
+at once through the ROUTER's socket monitor: a TCP or IPC connection that ends is a
+``DISCONNECTED`` event naming its file descriptor, and each connection's first message
+tells (``SRCFD``) which descriptor it came on. Its waiting requests are then cancelled as
+``cancel_request`` would, so their slots go to the next waiter. (A peer cut off without
+its connection closing, by a network failure, is not noticed: its wait ends at wait_s.)
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from pathlib import Path
 
 import zmq
 import zmq.asyncio
+import zmq.utils.monitor
 
 from . import log as logmod
 from . import protocol
@@ -79,6 +87,8 @@ class Server:
         self._tasks: set[asyncio.Task] = set()
         # a running request's cache key -> its digest, and the envelopes of its retries
         self._running: dict[tuple[str, str], tuple[bytes, list]] = {}
+        self._peer_fd: dict[bytes, int] = {}  # identity -> its connection's descriptor
+        self._waits: dict[bytes, set[tuple[str, str]]] = {}  # identity -> (user, request_id)
         self.stopping = False
         self._wakeup: asyncio.Future | None = None
         self.endpoints: dict[str, str] = {}
@@ -122,6 +132,8 @@ class Server:
                 raise OSError(f"cannot bind {endpoint}: {exc}") from None
         # plain sockets over the same handles: draining and sending need no futures
         self.router_sync = zmq.Socket.shadow(self.router.underlying)
+        self.monitor_socket = self.router.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self.monitor = zmq.Socket.shadow(self.monitor_socket.underlying)
         self.pub_sync = zmq.Socket.shadow(self.pub.underlying)
         self.endpoints = {
             "listen": self.router.getsockopt_string(zmq.LAST_ENDPOINT),
@@ -145,7 +157,8 @@ class Server:
         """Until the ROUTER may have a request, a task calls ``wake``, or the engine's next
         deadline. The ROUTER's FD only says "look at ZMQ_EVENTS", and checking them resets
         it, so they are checked once more just before sleeping."""
-        if self._finished or self.router_sync.get(zmq.EVENTS) & zmq.POLLIN:
+        if (self._finished or self.router_sync.get(zmq.EVENTS) & zmq.POLLIN
+                or self.monitor.get(zmq.EVENTS) & zmq.POLLIN):
             return
         loop = asyncio.get_running_loop()
         self._wakeup = loop.create_future()
@@ -170,6 +183,7 @@ class Server:
             await self.web.start()
         fd = self.router_sync.get(zmq.FD)
         loop.add_reader(fd, self.wake)
+        loop.add_reader(self.monitor.get(zmq.FD), self.wake)
         self.flush([], time.time())          # publish what recovery did
         self.runner.recover()
         self.health.start()
@@ -177,6 +191,7 @@ class Server:
             await self._sleep()
             self.step(time.time())
         loop.remove_reader(fd)
+        loop.remove_reader(self.monitor.get(zmq.FD))
         await self.shutdown()
 
     def stop(self) -> None:
@@ -191,6 +206,7 @@ class Server:
         out: list[Outgoing] = []
         self._received.clear()
         frames_left = MAX_STEP_FRAMES
+        self._peers_gone(now)
         for _ in range(MAX_BATCH):
             if frames_left <= 0:        # replies to others wait no longer for a storm
                 break
@@ -208,12 +224,15 @@ class Server:
         self.flush(out, now)
 
     def _receive(self) -> tuple[list | None, int]:
-        """One message's frames (zmq.Frames with CURVE: the last carries the User-Id), or
-        None for one of more than MAX_FRAMES: the rest of it is read only to be dropped,
-        never decoded nor answered (a reply would repeat every frame); and how many frames
-        were read."""
-        sock, copy = self.router_sync, not self.security.curve
-        frames = [sock.recv(zmq.NOBLOCK, copy=copy)]
+        """One message's frames, or None for one of more than MAX_FRAMES: the rest of it is
+        read only to be dropped, never decoded nor answered (a reply would repeat every
+        frame); and how many frames were read. Frames are bytes, but zmq.Frames with CURVE
+        (the last carries the User-Id) and in a connection's first message, whose
+        descriptor is learnt (see the module docstring)."""
+        sock = self.router_sync
+        frames = [sock.recv(zmq.NOBLOCK)]
+        learn = frames[0] not in self._peer_fd
+        copy = not (self.security.curve or learn)
         while sock.get(zmq.RCVMORE):
             if len(frames) == MAX_FRAMES:
                 count = len(frames)
@@ -222,7 +241,23 @@ class Server:
                     count += 1
                 return None, count
             frames.append(sock.recv(copy=copy))
+        if learn and len(frames) > 1:
+            self._peer_fd[frames[0]] = frames[-1].get(zmq.SRCFD)
         return frames, len(frames)
+
+    def _peers_gone(self, now: float) -> None:
+        """Cancel what the connections that ended were waiting for."""
+        gone = set()
+        while self.monitor.get(zmq.EVENTS) & zmq.POLLIN:
+            event = zmq.utils.monitor.parse_monitor_message(self.monitor.recv_multipart())
+            gone.add(event["value"])
+        if not gone:
+            return
+        for identity in [i for i, fd in self._peer_fd.items() if fd in gone]:
+            del self._peer_fd[identity]
+            for user, request_id in self._waits.pop(identity, ()):
+                log.info("client_gone", user=user, request_id=request_id)
+                self.app.pool.cancel(user, request_id, "its client went away", now)
 
     def flush(self, out: list[Outgoing], now: float) -> None:
         lab = self.app.lab
@@ -279,7 +314,7 @@ class Server:
         last one carries the ZAP User-Id)."""
         last = frames[-1]
         if not isinstance(last, bytes):
-            frames = [f.bytes for f in frames]
+            frames = [f if isinstance(f, bytes) else f.bytes for f in frames]
         identity = frames[0]
         envelope = frames[:-1]
         request = request_id = cache_key = digest = caller = cmd = args = None
@@ -300,25 +335,17 @@ class Server:
                     "overloaded", f"more than {self.config.max_in_flight} requests in flight",
                     request_id), None, None, request_id, now, mutating=False)
             self._received[identity] += 1
-            if cmd.mutating and request_id is not None:
+            if cmd.cached and request_id is not None:
                 key, digest = (caller.user, request_id), protocol.digest(request)
-                cached = self.replies.get(key)
-                running = self._running.get(key)
-                first = cached.digest if cached is not None else running and running[0]
-                if first is not None and first != digest:
-                    raise Conflict(f"request_id {shown(request_id)} was used for another "
-                                   "request; a new request needs a new request_id")
-                if cached is not None:
-                    return Outgoing(envelope, cached.data, request_id)
-                if running is not None:     # a retry of a command still running:
-                    running[1].append(envelope)     # it gets the same reply
-                    self._in_flight[identity] += 1
-                    return None
+                answered = self._answer_retry(key, digest, request_id, envelope, identity)
+                if answered is not None:
+                    return answered or None
                 cache_key = key
             if cmd.admin and not caller.admin:
                 raise Forbidden(f"{name} is for admins; {caller.user} is not one")
             args = protocol.validate_args(request, cmd.args)
-            result = cmd.func(Call(self.app, caller, now, self._waiting[caller.user]), **args)
+            result = cmd.func(Call(self.app, caller, now, self._waiting[caller.user],
+                                   request_id), **args)
             if inspect.iscoroutine(result):
                 self._start_task(result, identity, envelope, cache_key, digest, request_id,
                                  caller, cmd, args)
@@ -332,6 +359,25 @@ class Server:
         self._audit(caller, cmd, request if args is None else args, reply, now)
         return self._reply(envelope, reply, cache_key, digest, request_id, now,
                            cmd is not None and cmd.mutating)
+
+    def _answer_retry(self, key: tuple[str, str], digest: bytes, request_id: str, envelope,
+                      identity: bytes) -> Outgoing | bool | None:
+        """A request_id seen before: its first reply again (an Outgoing), or False when the
+        first is still running (the retry gets its reply then); None for a new request_id.
+        The same id with other content is refused: it names one request."""
+        cached = self.replies.get(key)
+        running = self._running.get(key)
+        first = cached.digest if cached is not None else running and running[0]
+        if first is not None and first != digest:
+            raise Conflict(f"request_id {shown(request_id)} was used for another "
+                           "request; a new request needs a new request_id")
+        if cached is not None:
+            return Outgoing(envelope, cached.data, request_id)
+        if running is not None:
+            running[1].append(envelope)
+            self._in_flight[identity] += 1
+            return False
+        return None
 
     def _audit(self, caller, cmd: Command | None, args: dict | None, reply: dict,
                now: float) -> None:
@@ -362,6 +408,9 @@ class Server:
                     caller, cmd: Command, args: dict) -> None:
         self._in_flight[identity] += 1
         self._waiting[caller.user] += 1
+        wait = (caller.user, request_id)
+        if request_id is not None:      # cancelled if its client goes away meanwhile
+            self._waits.setdefault(identity, set()).add(wait)
         if cache_key is not None:
             self._running[cache_key] = (digest, [])
         generation = self.app.generation
@@ -382,6 +431,11 @@ class Server:
                                              request_id)
             now = time.time()
             self._audit(caller, cmd, args, reply, now)
+            waits = self._waits.get(identity)
+            if waits is not None:
+                waits.discard(wait)
+                if not waits:
+                    del self._waits[identity]
             first = self._reply(envelope, reply, cache_key, digest, request_id, now,
                                 cmd.mutating)
             self._finished.append(first)
@@ -413,7 +467,8 @@ class Server:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.step(time.time())
-        for sock in (self.router, self.pub):
+        self.router.disable_monitor()
+        for sock in (self.monitor_socket, self.router, self.pub):
             sock.close()
         self.security.stop()
         self.ctx.term()

@@ -177,13 +177,13 @@ def test_calendar_commands_in_json(lab):
 
 
 def test_future_reservation_and_claim(lab):
-    out = human(lab, "reserve", "scope-1", "--at", "now+1h", "--for", "30m")
+    out = human(lab, "reserve", "--two-step", "scope-1", "--at", "now+1h", "--for", "30m")
     m = re.fullmatch(rf"pre-reserved (\S+) from {LOCAL}: claim it with 'atsclient claim "
                      rf"(\S+)' by {LOCAL}\n", out)
     assert m and m.group(1) == m.group(3), out
     early = run(lab, "claim", m.group(1))
     assert early.returncode == 1 and "too_early" in early.stderr
-    pre = as_json(lab, "reserve", "dut-1", "--at", "now+2h", "--for", "10m")
+    pre = as_json(lab, "reserve", "--two-step", "dut-1", "--at", "now+2h", "--for", "10m")
     assert set(pre) == {"pre_reservation_id", "time_available", "expire_time"}
 
 
@@ -311,7 +311,7 @@ def test_pool_checkout_checkin_run(lab):
 
 
 def test_revoke_ack_restore_values_watch(lab):
-    rid = as_json(lab, "reserve", "dut-1", "--for", "10m")["reservation_id"]
+    rid = as_json(lab, "reserve", "--two-step", "dut-1", "--for", "10m")["reservation_id"]
     out = human(lab, "revoke", "dut-1", "--max-wait", "5m", "--reason", "recall",
                 user="labadmin")
     assert re.fullmatch(rf"revocation \S+: dut-1 go at {LOCAL}\n", out)

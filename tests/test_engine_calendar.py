@@ -6,7 +6,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from atsd.engine import states
 from atsd.engine.calendar import Calendar
-from atsd.engine.errors import ClaimLate, Conflict, EngineError, Forbidden, TooEarly, Unavailable
+from atsd.engine.errors import (BadRequest, ClaimLate, Conflict, EngineError, Forbidden,
+                               TooEarly, Unavailable)
 from atsd.engine.lab import Caller, Lab, ResourceDef
 from atsd.engine.timeline import Booking, Timeline
 
@@ -14,7 +15,8 @@ ALICE, BOB, ADMIN = Caller("alice"), Caller("bob"), Caller("root", admin=True)
 
 
 def make_lab(**kw):
-    lab = Lab([ResourceDef("r1", "board"), ResourceDef("r2", "board"),
+    lab = Lab([ResourceDef("r1", "board", config={"fw": "v1"}),
+               ResourceDef("r2", "board", config={"fw": "v1"}),
                ResourceDef("shared", "host", slots=3),
                ResourceDef("dut", "board", config={"fw": "v1"}, reconfigure_s=10)], **kw)
     return lab, Calendar(lab)
@@ -153,8 +155,8 @@ class CalendarMachine(RuleBasedStateMachine):
                                  ["r1", "shared"]]),
           start=times, duration=durations, shared=st.booleans(),
           slots=st.integers(1, 4), nxt=st.booleans(),
-          config=st.sampled_from([None, {"fw": "v1"}, {"fw": "v2"}]))
-    def request(self, names, start, duration, shared, slots, nxt, config):
+          config=st.sampled_from([None, {"fw": "v1"}, {"fw": "v2"}]), claim=st.booleans())
+    def request(self, names, start, duration, shared, slots, nxt, config, claim):
         t = self.now + start
         wants = [(n, slots if shared else self.lab.resources[n].slots, not shared, config)
                  for n in names]
@@ -162,7 +164,11 @@ class CalendarMachine(RuleBasedStateMachine):
         ever = all(n <= self.lab.resources[name].slots for name, n, _, _ in wants)
         try:
             r = self.cal.request(ALICE, names, t, duration, config,
-                                 "shared" if shared else "exclusive", nxt, slots, self.now)
+                                 "shared" if shared else "exclusive", nxt, slots, self.now,
+                                 claim)
+        except BadRequest:                  # "shared" has no fw key
+            assert config is not None and "shared" in names
+            return
         except Unavailable:
             assert not free, "refused though nothing is in the way"
             assert not (nxt and ever), "next_available refused though it fits some time"
@@ -189,6 +195,9 @@ class CalendarMachine(RuleBasedStateMachine):
             assert not claimable, late
             if "pre_reservation_id" in late.extra:
                 self.ids.append(late.extra["pre_reservation_id"])
+                fresh = self.lab.reservations[late.extra["pre_reservation_id"]]
+                lapsed = self.lab.reservations[rid]     # the offer is as long as it was
+                assert fresh.end - fresh.start == pytest.approx(lapsed.end - lapsed.start)
         except EngineError as exc:
             assert not claimable, exc
         else:   # kissats: a claim, late or not, holds its whole reservation_duration
@@ -245,6 +254,22 @@ class CalendarMachine(RuleBasedStateMachine):
             if r.state == states.GRANTED and r.expire_time is not None:
                 assert r.expire_time > self.now
 
+    @invariant()
+    def confirmed_bookings_never_lapse(self):
+        for r in self.lab.reservations.values():
+            if r.kind == "claimed":
+                assert r.reason != "lapsed"
+                if r.state == states.GRANTED:     # confirmed ahead: starts by itself
+                    assert r.expire_time is None and r.start > self.now
+
+    @invariant()
+    def an_ended_reservation_ends_when_it_ended(self):
+        for r in self.lab.reservations.values():
+            if r.state == states.ENDED:
+                assert r.real_end <= r.end and r.real_end <= max(r.ended_at, r.start)
+                if r.reason == "expired":
+                    assert r.real_end == r.end
+
 
 TestCalendarMachine = CalendarMachine.TestCase
 TestCalendarMachine.settings = settings(max_examples=150, stateful_step_count=40,
@@ -271,13 +296,21 @@ def test_claimed_config_survives_a_restart():
     assert lab2.resources["dut"].config == {"fw": "v2"}
 
 
-def test_batch_reservations_are_not_released_or_extended_by_calendar_commands():
+def test_batch_reservations_are_released_once_active_and_never_extended():
     from atsd.engine.batch import Batch
     lab, cal = make_lab()
     batch = Batch(lab, {"q": ["r1", "r2"]}, set())
+    later = batch.grant(ALICE, "q", ["r2"], 50, 100, now=0)
+    with pytest.raises(Conflict, match="cancel_reservation"):
+        cal.release(ALICE, later.id, now=1)
     r = batch.grant(ALICE, "q", ["r1"], 0, 100, now=0)
-    with pytest.raises(Conflict, match="cancel_reservation"):
-        cal.release(ALICE, r.id, now=1)
-    with pytest.raises(Conflict, match="cancel_reservation"):
+    with pytest.raises(Conflict, match="cannot be extended"):
         cal.extend(ALICE, r.id, 10, now=1)
     assert r.state == states.ACTIVE and r.end == 100
+    with pytest.raises(Forbidden):
+        cal.release(BOB, r.id, now=2)
+    cal.release(ADMIN, r.id, now=2)
+    assert (r.state, r.reason, r.real_end, r.end) == (states.ENDED, "released", 2, 100)
+    with pytest.raises(Conflict, match="GRANTED|granted"):
+        batch.cancel(ALICE, r.id, now=3)
+    assert later.state == states.GRANTED

@@ -276,8 +276,12 @@ def test_run_gives_ctest_environment_renews_and_checks_in(pool_daemon, alice, tm
     assert proc.wait(20) == 3
     assert json.loads(dump.read_text()) == DOC_ENV     # ctest(1)'s documented answer
     events = alice.get_events(0, topics=["reservation.status"])["events"]
-    assert [(e["kind"], e["reason"]) for e in events] == [("allocation", "started"),
-                                                          ("allocation", "released")]
+    reasons = [e["reason"] for e in events]
+    assert reasons[0] == "started" and reasons[-1] == "released"
+    renewals = reasons[1:-1]                      # each renewal published its new end
+    assert renewals and set(renewals) == {"extended"}
+    ends = [e["end_time"] for e in events[:-1]]
+    assert ends == sorted(ends) and len(set(ends)) == len(ends)
     assert free(alice) == TOTALS                  # renewed past its 0.6 s lease, then in
 
 

@@ -9,7 +9,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from atsd.engine import states
 from atsd.engine.calendar import Calendar
-from atsd.engine.errors import Conflict, Forbidden, Unavailable
+from atsd.engine.errors import Conflict, EngineError, Forbidden, Unavailable
 from atsd.engine.lab import Caller, Lab, ResourceDef
 from atsd.engine.pool import MAX_BYPASS, Pool, Waiter
 from atsd.engine.revocation import Revocations
@@ -289,10 +289,11 @@ def naive_fits(lab, request, start, end):
 
 
 class PoolMachine(RuleBasedStateMachine):
-    """Checkouts (waiting or not, any priority), checkins, calendar bookings of the same
-    instances and the clock, in any order: no slot is ever held twice, accommodates always
-    agrees with checkout, every waiter is answered once, by its deadline, and what fits by
-    naive_fits is granted, at once or as soon as it fits while waiting."""
+    """Checkouts (waiting or not, any priority), checkins, cancels, calendar bookings of the
+    same instances and the clock, in any order: no slot is ever held twice, accommodates
+    always agrees with checkout, every waiter is answered once, by its deadline, what fits
+    by naive_fits is granted, at once or as soon as it fits while waiting, and a cancelled
+    request neither waits nor holds anything."""
 
     def __init__(self):
         super().__init__()
@@ -302,6 +303,8 @@ class PoolMachine(RuleBasedStateMachine):
         self.bookings = []
         self.waiters = []
         self.answers = {}
+        self.requests = 0
+        self.cancelled = set()
 
     def _note(self, w):
         self.answers.setdefault(w.id, []).append(w.result)
@@ -314,8 +317,10 @@ class PoolMachine(RuleBasedStateMachine):
         ok, _ = self.pool.accommodates(req, lease, self.now, priority)
         fits = not self.pool.waiters and naive_fits(self.lab, req, self.now, self.now + lease)
         assert ok or not fits, "refused though it fits and nobody waits"
+        self.requests += 1
         try:
-            got = self.pool.checkout(ALICE, req, lease, self.now, wait, priority)
+            got = self.pool.checkout(ALICE, req, lease, self.now, wait, priority,
+                                     f"req-{self.requests}")
         except Unavailable:
             assert not ok
             return
@@ -357,6 +362,17 @@ class PoolMachine(RuleBasedStateMachine):
         if r.state != states.ENDED:
             self.cal.release(BOB, r.id, self.now)
 
+    @precondition(lambda self: self.requests)
+    @rule(i=st.integers(1, 100))
+    def cancel(self, i):
+        request_id = f"req-{(i - 1) % self.requests + 1}"
+        assert not self.pool.cancel(BOB.user, request_id, "test", self.now)   # not bob's
+        self.pool.cancel(ALICE.user, request_id, "test", self.now)
+        self.cancelled.add(request_id)
+        assert request_id not in {w.request_id for w in self.pool.waiters}
+        assert all(r.extra.get("request_id") != request_id for r in self.lab.reservations.values()
+                   if r.kind == "allocation" and r.state != states.ENDED)
+
     @rule(dt=st.sampled_from([0.0, 0.5, 1.0, 4.0, 10.0]))
     def tick(self, dt):
         self.now += dt
@@ -389,10 +405,12 @@ class PoolMachine(RuleBasedStateMachine):
                 assert w in self.pool.waiters and self.now < w.deadline
             else:
                 assert w not in self.pool.waiters and len(self.answers[w.id]) == 1
-                if not isinstance(w.result, Unavailable):
+                if isinstance(w.result, Conflict):
+                    assert w.request_id in self.cancelled
+                elif not isinstance(w.result, Unavailable):
                     assert w.since <= w.result.start <= w.deadline
         for r in self.allocations + [w.result for w in self.waiters]:
-            if r is not None and not isinstance(r, Unavailable) and r.state != states.ENDED:
+            if r is not None and not isinstance(r, EngineError) and r.state != states.ENDED:
                 assert r.end > self.now
 
 

@@ -16,6 +16,7 @@ import importlib
 import json
 import os
 import re
+import signal
 import sys
 import threading
 import time
@@ -399,10 +400,16 @@ def cli_paths() -> dict[str, str]:
     return paths
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argcomplete.autocomplete(parser)
     args = parser.parse_args(argv)
+    # SIGTERM ends a wait as Ctrl-C does: what the daemon holds for it is given back
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         return args.func(args) or 0
     except UsageError as exc:
@@ -418,3 +425,5 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)

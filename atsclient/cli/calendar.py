@@ -3,6 +3,7 @@ and who holds what (as a list and as a text Gantt chart)."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import string
 import sys
@@ -43,11 +44,13 @@ def register(sub, common) -> None:
     p.set_defaults(func=when)
 
     p = sub.add_parser("reserve", parents=[common],
-                       help="reserve one or more resources (together) and claim them",
-                       description="Book exactly --at (default now) for --for; when that "
-                                   "is taken, fail naming the next free window, or take it "
-                                   "with --next. --wait waits for a later window to start "
-                                   "(and so accepts one), then claims.")
+                       help="reserve one or more resources (together), confirmed at once",
+                       description="Book exactly --at (default now) for --for, confirmed at "
+                                   "once (it starts by itself); when that is taken, fail "
+                                   "naming the next free window, or take it with --next. "
+                                   "--wait waits for a later window to start (and so accepts "
+                                   "one); Ctrl-C or SIGTERM then releases it. --two-step only "
+                                   "pre-reserves, to be claimed in time (the kissats flow).")
     p.add_argument("names", nargs="*", metavar="NAME", help="resources, booked together")
     p.add_argument("--select", metavar="SELECTOR",
                    help="any resources whose tags match, like 'board=imx8 and usb' (not NAMEs)")
@@ -67,8 +70,11 @@ def register(sub, common) -> None:
     p.add_argument("--next", action="store_true",
                    help="take the next free window when --at is taken")
     p.add_argument("--wait", action="store_true",
-                   help="take the next free window, wait (showing progress) until it "
-                        "starts, then claim")
+                   help="take the next free window and wait (showing progress) until it "
+                        "starts; Ctrl-C releases it")
+    p.add_argument("--two-step", action="store_true",
+                   help="only pre-reserve, to be claimed between its start and expire time "
+                        "(the kissats flow)")
     p.set_defaults(func=reserve)
 
     p = sub.add_parser("claim", parents=[common], help="claim a pre-reservation")
@@ -183,14 +189,19 @@ def when(args) -> None:
                if r["avail_start"] is not None else f"{args.name} is not available"))
 
 
-def reserve(args) -> None:
-    config = _pairs(args.config, "--config") or None
+def _check_reserve_options(args) -> None:
+    """Options that only make sense together are refused apart, not ignored."""
     if bool(args.names) == bool(args.select):
         raise UsageError("name the resources or --select them (one of the two)")
     if args.count is not None and not args.select:
         raise UsageError("--count goes with --select")
     if args.partial and not args.repeat:
         raise UsageError("--partial goes with --repeat")
+
+
+def reserve(args) -> None:
+    config = _pairs(args.config, "--config") or None
+    _check_reserve_options(args)
     duration = parse_duration(args.duration)
     now = time.time()
     at = now if args.at is None else parse_time(args.at, now)
@@ -203,26 +214,52 @@ def reserve(args) -> None:
     with client_from(args) as c:
         if args.slots is not None:
             _check_slots(c, args.names, args.slots)
+        rid = None                  # interrupted before it is known: the client cancels it
         try:
-            pre, available, expire = c.request_reservation(
-                args.names if len(args.names) > 1 else args.names[0], config, at, duration,
-                later_ok, "shared" if args.shared else "exclusive", args.slots)
-        except ResourceUnavailable as exc:
-            if later_ok or exc.code != "unavailable":
-                raise
-            raise ResourceUnavailable(_taken(c, args, at, duration)) from None
-        if available > time.time() and not args.wait:
-            output(args, {"pre_reservation_id": pre, "time_available": available,
+            try:
+                rid, available, expire = c.request_reservation(
+                    args.names if len(args.names) > 1 else args.names[0], config, at,
+                    duration, later_ok, "shared" if args.shared else "exclusive", args.slots,
+                    claim=not args.two_step)
+            except ResourceUnavailable as exc:
+                if later_ok or exc.code != "unavailable":
+                    raise
+                raise ResourceUnavailable(_taken(c, args, at, duration)) from None
+            reply = _wait_and_claim(c, args, rid, available, expire)
+        except KeyboardInterrupt:               # Ctrl-C or SIGTERM while waiting
+            if rid is not None:
+                with contextlib.suppress(ATSError):
+                    c.release_reservation(rid)
+            raise
+    if reply is not None:
+        output(args, reply, lambda r: print(
+            f"reserved {r['reservation_id']}: {' '.join(args.names)} until "
+            f"{fmt_time(r['expire_time'])}"))
+
+
+def _wait_and_claim(c, args, rid: str, available: float, expire: float) -> dict | None:
+    """The reservation once usable (after the wait, with --wait), or None when only booked
+    ahead (reported here)."""
+    what = " ".join(args.names)
+    if available > time.time() and not args.wait:
+        if args.two_step:
+            output(args, {"pre_reservation_id": rid, "time_available": available,
                           "expire_time": expire},
-                   lambda _: print(f"pre-reserved {pre} from {fmt_time(available)}: claim it "
-                                   f"with 'atsclient claim {pre}' by {fmt_time(expire)}"))
-            return
-        wait_until(available, f"{' '.join(args.names)} free", args.json)
-        reply = _claim_when_due(c, pre, args.json)
-    output(args, {"reservation_id": reply["reservation_id"], "expire_time": reply["expire_time"],
-                  "resource_config": reply["resource_config"]}, lambda r: print(
-        f"reserved {r['reservation_id']}: {' '.join(args.names)} until "
-        f"{fmt_time(r['expire_time'])}"))
+                   lambda _: print(f"pre-reserved {rid} from {fmt_time(available)}: claim it "
+                                   f"with 'atsclient claim {rid}' by {fmt_time(expire)}"))
+        else:
+            output(args, {"reservation_id": rid, "time_available": available,
+                          "expire_time": expire},
+                   lambda _: print(f"reserved {rid}: {what} from {fmt_time(available)} until "
+                                   f"{fmt_time(expire)}"))
+        return None
+    wait_until(available, f"{what} free", args.json)
+    if not args.two_step:           # it started by itself; its config is the resource's now
+        return {"reservation_id": rid, "expire_time": expire,
+                "resource_config": c.get_resource_config(args.names[0])}
+    reply = _claim_when_due(c, rid, args.json)
+    return {"reservation_id": reply["reservation_id"], "expire_time": reply["expire_time"],
+            "resource_config": reply["resource_config"]}
 
 
 def _reserve_chosen(args, config: dict | None, at: float, duration: float,
@@ -252,8 +289,13 @@ def _reserve_chosen(args, config: dict | None, at: float, duration: float,
                                    f"claim it with 'atsclient claim {pre}' by "
                                    f"{fmt_time(r['expire_time'])}"))
             return
-        wait_until(available, f"{what} free", args.json)
-        claimed = _claim_when_due(c, pre, args.json)
+        try:
+            wait_until(available, f"{what} free", args.json)
+            claimed = _claim_when_due(c, pre, args.json)
+        except KeyboardInterrupt:               # Ctrl-C or SIGTERM while waiting
+            with contextlib.suppress(ATSError):
+                c.release_reservation(pre)
+            raise
     output(args, {"reservation_id": claimed["reservation_id"],
                   "expire_time": claimed["expire_time"], "resources": reply["resources"]},
            lambda r: print(f"reserved {r['reservation_id']}: {what} until "

@@ -27,7 +27,7 @@ from . import (Failed, UsageError, client_from, fmt_time, output, parse_duration
 
 
 WIRE = {"get_pool": "pool", "accommodates": "checkout --check", "checkout": "checkout",
-        "checkin": "checkin"}
+        "checkin": "checkin", "cancel_request": "checkout --wait"}   # on Ctrl-C or SIGTERM
 
 
 def register(sub, common) -> None:

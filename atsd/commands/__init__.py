@@ -31,6 +31,7 @@ class Call:
     caller: Caller
     now: float
     waiting: int = 0    # the caller's requests waiting for their answer, on any connection
+    request_id: str | None = None   # the client's id for this request, if it sent one
     generation: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -56,8 +57,9 @@ class Command:
     name: str
     func: Callable[..., Any]
     args: dict[str, Arg]
-    mutating: bool      # changes state: its reply is cached under request_id and committed
+    mutating: bool      # changes state: its reply is committed before it is sent
     admin: bool         # only the admin role may call it
+    cached: bool        # its reply is kept under request_id, for a retry to get it again
     replies: tuple[str, ...] = ()   # the keys of its reply (besides ok and request_id)
 
     @property
@@ -69,12 +71,15 @@ COMMANDS: dict[str, Command] = {}
 
 
 def command(name: str, *, mutating: bool = False, admin: bool = False,
-            replies: tuple[str, ...] = (), **args: Arg):
+            replies: tuple[str, ...] = (), cached: bool | None = None, **args: Arg):
+    """Register a command. Mutating commands are ``cached`` unless they say otherwise (one
+    whose request_id names another request, and that may be repeated at no harm)."""
     def register(func):
         if name in COMMANDS:
             raise RuntimeError(f"command {name} registered twice")
         run = _checked(name, func, replies) if os.environ.get("ATSD_CHECK_REPLIES") else func
-        COMMANDS[name] = Command(name, run, args, mutating, admin, tuple(replies))
+        COMMANDS[name] = Command(name, run, args, mutating, admin,
+                                 mutating if cached is None else cached, tuple(replies))
         return func
     return register
 

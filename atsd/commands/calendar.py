@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from ..engine.errors import BadRequest, Forbidden
 from ..protocol import (BOOL, CONFIG, POSITIVE_DURATION, TEXT, TIME, count,
                         list_of, one_of, optional, required)
@@ -40,7 +42,7 @@ def check_available(call: Call, resource: str | None, start_time: float | None,
 
 @command("request_reservation",
          replies=("pre_reservation_id", "time_available", "expire_time", "end_time", "resources",
-                  "series_id", "occurrences", "conflicts", "booked_until"),
+                  "series_id", "occurrences", "conflicts", "booked_until", "reservation_id"),
          mutating=True,
          resource=optional(TEXT), resources=optional(list_of(TEXT, 64)),
          time_needed=optional(TIME), reservation_duration=optional(POSITIVE_DURATION, 3600.0),
@@ -48,22 +50,28 @@ def check_available(call: Call, resource: str | None, start_time: float | None,
          reservation_mode=optional(MODE, "exclusive"), next_available=optional(BOOL, True),
          slots=optional(SLOTS), maintenance=optional(BOOL, False),
          selector=optional(SELECTOR), count=optional(COUNT), recurrence=optional(TEXT),
-         partial=optional(BOOL, False))
+         partial=optional(BOOL, False), claim=optional(BOOL, False))
 def request_reservation(call: Call, resource: str | None, resources: list[str] | None,
                         time_needed: float | None, reservation_duration: float,
                         resource_config: dict | None, configuration: dict | None,
                         reservation_mode: str, next_available: bool, slots: int | None,
                         maintenance: bool, selector: str | None, count: int | None,
-                        recurrence: str | None, partial: bool) -> dict:
+                        recurrence: str | None, partial: bool, claim: bool) -> dict:
     """Book [time_needed, +reservation_duration) as a pre-reservation, or the earliest window
     after it that fits when next_available. ``resources`` (a list) books several together in
-    one window under one id. Claim it between time_available and expire_time. A config that
-    differs from what the resource will have adds its reconfigure_s before time_available.
-    ``maintenance`` (admin) takes the window at once and warns its holders (revocation).
+    one window under one id. Claim it between time_available and expire_time. With
+    ``claim``, it is confirmed at once instead: the reply has ``reservation_id``, it becomes
+    ACTIVE by itself at time_available (reason ``started``) and never lapses; expire_time
+    is then its end. A config (only keys the resource has) that differs from what the
+    resource will have adds its reconfigure_s before time_available. ``maintenance``
+    (admin) takes the window at once and warns its holders (revocation).
     ``selector`` + ``count`` (instead of names) books that many matching resources together
     (the reply lists ``resources``). ``recurrence`` (an RFC 5545 RRULE) books every occurrence
     as a confirmed reservation that starts by itself: the reply has ``series_id``,
     ``occurrences`` and ``conflicts``; all or nothing unless ``partial``."""
+    if claim and (selector is not None or count is not None or recurrence is not None):
+        raise BadRequest("claim is for named resources; a recurrence's occurrences are "
+                         "confirmed already")
     if resource_config is not None and configuration is not None and resource_config != configuration:
         raise BadRequest("resource_config and configuration differ")
     config = resource_config if resource_config is not None else configuration
@@ -84,9 +92,13 @@ def request_reservation(call: Call, resource: str | None, resources: list[str] |
                                              call.now)
     else:
         r = call.app.calendar.request(call.caller, names, start, reservation_duration, config,
-                                      reservation_mode, next_available, slots, call.now)
-    return {"pre_reservation_id": r.id, "time_available": r.start, "expire_time": r.expire_time,
-            "end_time": r.end}
+                                      reservation_mode, next_available, slots, call.now, claim,
+                                      call.request_id)
+    reply = {"pre_reservation_id": r.id, "time_available": r.start,
+             "expire_time": r.expire_time, "end_time": r.end}
+    if claim:
+        reply.update(reservation_id=r.id, expire_time=r.end)
+    return reply
 
 
 @command("claim_reservation",
@@ -106,13 +118,25 @@ def claim_reservation(call: Call, pre_reservation_id: str) -> dict:
 
 @command("release_reservation", replies=("release_status", "released"),
          mutating=True, reservation_id=required(TEXT))
-def release_reservation(call: Call, reservation_id: str) -> dict:
-    """End a pre-reservation or a reservation now and free its slots. Given a series_id:
-    every occurrence of the series not yet ended (``released`` lists them)."""
-    if reservation_id not in call.app.lab.reservations:
+def release_reservation(call: Call, reservation_id: str):
+    """End a pre-reservation or a reservation now and free its slots (its owner or an
+    admin). An ACTIVE batch reservation ends too (its jobs are stopped, reason
+    ``released``); one not yet started is cancel_reservation's. Given a series_id: every
+    occurrence of the series not yet ended (``released`` lists them)."""
+    app = call.app
+    if reservation_id not in app.lab.reservations:
         return release_series(call, reservation_id)
-    call.app.calendar.release(call.caller, reservation_id, call.now)
-    return {"release_status": True}
+    r = app.lab.owned(reservation_id, call.caller)
+    external = app.external_backend(r.extra["queue"]) if r.kind == "batch" else None
+    if external is None or r.state != "RESERVATION_ACTIVE":
+        app.calendar.release(call.caller, reservation_id, call.now)
+        return {"release_status": True}
+
+    async def released():
+        await external.cancel(r.extra["backend_ref"])
+        app.calendar.release(call.caller, reservation_id, time.time())
+        return {"release_status": True}
+    return released()
 
 
 @command("extend_reservation", replies=("expire_time",),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from .. import __version__
 from ..engine.events import TOPICS
 from ..protocol import PROTOCOL_VERSION, TEXT, count, list_of, one_of, optional, required, CONFIG
@@ -35,13 +37,16 @@ def get_available_resources(call: Call) -> dict:
                               if r.bookable and r.timeline.used_slots(call.now) == 0]}
 
 
-def resource_row(res, now: float, service: tuple[str, str | None]) -> dict:
+def resource_row(lab, res, now: float, service: tuple[str, str | None]) -> dict:
     used = res.timeline.used_slots(now)
     state = ("out_of_service" if not res.bookable else
              "free" if used == 0 else "full" if used >= res.slots else "partly_used")
+    held = res.timeline.overlapping(now, math.nextafter(now, math.inf))
+    holders = [{"owner": lab.reservations[b.reservation_id].owner,
+                "reservation_id": b.reservation_id, "end_time": b.end} for b in held]
     return {"name": res.name, "type": res.type, "slots": res.slots, "free_slots": res.slots - used,
             "config": res.config, "tags": res.tags, "state": state, "value": res.value,
-            "service": service[0], "service_reason": service[1]}
+            "service": service[0], "service_reason": service[1], "holders": holders}
 
 
 @command("list_resources", replies=("resources",), type=optional(TEXT), tags=optional(CONFIG),
@@ -49,12 +54,12 @@ def resource_row(res, now: float, service: tuple[str, str | None]) -> dict:
 def list_resources(call: Call, type: str | None, tags: dict | None,
                    selector: str | None) -> dict:
     """Every resource with its type, slots, config, tags and state now (free, partly_used,
-    full, out_of_service) and its ``service`` (up, down, revoked, retired) with
-    ``service_reason``; filtered by type, by tags (all given tags must match) and by a
-    selector."""
+    full, out_of_service), its ``service`` (up, down, revoked, retired) with
+    ``service_reason``, and its ``holders`` now: [{owner, reservation_id, end_time}];
+    filtered by type, by tags (all given tags must match) and by a selector."""
     chosen = (call.app.lab.resources.values() if selector is None
               else call.app.selection.matching(selector))
-    rows = [resource_row(r, call.now, call.app.service.state(r)) for r in chosen
+    rows = [resource_row(call.app.lab, r, call.now, call.app.service.state(r)) for r in chosen
             if (type is None or r.type == type)
             and all(r.tags.get(k) == v for k, v in (tags or {}).items())]
     return {"resources": rows}

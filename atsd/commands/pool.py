@@ -52,10 +52,11 @@ def checkout(call: Call, request: list[dict], lease_s: float | None, wait_s: flo
     the lease ends (``lease_s``, default from the config; renew with extend_reservation).
     Returns ``allocation_id``, ``resources`` ({type: [{id, slots}]}, one entry per
     requirement in request order) and ``expire_time``. With ``wait_s``, a request that does
-    not fit waits up to that long, served by ``priority`` (higher first) then arrival."""
+    not fit waits up to that long, served by ``priority`` (higher first) then arrival; it
+    stops waiting when its client closes the connection, or sends cancel_request."""
     lease = call.app.config.default_lease_s if lease_s is None else lease_s
     got = call.app.pool.checkout(call.caller, _pairs(request), lease, call.now, wait_s,
-                                 priority, before_waiting=call.check_may_wait)
+                                 priority, call.request_id, before_waiting=call.check_may_wait)
     if isinstance(got, Waiter):
         # set up now, not when the task first runs: the waiter may be served before that
         future = asyncio.get_running_loop().create_future()
@@ -85,8 +86,22 @@ def checkin(call: Call, allocation_id: str) -> dict:
     return {"released": True}
 
 
-@command("get_pool", replies=("resource_pool",))
+@command("cancel_request", replies=("cancelled",), mutating=True, cached=False,
+         request_id=required(TEXT))
+def cancel_request(call: Call, request_id: str) -> dict:
+    """Stop the caller's request ``request_id``: a checkout waiting with wait_s leaves the
+    queue, and what it booked (an allocation granted meanwhile, a request_reservation's
+    booking) is released, for a client that gave up on the reply. ``cancelled`` is false
+    when nothing of it waits or is held. The request_id is the cancelled request's, so this
+    reply is not kept for retries; repeating it does no harm."""
+    return {"cancelled": call.app.pool.cancel(call.caller.user, request_id,
+                                              "cancel_request", call.now)}
+
+
+@command("get_pool", replies=("resource_pool", "waiting"))
 def get_pool(call: Call) -> dict:
     """The pool in canary's shape: ``{additional_properties, resources: {type: [{id, slots,
-    total}]}}``, ``slots`` free now."""
-    return {"resource_pool": call.app.pool.get_pool(call.now)}
+    total}]}}``, ``slots`` free now; ``waiting`` is the checkout queue in service order
+    ([{owner, request, priority, since, wait_until}])."""
+    return {"resource_pool": call.app.pool.get_pool(call.now),
+            "waiting": call.app.pool.waiting()}

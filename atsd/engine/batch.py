@@ -142,7 +142,7 @@ class Batch:
 
     def status(self, rid: str) -> dict:
         r = self.batch_reservation(rid)
-        return {"reservation_status": r.state, "start_time": r.start, "end_time": r.end,
+        return {"reservation_status": r.state, "start_time": r.start, "end_time": r.real_end,
                 "hosts": r.extra["hosts"], "queue_id": r.extra["queue"], "reason": r.reason,
                 "owner": r.owner}
 

@@ -1,5 +1,7 @@
 """Calendar reservations, as KISS ATS defines them: request a window (a pre-reservation that
-lapses unless claimed in time), claim it, release it, extend it.
+lapses unless claimed in time), claim it, release it, extend it. A request with ``claim``
+skips the second step: the booking is confirmed at once (kind ``claimed``) and becomes
+ACTIVE by itself at its start, as people book a room for tomorrow.
 
 A request for several resources books one window in which all of them are free, all or
 nothing, under one id. A requested config that differs from the one a resource will have
@@ -35,6 +37,7 @@ class Want:
 class Calendar:
     def __init__(self, lab: Lab) -> None:
         self.lab = lab
+        lab.on_active.append(self._apply_config)
 
     # --- queries ---
 
@@ -42,6 +45,11 @@ class Calendar:
               duration: float) -> Want:
         if mode not in ("exclusive", "shared"):
             raise BadRequest(f"reservation_mode must be exclusive or shared, not {mode!r}")
+        if config is not None and set(config) - set(res.config):
+            unknown = sorted(map(str, set(config) - set(res.config)))
+            known = ", ".join(sorted(res.config)) or "none"
+            raise BadRequest(f"{res.name} has no config key {', '.join(unknown)} "
+                             f"(its keys: {known})")
         exclusive = mode == "exclusive"
         n = res.slots if exclusive else (slots or 1)
         if n > res.slots:
@@ -105,7 +113,8 @@ class Calendar:
 
     def request(self, caller: Caller, resources: list[str], time_needed: float,
                 duration: float, config: dict | None, mode: str, next_available: bool,
-                slots: int | None, now: float) -> Reservation:
+                slots: int | None, now: float, claim: bool = False,
+                request_id: str | None = None) -> Reservation:
         if len(set(resources)) != len(resources):
             raise BadRequest("a resource is named twice in resources")
         time_needed = max(time_needed, now)
@@ -122,11 +131,13 @@ class Calendar:
                 raise Unavailable(f"{', '.join(resources)}: no window of {duration:g}s fits")
         else:
             raise Unavailable(f"{', '.join(resources)}: busy at the time needed")
-        return self._book(caller, picks, t, mode, config, now)
+        return self._book(caller, picks, t, mode, config, now, claim, request_id)
 
     def _book(self, caller: Caller, picks, t: float, mode: str, config: dict | None,
-              now: float) -> Reservation:
-        """Book a pre-reservation at ``t`` (the caller found that it fits)."""
+              now: float, claim: bool = False, request_id: str | None = None) -> Reservation:
+        """Book at ``t`` (the caller found that it fits): a pre-reservation, or with
+        ``claim`` a confirmed one that starts by itself. ``request_id`` is kept for
+        cancel_request."""
         lead = self._window(picks, t)
         duration = picks[0][1].duration
         available = t + lead
@@ -135,9 +146,13 @@ class Calendar:
         bookings = [Booking(rid, r.name, t, end, w.slots, w.exclusive, w.config)
                     for r, w in picks]
         r = Reservation(
-            id=rid, kind="pre", owner=caller.user, state=states.GRANTED,
+            id=rid, kind="claimed" if claim else "pre",
+            owner=caller.user,
+            state=states.ACTIVE if claim and available <= now else states.GRANTED,
             start=available, end=end, mode=mode, slots=picks[0][1].slots, config=config,
-            bookings=bookings, expire_time=min(available + self.lab.claim_window_s, end))
+            bookings=bookings,
+            expire_time=None if claim else min(available + self.lab.claim_window_s, end),
+            extra={} if request_id is None else {"request_id": request_id})
         return self.lab.add(r, now)
 
     def claim(self, caller: Caller, rid: str, now: float) -> Reservation:
@@ -160,14 +175,17 @@ class Calendar:
             raise self._late(caller, r, now, f"{rid} claimed {now - r.start:.3f}s after "
                              f"time_available: its {r.end - r.start:g}s no longer fit")
         r.kind = "claimed"
-        self.lab.transition(r, "claim", now)
         if end > r.end:
-            self.lab.set_end(r, end)
-        if r.config is not None:
+            self.lab.set_end(r, end, None, now)     # the claim's event carries it
+        self.lab.transition(r, "claim", now)
+        return r
+
+    def _apply_config(self, r: Reservation, now: float) -> None:
+        """The holder gets the config it booked (its reconfiguration ran before its start)."""
+        if r.kind == "claimed" and r.config is not None:
             for b in r.bookings:
                 self.lab.resources[b.resource].config = dict(r.config)
                 self.lab.touch(RESOURCE, b.resource)
-        return r
 
     def _late(self, caller: Caller, lapsed: Reservation, now: float, msg: str) -> ClaimLate:
         """A late claim gets a fresh offer like the lapsed one, from now, when one exists."""
@@ -190,31 +208,30 @@ class Calendar:
                          new_expire=fresh.expire_time)
 
     def release(self, caller: Caller, rid: str, now: float) -> Reservation:
-        r = self._not_batch(self.lab.owned(rid, caller), "released")
+        """End it now. A batch reservation only once ACTIVE (its jobs are stopped): before
+        its start it is cancel_reservation's to end, as the CQR capability has it."""
+        r = self.lab.owned(rid, caller)
         if r.state == states.ENDED:
             raise Conflict(f"{rid} already ended ({r.reason})")
+        if r.kind == "batch" and r.state != states.ACTIVE:
+            raise Conflict(f"{rid} is a batch reservation that has not started: "
+                           "cancel_reservation cancels it")
         self.lab.transition(r, "release", now)
         return r
 
     def extend(self, caller: Caller, rid: str, extra_s: float, now: float) -> Reservation:
-        r = self._not_batch(self.lab.owned(rid, caller), "extended")
+        r = self.lab.owned(rid, caller)
+        if r.kind == "batch":       # its window is its queue's (a Slurm one is Slurm's)
+            raise Conflict(f"{rid} is a batch reservation: it cannot be extended")
         if r.state == states.ENDED:
             raise Conflict(f"{rid} already ended ({r.reason})")
         new_end = r.end + extra_s
         self.lab.check_length(r, new_end)
         if not self._extends_to(r, new_end):
-            raise Unavailable(f"{rid} cannot be extended by {extra_s:g}s",
-                              max_extension=self._longest_extension(r, new_end))
-        self.lab.set_end(r, new_end)
-        return r
-
-    @staticmethod
-    def _not_batch(r: Reservation, what: str) -> Reservation:
-        """A batch reservation keeps its window (a Slurm one is Slurm's to keep): it ends at
-        its end or by cancel_reservation while granted."""
-        if r.kind == "batch":
-            raise Conflict(f"{r.id} is a batch reservation: it cannot be {what}; "
-                           "cancel_reservation cancels it while it is granted")
+            longest = self._longest_extension(r, new_end)
+            raise Unavailable(f"{rid} cannot be extended by {extra_s:g}s; at most {longest:g}s "
+                              "fits", max_extension=longest)
+        self.lab.set_end(r, new_end, "extended", now)
         return r
 
     def _extends_to(self, r: Reservation, end: float) -> bool:
@@ -249,7 +266,8 @@ class Calendar:
                         "id": r.id, "kind": r.kind, "resource": b.resource,
                         "start_time": b.start, "end_time": b.end,
                         "reservation_mode": r.mode, "slots": b.slots, "owner": r.owner,
-                        "reservation_status": r.state, "expire_time": r.expire_time,
+                        "reservation_status": r.state,
+                        "expire_time": r.expire_time if r.kind == "pre" else r.end,
                         "series_id": r.extra.get("series_id")})
         rows.sort(key=lambda row: (row["start_time"], row["resource"]))
         return rows

@@ -52,6 +52,7 @@ class ResourceDef:
     config: dict = field(default_factory=dict)
     reconfigure_s: float = 0.0
     tags: dict = field(default_factory=dict)
+    retired: bool = False       # kept for the reservations it has, booked no more
 
 
 @dataclass(slots=True, eq=False)
@@ -63,6 +64,7 @@ class Resource:
     reconfigure_s: float
     tags: dict
     timeline: Timeline
+    retired: bool = False       # kept for its reservations, booked no more (config)
     in_service: bool = True     # false from a revoke until its restore
     value: float | None = None
     down: str | None = None     # why an admin or a health check took it down
@@ -70,8 +72,9 @@ class Resource:
 
     @property
     def bookable(self) -> bool:
-        """Whether anything new may be booked on it: in service and not down."""
-        return self.in_service and self.down is None
+        """Whether anything new may be booked on it: in service, not down, not retired
+        (the reservations it has are served either way)."""
+        return self.in_service and self.down is None and not self.retired
 
 
 @dataclass(slots=True, eq=False)
@@ -97,6 +100,15 @@ class Reservation:
     def resources(self) -> list[str]:
         return [b.resource for b in self.bookings]
 
+    @property
+    def real_end(self) -> float:
+        """When it ends, or ended: what is told of it. ``end`` stays the end it was booked
+        with (a late claim's fresh offer is as long); one that ended early ended at
+        ``ended_at`` (never shown before its start)."""
+        if self.ended_at is None:
+            return self.end
+        return min(self.end, max(self.ended_at, self.start))
+
     def to_record(self) -> dict:
         return {
             "id": self.id, "kind": self.kind, "owner": self.owner, "state": self.state,
@@ -118,9 +130,17 @@ RESERVATION = "reservation"    # record kinds in the store
 RESOURCE = "resource"          # what the lab learned about a resource: service, value, config
 
 
+class InventoryMismatch(Exception):
+    """The stored state holds live reservations on resources the inventory no longer has."""
+
+
 def new_id() -> str:
-    """Unguessable ids: holding an id must not be a way to guess another's."""
-    return secrets.token_urlsafe(12)
+    """Unguessable ids: holding an id must not be a way to guess another's. Never starting
+    with ``-``, so that a command line does not take one for an option."""
+    while True:
+        rid = secrets.token_urlsafe(12)
+        if rid[0] != "-":
+            return rid
 
 
 class Lab:
@@ -134,11 +154,13 @@ class Lab:
         self.inventory = {d.name: d for d in resources}
         self.resources: dict[str, Resource] = {
             d.name: Resource(d.name, d.type, d.slots, dict(d.config), d.reconfigure_s,
-                             dict(d.tags), Timeline(d.slots))
+                             dict(d.tags), Timeline(d.slots), d.retired)
             for d in resources}
         self.reservations: dict[str, Reservation] = {}
         # owner -> live reservations (not maintenance) + checkouts waiting to become one
         self.held: Counter[str] = Counter()
+        # (owner, request_id) -> id of the live reservation that request booked
+        self._requested: dict[tuple[str, str], str] = {}
         self._timers: list[tuple[float, int, str, str]] = []
         self._timer_count = 0
         self._events: list[Event] = []
@@ -157,6 +179,8 @@ class Lab:
                        self._unload_resource)}
         # called with (reservation, now) after a reservation ended and freed its slots
         self.on_freed: list[Callable[[Reservation, float], None]] = []
+        # called with (reservation, now) when a reservation becomes ACTIVE
+        self.on_active: list[Callable[[Reservation, float], None]] = []
         # called with the id of an ended reservation whose history is dropped
         self.on_forget: list[Callable[[str], None]] = []
         # called with (names, reason, now, start, end) when resources become unusable over
@@ -176,6 +200,13 @@ class Lab:
             return self.reservations[rid]
         except KeyError:
             raise NotFound(f"no reservation {shown(rid)}") from None
+
+    def booked_by(self, owner: str, request_id: str) -> Reservation | None:
+        """The live reservation ``owner``'s request ``request_id`` booked (one made with a
+        request_id in its ``extra``), so that a client that gave up on the reply can
+        release it."""
+        rid = self._requested.get((owner, request_id))
+        return None if rid is None else self.reservations[rid]
 
     def owned(self, rid: str, caller: Caller) -> Reservation:
         """The reservation, if ``caller`` may act on it: its owner or an admin."""
@@ -223,9 +254,13 @@ class Lab:
             self.resources[b.resource].timeline.add(b)
         self.reservations[r.id] = r
         self._count(r, 1)
+        self._index_request(r)
         self.touch(RESERVATION, r.id)
         self._publish_status(r, None, "granted" if r.state == states.GRANTED else "started", now)
         self._schedule_for(r)
+        if r.state == states.ACTIVE:
+            for hook in self.on_active:
+                hook(r, now)
         return r
 
     def transition(self, r: Reservation, cause: str, now: float) -> None:
@@ -235,6 +270,8 @@ class Lab:
         if new == states.ENDED:
             r.reason = reason
             r.ended_at = now
+            if r.extra.get("request_id") is not None:
+                self._requested.pop((r.owner, r.extra["request_id"]), None)
             for b in r.bookings:
                 self.resources[b.resource].timeline.remove(b)
             self._count(r, -1)
@@ -246,9 +283,15 @@ class Lab:
         if new == states.ENDED:
             for hook in self.on_freed:
                 hook(r, now)
+        elif new == states.ACTIVE:
+            for hook in self.on_active:
+                hook(r, now)
 
-    def set_end(self, r: Reservation, end: float) -> None:
-        """Move a live reservation's end (extend, renew a lease); the caller checked it fits."""
+    def set_end(self, r: Reservation, end: float, reason: str | None, now: float) -> None:
+        """Move a live reservation's end (extend, renew a lease, make room for maintenance);
+        the caller checked it fits. Published like a change of state, with the same state
+        and ``reason`` saying what moved it, so a watcher never keeps the old end; with no
+        reason, the transition the caller makes next publishes it."""
         for b in r.bookings:
             tl = self.resources[b.resource].timeline
             tl.remove(b)
@@ -257,6 +300,8 @@ class Lab:
         r.end = end
         self.touch(RESERVATION, r.id)
         self._schedule_for(r)
+        if reason is not None:
+            self._publish_status(r, r.state, reason, now)
 
     def went_down(self, names: list[str], reason: str, now: float, start: float | None = None,
                   end: float = float("inf")) -> None:
@@ -264,6 +309,10 @@ class Lab:
         on) that those resources will not serve them."""
         for hook in self.on_down:
             hook(names, reason, now, now if start is None else start, end)
+
+    def _index_request(self, r: Reservation) -> None:
+        if r.extra.get("request_id") is not None:
+            self._requested[(r.owner, r.extra["request_id"])] = r.id
 
     def touch(self, kind: str, key: str) -> None:
         self._dirty.add((kind, key))
@@ -275,7 +324,7 @@ class Lab:
                         now: float) -> None:
         self.emit(RESERVATION_STATUS, reservation_id=r.id, reservation_status=r.state,
                   previous=previous, reason=reason, owner=r.owner, resources=r.resources,
-                  kind=r.kind, start_time=r.start, end_time=r.end)
+                  kind=r.kind, start_time=r.start, end_time=r.real_end)
 
     # --- the clock ---
 
@@ -380,7 +429,11 @@ class Lab:
                 res.down_by = rec.get("down_by")
 
     def _restore_reservations(self, records, now: float) -> None:
+        """A resource removed from the inventory while reservations hold it stops the start:
+        dropping them would break a promise silently. ``retired: true`` keeps such a resource
+        for them."""
         by_resource: dict[str, list[Booking]] = {}
+        orphans: dict[str, list[str]] = {}
         for rec in records:
             r = Reservation.from_record(rec)
             self.reservations[r.id] = r
@@ -388,11 +441,18 @@ class Lab:
                 self.schedule(r.ended_at + self.history_s, "forget", r.id)
                 continue
             self._count(r, 1)
-            # a resource removed from the inventory takes its bookings with it
-            r.bookings = [b for b in r.bookings if b.resource in self.resources]
             for b in r.bookings:
-                by_resource.setdefault(b.resource, []).append(b)
+                if b.resource in self.resources:
+                    by_resource.setdefault(b.resource, []).append(b)
+                else:
+                    orphans.setdefault(b.resource, []).append(r.id)
+            self._index_request(r)
             self._schedule_for(r)
+        if orphans:
+            raise InventoryMismatch("; ".join(
+                f"resource {name} is not in the config but reservations {', '.join(ids)} "
+                "hold it (put it back with retired: true until they end)"
+                for name, ids in sorted(orphans.items())))
         for name, bookings in by_resource.items():
             self.resources[name].timeline.add_many(bookings)
 
@@ -402,6 +462,8 @@ class Lab:
             for b in r.bookings:
                 self.resources[b.resource].timeline.remove(b)
             self._count(r, -1)
+            if r.extra.get("request_id") is not None:
+                self._requested.pop((r.owner, r.extra["request_id"]), None)
 
     def _unload_resource(self, name: str) -> None:
         """Back to the inventory's starting point (what the lab learned is restored next)."""

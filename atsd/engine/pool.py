@@ -42,7 +42,10 @@ types are not held up (each type is packed on its own, so they cannot delay it),
 higher priority still goes first. Calendar reservations are not part of the queue.
 
 Waiters belong to a connection, not to the lab: they are not stored, and a daemon restart
-forgets them (their clients time out and may ask again).
+forgets them (their clients time out and may ask again). A client that stops waiting names
+its request (``cancel``, by the request_id it sent): the waiter leaves the queue, and if it
+was granted meanwhile (the reply crossed the cancel), that allocation is released
+(``Lab.booked_by``), so nothing is left held that nobody will use.
 
 Pure: no I/O, no clock. The engine sets ``waiter.result`` (a Reservation or the
 EngineError to answer with) and calls ``waiter.notify(waiter)`` if the caller set one; the
@@ -83,6 +86,7 @@ class Waiter:
     since: float
     deadline: float
     order: tuple[int, int]      # its place in the queue: (-priority, arrival)
+    request_id: str | None = None   # the client's id for the request, to cancel it by
     bypassed: int = 0           # times a later request was granted slots of its types
     result: Reservation | EngineError | None = None
     notify: Callable[[Waiter], None] | None = field(default=None, repr=False)
@@ -123,6 +127,12 @@ class Pool:
     def _totals(self) -> dict[str, dict[str, int]]:
         return {t: {ident: res.slots for ident, res in insts.items()}
                 for t, insts in self.instances.items()}
+
+    def waiting(self) -> list[dict]:
+        """The queue, in service order: who waits for what, since when, until when."""
+        return [{"owner": w.owner, "request": [{"type": t, "slots": n} for t, n in w.request],
+                 "priority": w.priority, "since": w.since, "wait_until": w.deadline}
+                for w in self.waiters]
 
     def get_pool(self, now: float) -> dict:
         """canary's pool shape, with the slots free at ``now`` and each instance's total."""
@@ -178,10 +188,12 @@ class Pool:
 
     def checkout(self, caller: Caller, request: Request, lease_s: float, now: float,
                  wait_s: float = 0.0, priority: int = 0,
+                 request_id: str | None = None,
                  before_waiting: Callable[[], None] | None = None) -> Reservation | Waiter:
         """Grant the request now (an allocation), or queue it as a Waiter when ``wait_s`` > 0;
-        refuse with Unavailable otherwise. ``before_waiting`` is called before a request is
-        queued and may refuse it by raising (the caller's limit on waiting requests)."""
+        refuse with Unavailable otherwise. ``request_id`` is what ``cancel`` finds it by.
+        ``before_waiting`` is called before a request is queued and may refuse it by raising
+        (the caller's limit on waiting requests)."""
         never = self._never(request)
         if never:
             raise Unavailable(never)
@@ -189,13 +201,13 @@ class Pool:
         order = self._new_order(priority)
         placed, reason = self._offer(request, order, lease_s, now)
         if placed is not None:
-            return self._grant(caller.user, request, placed, lease_s, now, order)
+            return self._grant(caller.user, request, placed, lease_s, now, order, request_id)
         if wait_s <= 0:
             raise Unavailable(reason)
         if before_waiting is not None:
             before_waiting()
         w = Waiter(new_id(), caller.user, list(request), lease_s, priority, now, now + wait_s,
-                   order)
+                   order, request_id)
         self._arrivals += 1
         self.waiters.add(w)
         self._waiting[w.id] = w
@@ -211,7 +223,8 @@ class Pool:
             self._starving.remove(w)
 
     def _grant(self, owner: str, request: Request, placed: dict[str, list[str]],
-               lease_s: float, now: float, order: tuple[int, int]) -> Reservation:
+               lease_s: float, now: float, order: tuple[int, int],
+               request_id: str | None) -> Reservation:
         rid = new_id()
         shape: dict[str, list[dict]] = {}
         per_instance: dict[str, int] = {}
@@ -227,7 +240,8 @@ class Pool:
             mode="shared", slots=sum(n for _, n in request), config=None,
             bookings=[Booking(rid, name, now, end, n, False, None)
                       for name, n in per_instance.items()],
-            extra={"resources": shape})
+            extra={"resources": shape, "request_id": request_id} if request_id is not None
+            else {"resources": shape})
         types = {t for t, _ in request}
         for w in self.waiters.irange_key(max_key=order, inclusive=(True, False)):
             if w.types & types:
@@ -235,6 +249,24 @@ class Pool:
                 if w.bypassed == MAX_BYPASS:
                     self._starving.add(w)
         return self.lab.add(r, now)
+
+    def cancel(self, owner: str, request_id: str, reason: str, now: float) -> bool:
+        """Stop ``owner``'s request ``request_id``: take its waiter out of the queue, or
+        release what it booked (an allocation, a calendar reservation). False when neither
+        is left."""
+        for w in self.waiters:
+            if w.owner == owner and w.request_id == request_id:
+                starving = w.bypassed >= MAX_BYPASS
+                self._dequeue(w)
+                self._resolve(w, Conflict(f"the wait was cancelled: {reason}"))
+                if starving:
+                    self.serve(now)     # it held back later requests for its types
+                return True
+        booked = self.lab.booked_by(owner, request_id)
+        if booked is None:
+            return False
+        self.lab.transition(booked, "release", now)
+        return True
 
     def checkin(self, caller: Caller, allocation_id: str, now: float) -> Reservation:
         """End an allocation now (its owner or an admin) and give its slots back."""
@@ -259,7 +291,7 @@ class Pool:
             if placed is not None:
                 self._dequeue(w)
                 self._resolve(w, self._grant(w.owner, w.request, placed, w.lease_s, now,
-                                             w.order))
+                                             w.order, w.request_id))
 
     def _freed(self, r: Reservation, now: float) -> None:
         if any(b.resource in self._pooled for b in r.bookings):
@@ -272,7 +304,8 @@ class Pool:
         placed, reason = self._offer(w.request, w.order, w.lease_s, now)
         self._dequeue(w)
         if placed is not None and now <= w.deadline:    # slots came back at this instant
-            self._resolve(w, self._grant(w.owner, w.request, placed, w.lease_s, now, w.order))
+            self._resolve(w, self._grant(w.owner, w.request, placed, w.lease_s, now, w.order,
+                                         w.request_id))
             return
         reason = reason or "slots came free only after the wait ended"
         self._resolve(w, Unavailable(f"waited {w.deadline - w.since:g}s: {reason}"))

@@ -207,7 +207,7 @@ class Revocations:
         for r in {r.id: r for _, r in holders if r.id in keep}.values():
             if r.expire_time is not None:
                 r.expire_time = min(r.expire_time, start)
-            self.lab.set_end(r, start)
+            self.lab.set_end(r, start, "shortened", now)
         # the window is booked before anything is taken, so nobody waiting for slots (a
         # pool checkout served when a holder ends) can be given a piece of it
         self.lab.add(m, now)

@@ -1,5 +1,6 @@
 """Whether a resource can serve: up, down (an admin or its health check said so), revoked
-(a revocation counts down on it) or retired (revoked, and out of service until restored).
+(a revocation counts down on it) or retired (revoked, and out of service until restored; or
+``retired: true`` in the config, kept only for the reservations it has).
 
 Nothing new is booked on a resource that is not up (``Resource.bookable``). Taking one down
 tells the reservations booked on it (``Lab.went_down``: degraded, and repaired when made by
@@ -27,6 +28,8 @@ class Service:
 
     def state(self, res: Resource) -> tuple[str, str | None]:
         """(service, reason) as list_resources shows them."""
+        if res.retired:
+            return "retired", "retired in the config: serves its reservations, takes no more"
         if not res.in_service:
             pending = self.revocations._pending_revoke(res.name)
             if pending is not None:

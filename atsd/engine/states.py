@@ -6,7 +6,8 @@ Every reservation, whatever made it (a calendar request, a pool checkout, a batc
 reservation, a maintenance window), lives in one of three states:
 
     GRANTED  its bookings are on the timelines but nobody uses them yet: an unclaimed
-             pre-reservation, or a batch reservation waiting for its start time;
+             pre-reservation, or a booking confirmed ahead (requested with ``claim``) or
+             a batch reservation waiting for its start time;
     ACTIVE   the holder has it: a claimed reservation, a checked-out allocation, a batch
              reservation past its start;
     ENDED    its bookings are gone from the timelines; the record stays for queries
