@@ -231,7 +231,8 @@ async def test_events_resume_by_last_event_id_across_a_restart(daemon_factory):
 
 async def test_stuck_event_streams_are_dropped_and_never_hold_the_daemon_up(daemon_factory):
     nodes = [f"node-{i:03d}-" + "x" * 90 for i in range(300)]
-    d = daemon_factory({**LAB, "resources": LAB["resources"] + [{"name": n} for n in nodes]})
+    d = daemon_factory({**LAB, "resources": LAB["resources"] + [{"name": n} for n in nodes],
+                        "limits": {"max_reservations_per_user": 2000}})   # 1100 below
     host, port = urlsplit(d.web).hostname, urlsplit(d.web).port
     stuck = []
     for _ in range(3):                      # ask for the stream, never read it
