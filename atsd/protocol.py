@@ -49,6 +49,9 @@ def decode(data: bytes, limits: Limits) -> dict:
                               max_str_len=limits.max_str_len, max_bin_len=limits.max_bin_len,
                               max_array_len=limits.max_array_len,
                               max_map_len=limits.max_map_len, max_ext_len=0)
+    except ValueError as exc:  # msgpack's own words, e.g. "70000 exceeds max_str_len(65536)"
+        raise BadRequest(f"request is not valid msgpack within atsd's limits: "
+                         f"{clip(str(exc), 80)}") from None
     except Exception as exc:  # msgpack raises many types for many kinds of garbage
         raise BadRequest(f"request is not valid msgpack: {type(exc).__name__}") from None
     if not isinstance(obj, dict):

@@ -77,6 +77,8 @@ def test_bad_requests_are_refused_with_a_reason(daemon, request_, code, words):
     (msgpack.packb("get_version"), "must be a msgpack map"),
     (msgpack.packb({1: 2}), "not valid msgpack"),           # map keys must be strings
     (b"\x91" * 2000 + b"\x90", "not valid msgpack"),        # nesting beyond msgpack's stack
+    (msgpack.packb({"command": "get_version", "x": "a" * 70_000}),
+     "within atsd's limits: 70000 exceeds max_str_len(65536)"),
     (msgpack.packb({"command": "get_version", "x": [[[[[[[[[[1]]]]]]]]]]}), "nests deeper"),
 ])
 def test_garbage_frames_get_one_reply(daemon, data, words):
