@@ -178,3 +178,29 @@ def test_unknown_job_user_is_a_config_error(tmp_path):
         Daemon(tmp_path / "d", _config(tmp_path, run_as="no-such-user")).start()
     with pytest.raises(AssertionError, match=r"jobs.env_allow\[0\]: 'A=B' is not"):
         Daemon(tmp_path / "e", _config(tmp_path, env_allow=["A=B"])).start()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the shipped run_as is for a daemon run as root")
+def test_shipped_example_starts_as_root_and_runs_its_job():
+    """README's quick start, ``atsd --config conf/atsd.yaml``, as CI runs it: as root."""
+    import yaml
+    lab = Path(tempfile.mkdtemp(prefix="atsd-example-"))  # nobody must reach jobs/hello.sh
+    try:
+        lab.chmod(0o755)
+        shutil.copytree(Path(__file__).resolve().parents[1] / "conf", lab, dirs_exist_ok=True)
+        config = yaml.safe_load((lab / "atsd.yaml").read_text())
+        d = Daemon(lab, config).start()
+        try:
+            made = d.cli("batch", "create", "--queue", "debug", "--hosts", "1",
+                         "--walltime", "10m", "--start", "now")
+            assert made.returncode == 0, made.stderr
+            rid = made.stdout.split(":")[0]
+            job = d.cli("batch", "submit", rid, "jobs/hello.sh")
+            assert job.returncode == 0, job.stderr
+            out = lab / "jobs" / "out" / f"{job.stdout.strip()}.out"
+            wait_for(lambda: out.exists() and out.read_text(), what="the example job's output")
+            assert f"reservation {rid} job {job.stdout.strip()} on node" in out.read_text()
+        finally:
+            d.kill()
+    finally:
+        shutil.rmtree(lab)
