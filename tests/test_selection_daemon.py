@@ -214,6 +214,16 @@ def test_cli_select_repeat_and_set_state(daemon_factory):
     lines = {line.split()[0]: line.split() for line in out.stdout.splitlines()[1:]}
     assert sorted(lines) == ["imx-1", "imx-2", "imx-3"]
     assert lines["imx-3"][3] == "down" and lines["imx-1"][3] == "up"
+    # when: the earliest window for --count matching resources together (imx-3 is down,
+    # imx-1 and imx-2 are held for 2h)
+    out = daemon.cli("when", "--select", "board=imx8", "--count", "2", "--for", "1h",
+                     "--json")
+    assert out.returncode == 0, out.stderr
+    found = json.loads(out.stdout)
+    assert found["resources"] == ["imx-1", "imx-2"] and found["available"] is False
+    assert found["avail_start"] > time.time() + 3600    # after their 2h, not now
+    out = daemon.cli("when", "imx-1", "--select", "usb")
+    assert out.returncode == 2 and "one of the two" in out.stderr
 
 
 def health_lab(directory):

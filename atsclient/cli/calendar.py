@@ -37,7 +37,10 @@ def register(sub, common) -> None:
     p.set_defaults(func=show)
 
     p = sub.add_parser("when", parents=[common], help="when is a resource free")
-    p.add_argument("name", help="the resource")
+    p.add_argument("name", nargs="?", help="the resource")
+    p.add_argument("--select", metavar="SELECTOR",
+                   help="when are --count resources whose tags match free together (not NAME)")
+    p.add_argument("--count", type=positive(int), help="how many to --select (default 1)")
     p.add_argument("--for", dest="duration", default="1h", help="how long (default 1h)")
     p.add_argument("--at", default="now", help="from when (default now)")
     p.add_argument("--shared", action="store_true", help="free for a shared holder")
@@ -174,19 +177,27 @@ def show(args) -> None:
 
 
 def when(args) -> None:
+    if bool(args.name) == bool(args.select):
+        raise UsageError("name the resource or --select resources (one of the two)")
+    if args.count is not None and not args.select:
+        raise UsageError("--count goes with --select")
     start = parse_time(args.at)
     duration = parse_duration(args.duration)
+    what = ({"resource": args.name} if args.name else
+            {"selector": args.select, "count": args.count or 1})
     with client_from(args) as c:
-        reply = c.call("check_available", resource=args.name, start_time=start,
-                       end_time=start + duration,
+        reply = c.call("check_available", **what, start_time=start, end_time=start + duration,
                        reservation_mode="shared" if args.shared else "exclusive")
-    output(args, {"resource": args.name, "available": reply["available"],
+    name = args.name or " ".join(reply.get("resources") or [repr(args.select)])
+    shown = ({"resource": args.name} if args.name else
+             {"selector": args.select, "resources": reply.get("resources")})
+    output(args, {**shown, "available": reply["available"],
                   "avail_start": reply["avail_start"], "avail_end": reply["avail_end"]},
            lambda r: print(
-               f"{args.name} is free for {fmt_duration(duration)} "
+               f"{name} is free for {fmt_duration(duration)} "
                f"{'from' if r['available'] else 'at the earliest from'} "
                f"{fmt_time(r['avail_start'])} to {fmt_time(r['avail_end'])}"
-               if r["avail_start"] is not None else f"{args.name} is not available"))
+               if r["avail_start"] is not None else f"{name} is not available"))
 
 
 def _check_reserve_options(args) -> None:
