@@ -189,13 +189,14 @@ def test_shipped_example_starts_as_root_and_runs_its_job():
         lab.chmod(0o755)
         shutil.copytree(Path(__file__).resolve().parents[1] / "conf", lab, dirs_exist_ok=True)
         config = yaml.safe_load((lab / "atsd.yaml").read_text())
+        config["web"]["listen"] = "127.0.0.1:0"         # 8080 may be someone else's here
         d = Daemon(lab, config).start()
         try:
             made = d.cli("batch", "create", "--queue", "debug", "--hosts", "1",
                          "--walltime", "10m", "--start", "now")
             assert made.returncode == 0, made.stderr
             rid = made.stdout.split(":")[0]
-            job = d.cli("batch", "submit", rid, "jobs/hello.sh")
+            job = d.cli("batch", "submit", rid, str(lab / "jobs" / "hello.sh"))
             assert job.returncode == 0, job.stderr
             out = lab / "jobs" / "out" / f"{job.stdout.strip()}.out"
             wait_for(lambda: out.exists() and out.read_text(), what="the example job's output")

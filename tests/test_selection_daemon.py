@@ -221,7 +221,7 @@ def test_cli_select_repeat_and_set_state(daemon_factory):
     assert out.returncode == 0, out.stderr
     found = json.loads(out.stdout)
     assert found["resources"] == ["imx-1", "imx-2"] and found["available"] is False
-    assert found["avail_start"] > time.time() + 3600    # after their 2h, not now
+    assert datetime.fromisoformat(found["avail_start"]).timestamp() > time.time() + 3600
     out = daemon.cli("when", "imx-1", "--select", "usb")
     assert out.returncode == 2 and "one of the two" in out.stderr
 
