@@ -123,6 +123,10 @@ def test_calendar_commands_speak_human(lab):
     rid = m.group(1)
     row = next(line for line in human(lab, "resources").splitlines() if line.startswith("dut-2"))
     assert re.search(rf"full\s+up\s+0/1 free\s+alice until {LOCAL}", row), row
+    human(lab, "set-state", "dut-1", "down", "--reason", "usb broken", user="labadmin")
+    row = next(line for line in human(lab, "resources").splitlines() if line.startswith("dut-1"))
+    assert "down (usb broken)" in row, row
+    human(lab, "set-state", "dut-1", "up", user="labadmin")
 
     table = human(lab, "reservations").splitlines()
     assert table[0].split() == ["RESERVATION", "RESOURCE", "KIND", "STATUS", "OWNER", "FROM",

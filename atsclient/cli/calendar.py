@@ -125,16 +125,14 @@ def _pairs(items: list[str], what: str) -> dict:
 
 
 def resources(args) -> None:
-    now = time.time()
     with client_from(args) as c:
         rows = c.call("list_resources", **_given(type=args.type, selector=args.select,
                                                  tags=_pairs(args.tag, "--tag") or None)
                       )["resources"]
-        held = _holders(c.list_reservations(start_time=now, end_time=now + 0.001), now)
-    rows = [{**r, "holders": held.get(r["name"], [])} for r in rows]
     output(args, rows, lambda rows: print_table(
         [{"name": r["name"], "type": r["type"], "state": r["state"],
-          "service": r.get("service"), "slots": f"{r['free_slots']}/{r['slots']} free",
+          "service": r["service"] + (f" ({r['service_reason']})" if r["service_reason"] else ""),
+          "slots": f"{r['free_slots']}/{r['slots']} free",
           "held by": ", ".join(f"{h['owner']} until {fmt_time(h['end_time'])}"
                                for h in r["holders"]) or None,
           "config": _words(r["config"])} for r in rows],
@@ -143,16 +141,6 @@ def resources(args) -> None:
 
 def _given(**args) -> dict:
     return {k: v for k, v in args.items() if v is not None}
-
-
-def _holders(bookings: list[dict], now: float) -> dict[str, list[dict]]:
-    """Resource -> who holds it now (owner, reservation_id, end_time)."""
-    held: dict[str, list[dict]] = {}
-    for b in bookings:
-        if b["start_time"] <= now < b["end_time"]:
-            held.setdefault(b["resource"], []).append(
-                {"owner": b["owner"], "reservation_id": b["id"], "end_time": b["end_time"]})
-    return held
 
 
 def _words(pairs: dict) -> str:
