@@ -287,6 +287,17 @@ class _Methods:
         return self._do({"command": "get_resource_values"},
                         lambda r: {n["node_id"]: n["value"] for n in r["nodelist"]})
 
+    # --- operations ---
+
+    def get_stats(self):
+        """The daemon's health (admin): see atsd/commands/stats.py for the keys."""
+        return self._do({"command": "get_stats"})
+
+    def reload(self):
+        """Have the daemon apply its config file again (admin), as SIGHUP does. Returns
+        what changed; a change live reservations forbid raises ``Conflict`` naming them."""
+        return self._do({"command": "reload"}, lambda r: r["changes"])
+
 
 
 

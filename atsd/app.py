@@ -45,6 +45,8 @@ class App:
         # how many times a failed commit put the state back: a request that waited across
         # one must not act on, or answer from, what it saw before
         self.generation = 0
+        self.stats = None           # now -> the daemon's own health (get_stats); the server's
+        self.reload_config = None   # () -> what a config reload changed; the server's
 
     def external_backend(self, queue: str):
         """The backend of a queue whose scheduler grants reservations itself (Slurm)."""

@@ -66,6 +66,7 @@ class Config:
     reply_cache_bytes: int = 64 * 1024 * 1024   # replies kept for retries, at most
     audit_retention_s: float = 90 * 86400.0
     audit_max_entries: int = 1_000_000
+    metrics_listen: str | None = None    # host:port of the Prometheus /metrics page
     limits: Limits = field(default_factory=Limits)   # msgpack decoding limits
     quotas: Quotas = field(default_factory=Quotas)   # what one user may hold (limits.*)
     resources: list[ResourceDef] = field(default_factory=list)
@@ -182,7 +183,8 @@ TOP_KEYS = {"listen", "events", "state", "fsync", "claim_window_s", "expiring_no
             "default_lease_s", "countdown_interval_s", "event_log_size", "event_hwm",
             "max_frame_bytes", "max_in_flight", "reply_cache_bytes", "audit_retention_s",
             "audit_max_entries", "limits", "resources", "resource_spec", "queues", "jobs",
-            "security", "timezone", "series_max_occurrences", "series_horizon_s", "web"}
+            "security", "timezone", "series_max_occurrences", "series_horizon_s", "web",
+            "metrics"}
 
 
 def _resource(r: _Reader, value: Any, key: str) -> ResourceDef:
@@ -288,15 +290,18 @@ def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
     data.update({k: v for k, v in (overrides or {}).items() if v is not None})
     r.keys(data, "", TOP_KEYS)
     base = path.resolve().parent
+    # what atsd writes: under the unit's StateDirectory when systemd gives one, else beside
+    # the config (which may be read-only, as /etc is under ProtectSystem=strict)
+    state_base = Path(os.environ.get("STATE_DIRECTORY", "").split(":")[0] or base)
     cfg = Config(path=path.resolve())
 
     for key in ("listen", "events"):
         if key in data:
             setattr(cfg, key, r.endpoint(data[key], key))
     if "state" in data:
-        cfg.state = base / r.text(str(data["state"]), "state")
+        cfg.state = state_base / r.text(str(data["state"]), "state")
     else:
-        cfg.state = base / cfg.state
+        cfg.state = state_base / cfg.state
     if "fsync" in data:
         cfg.fsync = r.boolean(data["fsync"], "fsync")
     for key in ("claim_window_s", "expiring_notice_s", "history_s", "default_lease_s",
@@ -307,6 +312,13 @@ def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
                 "reply_cache_bytes", "audit_max_entries"):
         if key in data:
             setattr(cfg, key, r.integer(data[key], key))
+    metrics = r.map(data.get("metrics", {}), "metrics")
+    r.keys(metrics, "metrics", {"listen"})
+    if "listen" in metrics:
+        cfg.metrics_listen = r.text(metrics["listen"], "metrics.listen")
+        if not re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}", cfg.metrics_listen):
+            r.fail("metrics.listen", f"{cfg.metrics_listen!r} is not host:port, like "
+                   "127.0.0.1:9464")
     limits = r.map(data.get("limits", {}), "limits")
     decoding, quotas = set(Limits.__dataclass_fields__), set(Quotas.__dataclass_fields__)
     r.keys(limits, "limits", decoding | quotas)
@@ -369,7 +381,8 @@ def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
         r.fail("jobs.allowed_dirs", "must be a list of directories")
     cfg.job_dirs = [(base / r.text(d, f"jobs.allowed_dirs[{i}]")).resolve()
                     for i, d in enumerate(dirs)]
-    cfg.job_output_dir = base / r.text(jobs.get("output_dir", "jobs/out"), "jobs.output_dir")
+    cfg.job_output_dir = state_base / r.text(jobs.get("output_dir", "jobs/out"),
+                                             "jobs.output_dir")
     if "env_allow" in jobs:
         cfg.job_env_allow = r.env_patterns(jobs["env_allow"], "jobs.env_allow")
     if "run_as" in jobs:

@@ -35,6 +35,9 @@ class EventLog:
             del self._events[:-self.size]
             del self._seqs[:-self.size]
 
+    def __len__(self) -> int:
+        return len(self._events)
+
     def first_seq(self) -> int:
         """The oldest seq still in the log (last_seq + 1 when it is empty)."""
         return self._seqs[0] if self._seqs else self.last_seq + 1

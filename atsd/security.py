@@ -7,8 +7,9 @@ writes it): the file's name is the user's name, and the user has the admin role 
 name is in ``security.admins``. pyzmq's AsyncioAuthenticator answers libzmq's ZAP requests
 with our credentials provider, so a client whose key is not on file fails the handshake and
 nothing it sends ever reaches the loop; a known one gets its user name as the ZAP User-Id,
-which libzmq stamps on each of its messages. The directory is read again at each handshake:
-adding or deleting a file takes effect from the next connection, without a restart.
+which libzmq stamps on each of its messages. The directory is read again at each handshake
+and at a config reload: adding a file takes effect from the next connection, and deleting
+one also refuses the requests of connections already open from then on.
 
 Without CURVE (the loopback development default) the client names itself in each request.
 """
@@ -26,6 +27,7 @@ from atsclient.security import KEY_NAME
 
 from . import log as logmod
 from .config import Config
+from .engine.errors import Forbidden
 
 DOMAIN = "atsd"
 
@@ -60,10 +62,14 @@ class _Provider:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self.users: dict[bytes, str] = {}
+        self.refresh()
+
+    def refresh(self) -> None:
+        self.users: dict[bytes, str] = authorized_keys(self.directory)
+        self.names = set(self.users.values())
 
     def callback(self, domain: str, key: bytes) -> bool:
-        self.users = authorized_keys(self.directory)
+        self.refresh()
         if key not in self.users:
             log.warning("unknown_key", key=key.decode("ascii", "replace"))
         return key in self.users
@@ -124,9 +130,20 @@ class Security:
             return None
         return next((k.decode() for k, u in self.provider.users.items() if u == user), None)
 
-    def user(self, frame: zmq.Frame, declared: str | None) -> str:
-        """With CURVE the key's user (the request's ``user`` is ignored); without it,
-        whoever the client says it is."""
+    def reload(self, config: Config) -> None:
+        """A config reload: the authorized keys as they are on file now, from wherever the
+        new config says. (The secret key is a socket option: that takes a restart.)"""
         if self.curve:
-            return frame.get("User-Id")
+            self.provider.directory = config.curve_authorized_keys
+            self.provider.refresh()
+
+    def user(self, frame: zmq.Frame, declared: str | None) -> str:
+        """With CURVE the key's user (the request's ``user`` is ignored), while that user's
+        key is on file: a connection opened before the key was removed is refused from the
+        next reload or handshake on. Without CURVE, whoever the client says it is."""
+        if self.curve:
+            user = frame.get("User-Id")
+            if user not in self.provider.names:
+                raise Forbidden(f"the key of {user} is no longer authorized")
+            return user
         return declared or "anonymous"

@@ -28,6 +28,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import zmq
 import zmq.asyncio
@@ -39,13 +40,16 @@ from . import security
 from .app import UNSAVED, App
 from .backends import JobRunner
 from .commands import Call, Command, load_all
-from .config import Config
+from .config import Config, ConfigError
 from .audit import AuditTrail, touched
 from .engine.errors import BadRequest, Conflict, EngineError, Forbidden, shown
 from .eventlog import EventLog
 from .health import HealthChecks
+from .monitor import ClockWatch, Monitor, stats, summary
+from .reload import ReloadRefused, check as check_reload
 from .retries import ReplyCache
-from .store import Store
+from .systemd import Notifier
+from .store import Store, unpack
 
 REPLY_TTL_S = 3600.0         # how long a retried request_id gets its first reply again
 MAX_CACHED_REPLIES = 200_000  # and how many such replies are kept at most (memory bound)
@@ -67,17 +71,27 @@ class Outgoing:
 
 
 class Server:
-    def __init__(self, config: Config, endpoints_file: Path | None = None) -> None:
+    def __init__(self, config: Config, endpoints_file: Path | None = None,
+                 load_config: Callable[[], Config] | None = None) -> None:
         self.config = config
         self.endpoints_file = endpoints_file
+        self.load_config = load_config      # the config file read again (a reload)
         self.commands = load_all()
+        self.metrics = None       # served on metrics.listen and on the web page's listener
+        if config.metrics_listen or config.web_listen is not None:
+            from .metrics import Metrics       # aiohttp: imported only when it is used
+            self.metrics = Metrics(self)
+            self.commands = self.metrics.instrument(self.commands)
         self.limits = config.limits
         self.store = Store(config.state, config.fsync)
         self.runner = JobRunner(self, config)
         self.health = HealthChecks(self, config)
+        self.vitals = Monitor()
+        self.clock = ClockWatch()
+        self.notifier = Notifier(lambda: summary(self.app, self.vitals))
         now = time.time()
         self.audit = AuditTrail(self.store, config.audit_retention_s, config.audit_max_entries)
-        self.app = self._load_app()
+        self.app = self._build_app(self.config)
         self.replies = ReplyCache(REPLY_TTL_S, MAX_CACHED_REPLIES, config.reply_cache_bytes, now,
                                   self.store.load_replies(now - REPLY_TTL_S))
         self._finished: list[Outgoing] = []
@@ -89,6 +103,7 @@ class Server:
         self._running: dict[tuple[str, str], tuple[bytes, list]] = {}
         self._peer_fd: dict[bytes, int] = {}  # identity -> its connection's descriptor
         self._waits: dict[bytes, set[tuple[str, str]]] = {}  # identity -> (user, request_id)
+        self.log_requests = logmod.debug_enabled()
         self.stopping = False
         self._wakeup: asyncio.Future | None = None
         self.endpoints: dict[str, str] = {}
@@ -97,14 +112,16 @@ class Server:
             from .web import WebServer
             self.web = WebServer(self)
 
-    def _load_app(self) -> App:
-        """Build the engine from the state file; what fell due while down happens at start."""
-        cfg = self.config
+    def _build_app(self, cfg: Config) -> App:
+        """Build the engine from the state file; what fell due while down happens at start
+        (and at a reload)."""
         events = EventLog(cfg.event_log_size, self.store.last_seq(),
                           self.store.load_events(cfg.event_log_size))
         app = App(cfg, events)
         app.backends = self.runner.backends
         app.audit = self.audit
+        app.stats = lambda now: stats(app, self.store, self.vitals, len(self._tasks))
+        app.reload_config = self.reload
         now = time.time()
         with self.store.records() as records:
             app.lab.restore(records, now)
@@ -125,6 +142,8 @@ class Server:
         self.pub.setsockopt(zmq.LINGER, 0)
         self.security = security.Security(self.config, self.ctx)
         self.security.apply(self.router, self.pub)
+        self.vitals.attach(self.pub, "subscribers")   # the ROUTER has its own monitor
+        self.vitals.connections = lambda: len(self._peer_fd)
         for sock, endpoint in ((self.router, self.config.listen), (self.pub, self.config.events)):
             try:
                 sock.bind(endpoint)
@@ -141,6 +160,8 @@ class Server:
         }
         if self.web is not None:
             self.endpoints["web"] = self.web.bind()
+        if self.config.metrics_listen:
+            self.endpoints["metrics"] = self.metrics.listen(self.config.metrics_listen)
         if self.endpoints_file:
             tmp = self.endpoints_file.with_suffix(".tmp")
             tmp.write_text(json.dumps({**self.endpoints, "pid": os.getpid()}))
@@ -178,26 +199,34 @@ class Server:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
+        loop.add_signal_handler(signal.SIGHUP, self._reload_on_signal)
         self.security.start()
         if self.web is not None:
             await self.web.start()
+        if self.config.metrics_listen:
+            await self.metrics.start()
+        counting = loop.create_task(self.vitals.count_peers())
         fd = self.router_sync.get(zmq.FD)
         loop.add_reader(fd, self.wake)
         loop.add_reader(self.monitor.get(zmq.FD), self.wake)
         self.flush([], time.time())          # publish what recovery did
         self.runner.recover()
         self.health.start()
+        self.notifier.ready()
         while not self.stopping:
             await self._sleep()
             self.step(time.time())
         loop.remove_reader(fd)
         loop.remove_reader(self.monitor.get(zmq.FD))
+        counting.cancel()
+        await asyncio.gather(counting, return_exceptions=True)
         await self.shutdown()
 
     def stop(self) -> None:
         if self.stopping:
             return
         log.info("stopping")
+        self.notifier.stopping()
         self.stopping = True
         self.wake()
 
@@ -215,12 +244,21 @@ class Server:
             except zmq.Again:
                 break
             frames_left -= count
-            reply = None if frames is None else self.handle(frames, now)
+            if frames is None:
+                continue
+            started = time.perf_counter()
+            reply = self.handle(frames, now)
+            if self.log_requests:
+                self._log_request(frames, reply, started)
             if reply is not None:
                 out.append(reply)
         out.extend(self._finished)
         self._finished = []
-        self.app.lab.advance(now, MAX_TIMERS)
+        jumped = self.clock.jump(now)
+        if jumped:
+            self._advance_after_jump(now, jumped)
+        else:
+            self.app.lab.advance(now, MAX_TIMERS)
         self.flush(out, now)
 
     def _receive(self) -> tuple[list | None, int]:
@@ -244,6 +282,21 @@ class Server:
         if learn and len(frames) > 1:
             self._peer_fd[frames[0]] = frames[-1].get(zmq.SRCFD)
         return frames, len(frames)
+    def _advance_after_jump(self, now: float, jumped: float) -> None:
+        """Calendar times follow the wall clock, so what a jump brought due happens now;
+        its events say so (``clock_jump_s``), and the log says by how much. Checkout waits
+        are durations: they move with the jump, so the client's wait (timed by the
+        monotonic clock) and the engine's end together."""
+        log.warning("clock_jump", seconds=round(jumped, 3))
+        self.app.pool.move_waits(jumped)
+        lab = self.app.lab
+        pending = lab.take_events()             # from this wake-up's requests
+        lab.advance(now, MAX_TIMERS)
+        caused = lab.take_events()
+        for event in caused:
+            event.payload["clock_jump_s"] = round(jumped, 3)
+        for event in pending + caused:
+            lab.emit(event.topic, **event.payload)
 
     def _peers_gone(self, now: float) -> None:
         """Cancel what the connections that ended were waiting for."""
@@ -267,15 +320,20 @@ class Server:
         replies, dropped = self.replies.take()
         audit, trim_audit = self.audit.take(), self.audit.trim(now)
         if records or numbered or replies or dropped or forget or audit or trim_audit:
+            started = time.perf_counter()
             try:
                 self.store.commit(records, numbered, replies, self.config.event_log_size, forget,
                                   dropped_replies=dropped, audit=audit, trim_audit=trim_audit)
             except Exception as exc:
+                self.vitals.commit_failed(exc, now)
                 self.replies.not_written(replies, dropped)
                 self._commit_failed(exc, out, records, now)
                 numbered = []
             else:
+                self.vitals.committed(time.perf_counter() - started)
                 self.audit.committed(audit)
+                if forget is not None:
+                    self._vacuum()
         for o in out:
             self.router_sync.send_multipart(o.envelope + [o.data])
         self.app.events.append(numbered)
@@ -284,6 +342,13 @@ class Server:
             self.pub_sync.send_multipart([e["topic"].encode(), protocol.encode(e)])
         if self.web is not None:
             self.web.publish(numbered)
+
+    def _vacuum(self) -> None:
+        """Now and then (with the reply cache's pruning) give free pages back to the disk."""
+        try:
+            self.store.vacuum_some()
+        except Exception as exc:      # the next try may do better; nothing depends on it
+            log.warning("vacuum_failed", error=str(exc))
 
     def _commit_failed(self, exc: Exception, out: list[Outgoing],
                        records: list[tuple[str, str, dict | None]], now: float) -> None:
@@ -307,7 +372,77 @@ class Server:
         # wake-up would try (and fail) to commit it at once, again and again
         self.app.lab.advance(now)
 
+    # --- reload ---
+
+    def _reload_on_signal(self) -> None:
+        try:
+            self.reload()
+        except ReloadRefused:
+            pass                # logged; the old config stays
+
+    def reload(self) -> dict:
+        """Apply the config file as it is now, whole, or refuse and keep the old one
+        (reload.py says what is refused). Between two wake-ups, so nothing is half done:
+        what the old state had pending is committed first, and the new state is built from
+        the state file, as at a restart. Waiting checkouts carry over."""
+        now = time.time()
+        self.notifier.reloading()
+        try:
+            new, found = self._check_reload(now)
+            self.flush([], now)
+            try:
+                app = self._build_app(new)
+            except Exception as exc:    # e.g. a stored record the new inventory cannot hold
+                raise ReloadRefused(f"the state does not fit the new config: {exc}") from None
+        except ReloadRefused as exc:
+            log.error("config_reload_refused", reason=str(exc), config=str(self.config.path))
+            raise
+        finally:
+            self.notifier.ready()
+        app.pool.adopt(self.app.pool, now)
+        app.generation = self.app.generation    # a reload undoes nothing
+        old = self.config
+        self.app, self.config, self.limits = app, new, new.limits
+        self.security.reload(new)
+        if new.health_checks != old.health_checks:    # the checks of the new inventory
+            retired, self.health = self.health, HealthChecks(self, new)
+            self.health.start()
+            self._retired_health = asyncio.get_running_loop().create_task(retired.close())
+        log.info("config_reloaded", config=str(new.path), **found)
+        self.wake()
+        return found
+
+    def _check_reload(self, now: float) -> tuple[Config, dict]:
+        if self.load_config is None:
+            raise ReloadRefused("this daemon was started without a config file to reload")
+        try:
+            new = self.load_config()
+        except ConfigError as exc:
+            raise ReloadRefused(str(exc)) from None
+        found = check_reload(self.config, new, self.app.lab, now)
+        others = [t for t in self._tasks if t is not asyncio.current_task()]
+        if len(others) > len(self.app.pool.waiters):
+            raise ReloadRefused(f"{len(others) - len(self.app.pool.waiters)} requests are "
+                                "still running (batch or Slurm calls); try again when "
+                                "they are answered")
+        return new, found
+
     # --- one request ---
+
+    def _log_request(self, frames: list, reply: Outgoing | None, started: float) -> None:
+        """``--log-level debug``: a line per request (a command that waits gets a second one
+        with its request_id when it is answered). It decodes the request and the reply
+        again, which is why it runs only then."""
+        body = frames[-1] if isinstance(frames[-1], bytes) else frames[-1].bytes
+        try:
+            request = protocol.decode(body, self.limits)
+        except BadRequest:
+            request = {}
+        user = frames[-1].get("User-Id") if self.security.curve else request.get("user")
+        log.debug("request", command=str(request.get("command"))[:64], user=str(user)[:64],
+                  request_id=str(request.get("request_id"))[:128],
+                  latency_ms=round((time.perf_counter() - started) * 1e3, 3),
+                  outcome="waiting" if reply is None else _outcome(reply.data))
 
     def handle(self, frames: list, now: float) -> Outgoing | None:
         """Answer one request. ``frames`` are bytes, or zmq.Frames when CURVE is on (the
@@ -414,6 +549,7 @@ class Server:
         if cache_key is not None:
             self._running[cache_key] = (digest, [])
         generation = self.app.generation
+        started = time.perf_counter()
 
         async def answer():
             try:
@@ -438,6 +574,10 @@ class Server:
                     del self._waits[identity]
             first = self._reply(envelope, reply, cache_key, digest, request_id, now,
                                 cmd.mutating)
+            if self.log_requests:
+                log.debug("request_answered", command=cmd.name, request_id=request_id,
+                          latency_ms=round((time.perf_counter() - started) * 1e3, 3),
+                          outcome=_outcome(first.data))
             self._finished.append(first)
             retries = self._running.pop(cache_key)[1] if cache_key is not None else []
             for retry in retries:
@@ -457,11 +597,13 @@ class Server:
 
     async def shutdown(self) -> None:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         if self.web is not None:
             await self.web.stop()
         await self.runner.close()
+        if self.metrics is not None:
+            await self.metrics.close()
         await self.health.close()
         for task in list(self._tasks):
             task.cancel()
@@ -474,6 +616,12 @@ class Server:
         self.ctx.term()
         self.store.close()
         log.info("stopped")
+
+
+def _outcome(data: bytes) -> str:
+    """"ok", or the error code of an encoded reply."""
+    reply = unpack(data)
+    return "ok" if reply.get("ok") else str(reply.get("error", {}).get("code"))
 
 
 def _request_id(request: dict) -> str | None:

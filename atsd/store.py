@@ -70,6 +70,8 @@ def _migrate_2_to_3(db: sqlite3.Connection) -> None:
 
 
 MIGRATIONS = {1: _migrate_1_to_2, 2: _migrate_2_to_3}
+VACUUM_PAGES = 2000    # pages (4 KiB) given back per incremental_vacuum: a few ms at most
+AUTO_VACUUM_INCREMENTAL = 2
 
 
 class StoreError(Exception):
@@ -84,11 +86,63 @@ def unpack(data: bytes):
     return msgpack.unpackb(data, raw=False, strict_map_key=False)
 
 
+def schema_version(path: Path, db: sqlite3.Connection) -> int | None:
+    """The file's schema version; None for an empty file (a new state). Raises StoreError
+    for a file that is not ours or is newer than this atsd."""
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if not tables:
+        return None
+    if "meta" not in tables or "records" not in tables:
+        raise StoreError(f"{path}: not an atsd state file (tables: "
+                         f"{', '.join(sorted(tables))}); it was left as it is")
+    row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+    version = row[0] if row else None
+    if not isinstance(version, int):
+        raise StoreError(f"{path}: state file has no schema version; left as it is")
+    if version > SCHEMA_VERSION:
+        raise StoreError(f"{path}: state file schema {version} is newer than this "
+                         f"atsd's ({SCHEMA_VERSION}); upgrade atsd. The file was left "
+                         "as it is")
+    return version
+
+
+def last_seq(db: sqlite3.Connection) -> int:
+    """The newest event's seq: trimming keeps the newest, so it is always in the table
+    (files written before this, and restored backups, keep it in meta as well)."""
+    return db.execute(
+        "SELECT max(COALESCE((SELECT max(seq) FROM events), 0),"
+        " COALESCE((SELECT value FROM meta WHERE key='last_seq'), 0))").fetchone()[0]
+
+
+def take_lock(path: Path):
+    """Hold ``<state>.lock`` for as long as this daemon runs (the kernel lets go when it
+    dies, however it dies), with our PID in it for whoever finds it taken."""
+    lock_path = path.with_name(path.name + ".lock")
+    try:
+        f = open(lock_path, "a+")
+    except OSError as exc:
+        raise StoreError(f"{lock_path}: cannot open the state file's lock "
+                         f"({exc.strerror or exc})") from None
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read(32).strip() or "unknown"
+        f.close()
+        raise StoreError(f"{path}: in use by another atsd (PID {holder}, lock "
+                         f"{lock_path}); stop it, or give this one another state file") \
+            from None
+    f.truncate(0)
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
+
+
 class Store:
     def __init__(self, path: Path | str, fsync: bool = False) -> None:
         self.path = Path(path)
         self.fsync = fsync
-        self._lock = self._take_lock()
+        self._lock = take_lock(self.path)
         try:
             self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._check_schema()
@@ -100,29 +154,6 @@ class Store:
             self._lock.close()
             raise
 
-    def _take_lock(self):
-        """Hold ``<state>.lock`` for as long as this daemon runs (the kernel lets go when it
-        dies, however it dies), with our PID in it for whoever finds it taken."""
-        lock_path = self.path.with_name(self.path.name + ".lock")
-        try:
-            f = open(lock_path, "a+")
-        except OSError as exc:
-            raise StoreError(f"{lock_path}: cannot open the state file's lock "
-                             f"({exc.strerror or exc})") from None
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            f.seek(0)
-            holder = f.read(32).strip() or "unknown"
-            f.close()
-            raise StoreError(f"{self.path}: in use by another atsd (PID {holder}, lock "
-                             f"{lock_path}); stop it, or give this one another state file") \
-                from None
-        f.truncate(0)
-        f.write(f"{os.getpid()}\n")
-        f.flush()
-        return f
-
     def _check_schema(self) -> None:
         """Refuse a file we cannot use before writing a byte to it (switching to WAL would)."""
         # a damaged page would otherwise surface only when the records are read, after a
@@ -131,25 +162,14 @@ class Store:
         if problem != "ok":
             raise StoreError(f"{self.path}: damaged state file ({' '.join(problem.split())}); "
                              "it was left as it is")
-        tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if tables and ("meta" not in tables or "records" not in tables):
-            raise StoreError(f"{self.path}: not an atsd state file (tables: "
-                             f"{', '.join(sorted(tables))}); it was left as it is")
-        version = None
-        if tables:
-            row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            version = row[0] if row else None
-            if not isinstance(version, int):
-                raise StoreError(f"{self.path}: state file has no schema version; left as it is")
-            if version > SCHEMA_VERSION:
-                raise StoreError(f"{self.path}: state file schema {version} is newer than this "
-                                 f"atsd's ({SCHEMA_VERSION}); upgrade atsd. The file was left "
-                                 "as it is")
+        version = schema_version(self.path, self.db)
+        if version is None:       # before anything is written: a new file starts incremental
+            self.db.execute("PRAGMA auto_vacuum=INCREMENTAL")
         self.db.execute("PRAGMA journal_mode=WAL")
         # WAL with synchronous=NORMAL: a commit is in the OS before the reply, so a killed
         # or crashed daemon loses nothing; FULL also fsyncs each commit (power loss).
         self.db.execute(f"PRAGMA synchronous={'FULL' if self.fsync else 'NORMAL'}")
-        if not tables:
+        if version is None:
             self.db.executescript(SCHEMA)
             self.db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
             return
@@ -159,6 +179,25 @@ class Store:
             version += 1
         self.db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (version,))
         self.db.execute("COMMIT")
+        if self.db.execute("PRAGMA auto_vacuum").fetchone()[0] != AUTO_VACUUM_INCREMENTAL:
+            # a file from before incremental vacuum: switching takes one full VACUUM
+            self.db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            self.db.execute("VACUUM")
+
+    def vacuum_some(self) -> None:
+        """Give back up to VACUUM_PAGES free pages, so the file shrinks after a busy spell
+        instead of staying at its high-water mark. (``executescript`` runs the pragma to
+        the end; ``execute`` would free one page.)"""
+        self.db.executescript(f"PRAGMA incremental_vacuum({VACUUM_PAGES})")
+
+    def size(self) -> dict:
+        """The file's size as SQLite sees it, and how much of it is free pages."""
+        page = self.db.execute("PRAGMA page_size").fetchone()[0]
+        pages = self.db.execute("PRAGMA page_count").fetchone()[0]
+        free = self.db.execute("PRAGMA freelist_count").fetchone()[0]
+        wal = self.path.with_name(self.path.name + "-wal")
+        return {"bytes": page * pages, "free_bytes": page * free,
+                "wal_bytes": wal.stat().st_size if wal.exists() else 0}
 
     @contextmanager
     def records(self) -> Iterator[dict[str, Iterator[dict]]]:
@@ -198,12 +237,7 @@ class Store:
         return events
 
     def last_seq(self) -> int:
-        """The newest event's seq: trimming keeps the newest, so it is always in the table
-        (files written before this kept it in meta as well)."""
-        row = self.db.execute(
-            "SELECT max(COALESCE((SELECT max(seq) FROM events), 0),"
-            " COALESCE((SELECT value FROM meta WHERE key='last_seq'), 0))").fetchone()
-        return row[0]
+        return last_seq(self.db)
 
     def load_replies(self, since: float) -> list[tuple[str, str, float, bytes | None, bytes]]:
         """(user, request_id, ts, digest, data) rows, oldest first."""

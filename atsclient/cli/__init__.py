@@ -29,7 +29,8 @@ from ..errors import ATSError
 from ..events import default_events_endpoint
 from ..security import curve_keys, from_environment
 
-FEATURES = ("calendar", "batch", "keygen", "pool", "revocation", "service", "audit")
+FEATURES = ("calendar", "batch", "keygen", "pool", "revocation", "service", "audit",
+            "operations")
 
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")

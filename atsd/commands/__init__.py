@@ -104,5 +104,6 @@ def _checked(name: str, func, replies: tuple[str, ...]):
 
 def load_all() -> dict[str, Command]:
     """Import every command module, which fills the table."""
-    from . import audit, batch, calendar, info, pool, revocation, selection  # noqa: F401
+    from . import (audit, batch, calendar, info, operations, pool, revocation,  # noqa: F401
+                   selection)
     return COMMANDS

@@ -297,6 +297,27 @@ class Pool:
         if any(b.resource in self._pooled for b in r.bookings):
             self.serve(now)
 
+    def move_waits(self, seconds: float) -> None:
+        """The wall clock jumped by ``seconds``: a wait is a duration, so each waiter's
+        deadline moves with it and the wait lasts as long as it was asked to."""
+        for w in self.waiters:
+            w.since += seconds
+            w.deadline += seconds
+            self.lab.schedule(w.deadline, WAIT_END, w.id)
+
+    def adopt(self, old: Pool, now: float) -> None:
+        """Take over the waiters of the pool this one replaces (a config reload), in their
+        order, with their deadlines; serve those the new inventory fits at once."""
+        for w in old.waiters:
+            self.waiters.add(w)
+            self._waiting[w.id] = w
+            if w.bypassed >= MAX_BYPASS:
+                self._starving.add(w)
+            self.lab.hold(w.owner, 1)
+            self.lab.schedule(w.deadline, WAIT_END, w.id)
+        self._arrivals = old._arrivals
+        self.serve(now)
+
     def _on_wait_end(self, key: str, due: float, now: float) -> None:
         w = self._waiting.get(key)
         if w is None or w.deadline != due:

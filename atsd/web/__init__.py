@@ -72,6 +72,7 @@ class WebServer:
         app.router.add_get("/api/revocations", self._api(_revocations))
         app.router.add_get("/api/history", self._api(_history))
         app.router.add_static("/static/", STATIC)
+        app.router.add_get("/metrics", self.server.metrics.handle)     # Prometheus
         # no access log: a first request carries the token in its query string
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
