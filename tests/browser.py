@@ -43,22 +43,13 @@ class Browser:
         self.console: list[str] = []     # console messages and uncaught exceptions
 
     async def start(self) -> Browser:
-        self.profile = Path(tempfile.mkdtemp(prefix="atsd-chromium-"))
-        self.proc = subprocess.Popen(
-            [require_chromium(), "--headless", "--no-sandbox", "--disable-gpu",
-             "--disable-quic", "--no-first-run", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", "--disable-extensions",
-             "--disable-dev-shm-usage", f"--window-size={self.size[0]},{self.size[1]}",
-             f"--user-data-dir={self.profile}", "--remote-debugging-port=0", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        port_file = self.profile / "DevToolsActivePort"
-        deadline = time.monotonic() + 30
-        while not (port_file.exists() and port_file.read_text().count("\n") >= 1):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.close_process()
-                raise AssertionError("chromium did not open its DevTools port")
-            await asyncio.sleep(0.05)
-        port = int(port_file.read_text().split()[0])
+        """Launch Chromium and attach to its page. A launch that dies or stalls (seen once
+        under a loaded CI machine, with nothing of ours involved yet) is tried once more;
+        a second failure fails with what Chromium printed."""
+        try:
+            port = await self._launch()
+        except AssertionError:
+            port = await self._launch()
         self.http = aiohttp.ClientSession()
         async with self.http.get(f"http://127.0.0.1:{port}/json/list") as r:
             page = next(t for t in await r.json() if t["type"] == "page")
@@ -67,6 +58,32 @@ class Browser:
         await self.send("Runtime.enable")
         await self.send("Page.enable")
         return self
+
+    async def _launch(self) -> int:
+        self.profile = Path(tempfile.mkdtemp(prefix="atsd-chromium-"))
+        log = self.profile.with_suffix(".log")
+        with open(log, "wb") as err:
+            self.proc = subprocess.Popen(
+                [require_chromium(), "--headless", "--no-sandbox", "--disable-gpu",
+                 "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--disable-extensions",
+                 "--disable-dev-shm-usage", f"--window-size={self.size[0]},{self.size[1]}",
+                 f"--user-data-dir={self.profile}", "--remote-debugging-port=0",
+                 "about:blank"],
+                stdout=subprocess.DEVNULL, stderr=err)
+        port_file = self.profile / "DevToolsActivePort"
+        deadline = time.monotonic() + 60
+        try:
+            while not (port_file.exists() and port_file.read_text().count("\n") >= 1):
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.close_process()
+                    raise AssertionError(
+                        f"chromium did not open its DevTools port (exit {self.proc.returncode}):"
+                        f" {log.read_text(errors='replace')[-1500:]}")
+                await asyncio.sleep(0.05)
+            return int(port_file.read_text().split()[0])
+        finally:
+            log.unlink(missing_ok=True)
 
     async def _read(self) -> None:
         async for msg in self.ws:

@@ -11,7 +11,7 @@ import threading
 
 import msgpack
 
-from daemon import Daemon, cli_env, wait_for
+from daemon import BASE_CONFIG, Daemon, cli_env, wait_for
 from atsd.store import Store
 
 
@@ -39,7 +39,10 @@ RECORDS = "SELECT kind, key, data FROM records ORDER BY kind, key"
 
 
 def test_backup_under_load_is_consistent_and_matches_the_live_state(tmp_path):
-    d = Daemon(tmp_path / "d").start()
+    # one user books for as long as the backups take: more than the default quota of 1,000
+    # on a slow machine
+    d = Daemon(tmp_path / "d", {**BASE_CONFIG,
+                                "limits": {"max_reservations_per_user": 1_000_000}}).start()
     stop = threading.Event()
     made = []
 
