@@ -102,7 +102,7 @@ def dealer(endpoint: str) -> zmq.Socket:
 def answers(sock: zmq.Socket, n: int) -> list[dict]:
     got = []
     for _ in range(n):
-        assert sock.poll(10_000), f"{len(got)} of {n} replies came"
+        assert sock.poll(30_000), f"{len(got)} of {n} replies came"
         got.append(msgpack.unpackb(sock.recv_multipart()[-1]))
     return got
 
@@ -132,7 +132,8 @@ def test_reads_after_a_change_that_could_not_be_saved_answer_internal(tmp_path, 
         try:
             for m in group:
                 sock.send_multipart([b"", m])
-            wait_for(lambda: unread_bytes(port) >= size, what="the group to reach the daemon")
+            wait_for(lambda: unread_bytes(port) >= size, timeout=30,
+                     what="the group to reach the daemon")
         finally:
             os.kill(d.proc.pid, signal.SIGCONT)
         first, changed, *after = answers(sock, len(group))
