@@ -102,6 +102,7 @@ def cancel_request(call: Call, request_id: str) -> dict:
 def get_pool(call: Call) -> dict:
     """The pool in canary's shape: ``{additional_properties, resources: {type: [{id, slots,
     total}]}}``, ``slots`` free now; ``waiting`` is the checkout queue in service order
-    ([{owner, request, priority, since, wait_until}])."""
+    ([{owner, request, priority, since, wait_until, request_id}]; ``request_id`` is the
+    checkout's own for the caller's requests, null for others')."""
     return {"resource_pool": call.app.pool.get_pool(call.now),
-            "waiting": call.app.pool.waiting()}
+            "waiting": call.app.pool.waiting(call.caller.user)}
