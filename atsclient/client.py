@@ -183,13 +183,14 @@ class _Methods:
         return self._do({"command": "accommodates", "request": list(request)},
                         lambda r: (r["accommodates"], r["reason"]))
 
-    def checkout(self, request, lease_s=None, wait_s=None, priority=None):
+    def checkout(self, request, lease_s=None, wait_s=None, priority=None, request_id=None):
         """dict with ``allocation_id``, ``resources`` ({type: [{id, slots}]}) and
         ``expire_time``. With ``wait_s`` the reply may take that long, so it is waited for
-        that much longer than the usual timeout."""
+        that much longer than the usual timeout; ``request_id`` (default: a fresh one) finds
+        it in ``pool_waiting`` meanwhile."""
         return self._do(_without_none({"command": "checkout", "request": list(request),
                                        "lease_s": lease_s, "wait_s": wait_s,
-                                       "priority": priority}),
+                                       "priority": priority, "request_id": request_id}),
                         lambda r: {k: r[k] for k in ("allocation_id", "resources",
                                                      "expire_time")},
                         timeout=self.timeout + (wait_s or 0), cancellable=True)
@@ -210,6 +211,11 @@ class _Methods:
         """canary's pool shape: {additional_properties, resources: {type: [{id, slots,
         total}]}}, ``slots`` free now."""
         return self._do({"command": "get_pool"}, lambda r: r["resource_pool"])
+
+    def pool_waiting(self):
+        """The checkout queue in service order: [{owner, request, priority, since,
+        wait_until, request_id}], ``request_id`` set on the caller's own requests only."""
+        return self._do({"command": "get_pool"}, lambda r: r["waiting"])
 
 
     # --- batch queue reservations (Compute Queue Reservation) ---

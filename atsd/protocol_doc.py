@@ -36,9 +36,10 @@ A reply is `{{"ok": true, <reply keys>}}` or
 `request_id` when it had one. Times are epoch seconds (float), durations seconds.
 
 Every command may answer `bad_request` (with the key and the reason), `overloaded`,
-`unauthenticated` and `internal`; an admin command answers `forbidden` to others; a command
-on a reservation answers `not_found` for an unknown id and `forbidden` for someone else's.
-Further refusals are named with each command.
+`unauthenticated` and `internal`, and `conflict` to a `request_id` sent before with a
+different request; an admin command answers `forbidden` to others. The errors of each
+command's own are listed with it: a command on a reservation answers `not_found` for an
+unknown id and `forbidden` for someone else's.
 """
 
 
@@ -57,6 +58,7 @@ def _command(cmd, paths: dict[str, str]) -> list[str]:
     else:
         lines.append("No arguments.")
     lines += ["", "Reply: " + ", ".join(f"`{k}`" for k in cmd.replies) + ".",
+              "", "Errors: " + ", ".join(f"`{k}`" for k in cmd.errors) + ".",
               "", f"Command line: `atsclient {paths[cmd.name]}`.", ""]
     return lines
 

@@ -189,6 +189,32 @@ def test_interrupting_a_waiting_cli_cancels_its_wait(pool, command, how):
         assert [r["owner"] for r in bob.list_reservations()] == ["bob"]   # none for alice
 
 
+@pytest.mark.parametrize("command", [["checkout", "gpus:2", "--wait", "1m"],
+                                     ["run", "--wait", "1m", "--resources", "gpus:2",
+                                      "--", "true"]])
+def test_a_waiting_cli_off_a_terminal_says_its_place_in_line(pool, command):
+    with pool.client("bob") as bob, pool.client("carol", timeout=30) as carol:
+        held = bob.checkout([{"type": "gpus", "slots": 2}, {"type": "gpus", "slots": 2}])
+        carol_waits = threading.Thread(target=lambda: carol.checkout(
+            [{"type": "gpus", "slots": 2}], wait_s=20))
+        carol_waits.start()
+        wait_for(lambda: len(waiting(bob)) == 1, what="carol to wait")
+        proc = start_cli(pool, *command)
+        lines = []
+        threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True).start()
+        try:
+            wait_for(lambda: any("2nd in line for gpus:2" in line for line in lines),
+                     timeout=15, what="a progress line with the CLI's place")
+            assert [w["request_id"] is None for w in waiting(bob)] == [True, True]
+        finally:
+            proc.send_signal(signal.SIGINT)
+            exit_status(proc)
+            bob.checkin(held["allocation_id"])
+            carol_waits.join(30)
+        line = next(line for line in lines if "in line" in line)
+        assert line.startswith("atsclient: 2nd in line for gpus:2: ") and "\r" not in line
+
+
 def test_a_killed_client_hands_its_place_to_the_next_waiter(pool):
     with pool.client("bob") as bob, pool.client("carol", timeout=30) as carol:
         held = bob.checkout([{"type": "gpus", "slots": 2}, {"type": "gpus", "slots": 2}])

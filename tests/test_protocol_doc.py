@@ -1,6 +1,7 @@
 """The command table is the one schema: every command has a doc, declared reply keys, a client
 method and a command-line path, and docs/protocol.md is exactly what the table writes."""
 
+import asyncio
 import re
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 from atsclient.cli import build_parser, cli_paths
 from atsclient.errors import BY_CODE
 from atsclient.wire import ERROR_CODES, TOPICS
-from atsd.commands import load_all
+from atsd.commands import EVERY_COMMAND_ERRORS, load_all
 from atsd.engine.events import TOPICS as ENGINE_TOPICS
 from atsd.protocol_doc import render
 
@@ -23,10 +24,14 @@ def test_protocol_md_is_what_the_table_writes():
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))
-def test_every_command_has_doc_replies_client_method_and_cli_path(name):
+def test_every_command_has_doc_replies_errors_client_method_and_cli_path(name):
     cmd = COMMANDS[name]
     assert cmd.doc, f"{name} has no docstring"
     assert cmd.replies, f"{name} declares no reply keys (@command(..., replies=...))"
+    assert "bad_request" in cmd.errors, f"{name} does not declare bad_request (errors=...)"
+    assert set(cmd.errors) <= set(ERROR_CODES), f"{name} declares unknown error codes"
+    assert len(set(cmd.errors)) == len(cmd.errors), f"{name} declares a code twice"
+    assert "forbidden" in cmd.errors or not cmd.admin, f"{name} is admin only: forbidden"
     client = (ROOT / "atsclient" / "client.py").read_text()
     assert f'"command": "{name}"' in client, f"atsclient.client has no method sending {name}"
     path = cli_paths().get(name)
@@ -52,6 +57,7 @@ def _subcommand(path: str):
 def test_topics_and_error_codes_are_defined_once():
     assert ENGINE_TOPICS == tuple(TOPICS)
     assert set(BY_CODE) == set(ERROR_CODES)          # an exception class for every code
+    assert set(EVERY_COMMAND_ERRORS) <= set(ERROR_CODES)
 
 
 def test_every_positional_has_help():
@@ -74,3 +80,24 @@ def test_readme_links_the_protocol_and_nothing_outside():
     for target in re.findall(r"\]\(([^)#]+)", readme):
         assert not re.match(r"[a-z]+:", target), f"README links outside the repo: {target}"
         assert (ROOT / target).exists(), f"README links a missing file: {target}"
+
+
+def test_a_refusal_with_an_undeclared_code_fails_under_the_check():
+    """What ATSD_CHECK_REPLIES wraps every command in: a declared (or every-command) code
+    goes out as it is, another one fails, so the daemon answers internal."""
+    from atsd.commands import _checked
+    from atsd.engine.errors import BadRequest, NotFound, Unavailable
+
+    def refuse(exc):
+        raise exc
+    checked = _checked("x", refuse, (), ("bad_request", "not_found"))
+    for declared in (NotFound("no such x"), BadRequest("bad x")):
+        with pytest.raises(type(declared)):
+            checked(declared)
+    with pytest.raises(RuntimeError, match="x refused with undeclared code unavailable"):
+        checked(Unavailable("none"))
+
+    async def later(exc):
+        raise exc
+    with pytest.raises(RuntimeError, match="undeclared code unavailable"):
+        asyncio.run(_checked("x", later, (), ("bad_request",))(Unavailable("none")))

@@ -155,10 +155,11 @@ def print_table(rows: list[dict], columns: list[str]) -> None:
 
 
 @contextlib.contextmanager
-def waiting(what: str, limit: float | None, quiet: bool):
+def waiting(what: str, limit: float | None, quiet: bool, where=None):
     """Progress while a call blocks for long (a checkout that queues): after a second, a
-    live line on a terminal, else a line every 5 s, with the time waited; nothing when
-    ``quiet`` (--json)."""
+    live line on a terminal, else a line every 5 s, with the time waited and, when
+    ``where`` is given, what it returns then (the place in the queue, asked in this thread);
+    nothing when ``quiet`` (--json)."""
     done = threading.Event()
     live = sys.stderr.isatty()
     if quiet:
@@ -170,13 +171,14 @@ def waiting(what: str, limit: float | None, quiet: bool):
         last = start
         while not done.wait(1.0):
             now = time.monotonic()
+            if not live and now - last < 5:
+                continue
             upto = f" of at most {fmt_duration(limit)}" if limit else ""
+            line = f"{where() or what if where else what}: {fmt_duration(now - start)}{upto}"
             if live:
-                print(f"\r\x1b[K{what}: {fmt_duration(now - start)}{upto}", end="",
-                      file=sys.stderr, flush=True)
-            elif now - last >= 5:
-                print(f"atsclient: {what}: {fmt_duration(now - start)}{upto}",
-                      file=sys.stderr, flush=True)
+                print(f"\r\x1b[K{line}", end="", file=sys.stderr, flush=True)
+            else:
+                print(f"atsclient: {line}", file=sys.stderr, flush=True)
                 last = now
     ticker = threading.Thread(target=tick, daemon=True)
     ticker.start()

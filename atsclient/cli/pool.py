@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 
 from ..errors import ATSError, Conflict
 from ..resource_groups import (allocation_by_group, ctest_environment, flatten_groups,
@@ -76,10 +77,33 @@ def _request(text: str) -> tuple[list[list[tuple[str, int]]], list[dict]]:
 
 def _checkout(c, request: list[dict], args) -> dict:
     wait = parse_duration(args.wait)
+    request_id = uuid.uuid4().hex
     with waiting(f"waiting for {args.spec if hasattr(args, 'spec') else args.resources}",
-                 wait if wait else None, args.json):
+                 wait if wait else None, args.json, lambda: _place(args, request_id)):
         return c.checkout(request, lease_s=parse_duration(args.lease) if args.lease else None,
-                          wait_s=wait or None, priority=args.priority)
+                          wait_s=wait or None, priority=args.priority, request_id=request_id)
+
+
+def _place(args, request_id: str) -> str | None:
+    """``3rd in line for gpus:2``: where checkout ``request_id`` waits (None when it does
+    not wait, or the daemon does not say in time). Its own client: the checkout's socket
+    is busy, and sockets are not shared between threads."""
+    try:
+        with client_from(args) as c:
+            c.retries = 1
+            queue = c.pool_waiting()
+    except ATSError:
+        return None
+    for n, w in enumerate(queue, 1):
+        if w.get("request_id") == request_id:
+            asked = ",".join(f"{r['type']}:{r['slots']}" for r in w["request"])
+            return f"{ordinal(n)} in line for {asked}"
+    return None
+
+
+def ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 < 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
 
 
 def pool(args) -> None:

@@ -1,9 +1,10 @@
 """The command table: every wire command is one function, registered here with its argument
 schema. A command's docstring is its protocol documentation and the CLI's help for it.
 
-Each command also declares its reply's keys (``replies``): docs/protocol.md is generated from
-this table (``python -m atsd.protocol_doc``), and the tests' daemons run with
-``ATSD_CHECK_REPLIES=1``, which fails any reply carrying a key its command does not declare.
+Each command also declares its reply's keys (``replies``) and the error codes it may answer
+(``errors``): docs/protocol.md is generated from this table (``python -m atsd.protocol_doc``),
+and the tests' daemons run with ``ATSD_CHECK_REPLIES=1``, which fails (``internal``) any reply
+carrying a key its command does not declare, or a refusal with a code it does not declare.
 
 A command function takes a ``Call`` (who asks, when, and the daemon's state) and its
 validated arguments, and returns the reply's result keys, or a coroutine that does (for
@@ -61,6 +62,7 @@ class Command:
     admin: bool         # only the admin role may call it
     cached: bool        # its reply is kept under request_id, for a retry to get it again
     replies: tuple[str, ...] = ()   # the keys of its reply (besides ok and request_id)
+    errors: tuple[str, ...] = ()    # the error codes its own refusals carry
 
     @property
     def doc(self) -> str:
@@ -69,35 +71,58 @@ class Command:
 
 COMMANDS: dict[str, Command] = {}
 
+# codes any command may answer, from the server before the command runs or from a failure
+# of the daemon's own: not declared per command
+EVERY_COMMAND_ERRORS = ("bad_request", "unauthenticated", "overloaded", "internal")
+
 
 def command(name: str, *, mutating: bool = False, admin: bool = False,
-            replies: tuple[str, ...] = (), cached: bool | None = None, **args: Arg):
+            replies: tuple[str, ...] = (), errors: tuple[str, ...] = (),
+            cached: bool | None = None, **args: Arg):
     """Register a command. Mutating commands are ``cached`` unless they say otherwise (one
     whose request_id names another request, and that may be repeated at no harm)."""
     def register(func):
         if name in COMMANDS:
             raise RuntimeError(f"command {name} registered twice")
-        run = _checked(name, func, replies) if os.environ.get("ATSD_CHECK_REPLIES") else func
+        run = (_checked(name, func, replies, errors) if os.environ.get("ATSD_CHECK_REPLIES")
+               else func)
         COMMANDS[name] = Command(name, run, args, mutating, admin,
-                                 mutating if cached is None else cached, tuple(replies))
+                                 mutating if cached is None else cached, tuple(replies),
+                                 tuple(errors))
         return func
     return register
 
 
-def _checked(name: str, func, replies: tuple[str, ...]):
-    """``func`` failing any reply with a key it does not declare (ATSD_CHECK_REPLIES=1)."""
+def _checked(name: str, func, replies: tuple[str, ...], errors: tuple[str, ...]):
+    """``func`` failing any reply with a key it does not declare, and any refusal with a code
+    it does not declare (ATSD_CHECK_REPLIES=1)."""
+    allowed = set(errors) | set(EVERY_COMMAND_ERRORS)
+
     def check(result):
         extra = set(result) - set(replies)
         if extra:
             raise RuntimeError(f"{name} replied with undeclared keys {sorted(extra)}")
         return result
 
+    def refused(exc: EngineError):
+        if exc.code not in allowed:
+            raise RuntimeError(f"{name} refused with undeclared code {exc.code}: "
+                               f"{exc.message}") from exc
+        raise exc
+
     async def later(coro):
-        return check(await coro)
+        try:
+            result = await coro
+        except EngineError as exc:
+            refused(exc)
+        return check(result)
 
     @functools.wraps(func)
     def run(*a, **kw):
-        result = func(*a, **kw)
+        try:
+            result = func(*a, **kw)
+        except EngineError as exc:
+            refused(exc)
         return later(result) if inspect.iscoroutine(result) else check(result)
     return run
 

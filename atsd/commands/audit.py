@@ -7,7 +7,8 @@ from ..protocol import TEXT, TIME, count, optional
 from . import Call, command
 
 
-@command("get_audit", replies=("entries",), since=optional(TIME), until=optional(TIME),
+@command("get_audit", errors=("bad_request", "forbidden"),
+         replies=("entries",), since=optional(TIME), until=optional(TIME),
          actor=optional(TEXT), resource=optional(TEXT), limit=optional(count(1, 10_000), 1000))
 def get_audit(call: Call, since: float | None, until: float | None, actor: str | None,
               resource: str | None, limit: int) -> dict:

@@ -53,7 +53,9 @@ _submit_args.described = f"[key, value] pairs or a {{key: value}} map, at most {
 HOSTS = count(1, 100_000)
 
 
-@command("create_reservation", replies=("reservation_id", "hosts", "start_time", "end_time"),
+@command("create_reservation",
+         errors=("bad_request", "not_found", "unavailable", "forbidden", "backend_error"),
+         replies=("reservation_id", "hosts", "start_time", "end_time"),
          mutating=True, queue_id=required(TEXT), host_count=required(HOSTS),
          wall_time=required(POSITIVE_DURATION), start_time=required(TIME))
 def create_reservation(call: Call, queue_id: str, host_count: int, wall_time: float,
@@ -84,6 +86,7 @@ def create_reservation(call: Call, queue_id: str, host_count: int, wall_time: fl
 
 
 @command("create_deadline_reservation",
+         errors=("bad_request", "not_found", "unavailable", "forbidden", "backend_error"),
          replies=("reservation_id", "hosts", "start_time", "end_time"),
          mutating=True, queue_id=required(TEXT),
          host_count=required(HOSTS), wall_time=required(POSITIVE_DURATION),
@@ -116,7 +119,7 @@ def create_deadline_reservation(call: Call, queue_id: str, host_count: int, wall
     return granted()
 
 
-@command("list_queues", replies=("queues", "job_dirs", "output_dir"))
+@command("list_queues", errors=("bad_request",), replies=("queues", "job_dirs", "output_dir"))
 def list_queues(call: Call) -> dict:
     """Every batch queue (name, backend, its hosts or Slurm partition), the directories job
     scripts must lie in (``job_dirs``) and where job output goes (``output_dir``); clients
@@ -128,7 +131,7 @@ def list_queues(call: Call) -> dict:
             "output_dir": str((config.base / config.job_output_dir).resolve())}
 
 
-@command("get_reservation_status",
+@command("get_reservation_status", errors=("bad_request", "not_found"),
          replies=("reservation_status", "start_time", "end_time", "hosts", "queue_id", "reason",
                   "owner", "jobs"),
          reservation_id=required(TEXT))
@@ -141,7 +144,10 @@ def get_reservation_status(call: Call, reservation_id: str) -> dict:
     return status
 
 
-@command("submit_job_to_reservation", replies=("job_id",),
+@command("submit_job_to_reservation",
+         errors=("bad_request", "not_found", "conflict", "forbidden", "unavailable",
+                 "backend_error"),
+         replies=("job_id",),
          mutating=True, reservation_id=required(TEXT),
          job_script=required(TEXT), submit_args=optional(_submit_args, []))
 def submit_job_to_reservation(call: Call, reservation_id: str, job_script: str,
@@ -174,7 +180,8 @@ def submit_job_to_reservation(call: Call, reservation_id: str, job_script: str,
     return submitted()
 
 
-@command("get_job_status", replies=("state", "exit_code", "reservation_id", "output", "reason"),
+@command("get_job_status", errors=("bad_request", "not_found"),
+         replies=("state", "exit_code", "reservation_id", "output", "reason"),
          job_id=required(TEXT))
 def get_job_status(call: Call, job_id: str) -> dict:
     """PENDING, RUNNING, COMPLETED, FAILED, TIMEOUT or CANCELLED, the exit code once it
@@ -184,7 +191,10 @@ def get_job_status(call: Call, job_id: str) -> dict:
             "output": job.output, "reason": job.extra.get("error")}
 
 
-@command("cancel_reservation", replies=("cancelled",),
+@command("cancel_reservation",
+         errors=("bad_request", "not_found", "conflict", "forbidden", "unavailable",
+                 "backend_error"),
+         replies=("cancelled",),
          mutating=True, reservation_id=required(TEXT))
 def cancel_reservation(call: Call, reservation_id: str):
     """Cancel a reservation that has not started (RESERVATION_GRANTED); conflict after."""

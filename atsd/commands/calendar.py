@@ -15,7 +15,8 @@ SLOTS = count(1, 1_000_000)
 COUNT = count(1, 64)
 
 
-@command("check_available", replies=("available", "avail_start", "avail_end", "resources"),
+@command("check_available", errors=("bad_request", "not_found"),
+         replies=("available", "avail_start", "avail_end", "resources"),
          resource=optional(TEXT), start_time=optional(TIME),
          end_time=optional(TIME), reservation_mode=optional(MODE, "exclusive"),
          slots=optional(SLOTS), selector=optional(SELECTOR), count=optional(COUNT, 1))
@@ -40,7 +41,7 @@ def check_available(call: Call, resource: str | None, start_time: float | None,
     return call.app.calendar.check_available(resource, start, end, reservation_mode, slots)
 
 
-@command("request_reservation",
+@command("request_reservation", errors=("bad_request", "not_found", "unavailable", "forbidden"),
          replies=("pre_reservation_id", "time_available", "expire_time", "end_time", "resources",
                   "series_id", "occurrences", "conflicts", "booked_until", "reservation_id"),
          mutating=True,
@@ -102,6 +103,7 @@ def request_reservation(call: Call, resource: str | None, resources: list[str] |
 
 
 @command("claim_reservation",
+         errors=("bad_request", "not_found", "forbidden", "conflict", "too_early", "claim_late"),
          replies=("reservation_id", "reservation_ID", "expire_time", "resource_config"),
          mutating=True, pre_reservation_id=required(TEXT))
 def claim_reservation(call: Call, pre_reservation_id: str) -> dict:
@@ -116,7 +118,8 @@ def claim_reservation(call: Call, pre_reservation_id: str) -> dict:
             "resource_config": config}
 
 
-@command("release_reservation", replies=("release_status", "released"),
+@command("release_reservation", errors=("bad_request", "not_found", "forbidden", "conflict"),
+         replies=("release_status", "released"),
          mutating=True, reservation_id=required(TEXT))
 def release_reservation(call: Call, reservation_id: str):
     """End a pre-reservation or a reservation now and free its slots (its owner or an
@@ -139,7 +142,9 @@ def release_reservation(call: Call, reservation_id: str):
     return released()
 
 
-@command("extend_reservation", replies=("expire_time",),
+@command("extend_reservation",
+         errors=("bad_request", "not_found", "forbidden", "conflict", "unavailable"),
+         replies=("expire_time",),
          mutating=True, reservation_id=required(TEXT),
          extra_s=required(POSITIVE_DURATION))
 def extend_reservation(call: Call, reservation_id: str, extra_s: float) -> dict:
@@ -149,7 +154,7 @@ def extend_reservation(call: Call, reservation_id: str, extra_s: float) -> dict:
     return {"expire_time": r.end}
 
 
-@command("list_reservations", replies=("reservations",),
+@command("list_reservations", errors=("bad_request", "not_found"), replies=("reservations",),
          resource=optional(TEXT), owner=optional(TEXT),
          start_time=optional(TIME), end_time=optional(TIME))
 def list_reservations(call: Call, resource: str | None, owner: str | None,

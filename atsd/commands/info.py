@@ -11,26 +11,26 @@ from . import Call, command
 from .selection import SELECTOR
 
 
-@command("get_version", replies=("version", "protocol"))
+@command("get_version", errors=("bad_request",), replies=("version", "protocol"))
 def get_version(call: Call) -> dict:
     """The daemon's version and the wire protocol version it speaks."""
     return {"version": __version__, "protocol": PROTOCOL_VERSION}
 
 
-@command("whoami", replies=("user", "admin"))
+@command("whoami", errors=("bad_request",), replies=("user", "admin"))
 def whoami(call: Call) -> dict:
     """The user the daemon sees (the key's name under CURVE, else the name the request
     gives) and whether that user is an admin."""
     return {"user": call.caller.user, "admin": call.caller.admin}
 
 
-@command("get_all_resources", replies=("resource_list",))
+@command("get_all_resources", errors=("bad_request",), replies=("resource_list",))
 def get_all_resources(call: Call) -> dict:
     """Names of every resource in the inventory."""
     return {"resource_list": list(call.app.lab.resources)}
 
 
-@command("get_available_resources", replies=("resource_list",))
+@command("get_available_resources", errors=("bad_request",), replies=("resource_list",))
 def get_available_resources(call: Call) -> dict:
     """Names of the resources in service that nobody holds right now."""
     return {"resource_list": [r.name for r in call.app.lab.resources.values()
@@ -49,7 +49,8 @@ def resource_row(lab, res, now: float, service: tuple[str, str | None]) -> dict:
             "service": service[0], "service_reason": service[1], "holders": holders}
 
 
-@command("list_resources", replies=("resources",), type=optional(TEXT), tags=optional(CONFIG),
+@command("list_resources", errors=("bad_request",),
+         replies=("resources",), type=optional(TEXT), tags=optional(CONFIG),
          selector=optional(SELECTOR))
 def list_resources(call: Call, type: str | None, tags: dict | None,
                    selector: str | None) -> dict:
@@ -65,13 +66,15 @@ def list_resources(call: Call, type: str | None, tags: dict | None,
     return {"resources": rows}
 
 
-@command("get_config", replies=("resource", "config"), resource=required(TEXT))
+@command("get_config", errors=("bad_request", "not_found"),
+         replies=("resource", "config"), resource=required(TEXT))
 def get_config(call: Call, resource: str) -> dict:
     """The resource's current config."""
     return {"resource": resource, "config": call.app.lab.resource(resource).config}
 
 
-@command("get_events", replies=("events", "last_seq", "first_seq", "complete"),
+@command("get_events", errors=("bad_request",),
+         replies=("events", "last_seq", "first_seq", "complete"),
          since_seq=required(count(0, 2**62)),
          topics=optional(list_of(one_of(*TOPICS), 16)), limit=optional(count(1, 10_000), 1000))
 def get_events(call: Call, since_seq: int, topics: list[str] | None, limit: int) -> dict:

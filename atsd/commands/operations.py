@@ -7,7 +7,8 @@ from ..reload import ReloadRefused
 from . import Call, command
 
 
-@command("get_stats", admin=True, replies=("uptime_s", "connections", "subscribers",
+@command("get_stats", errors=("bad_request", "forbidden"),
+         admin=True, replies=("uptime_s", "connections", "subscribers",
                                                "requests_in_flight", "waiting", "reservations",
                                                "events", "store"))
 def get_stats(call: Call) -> dict:
@@ -19,7 +20,8 @@ def get_stats(call: Call) -> dict:
     return call.app.stats(call.now)
 
 
-@command("reload", admin=True, replies=("reloaded", "changes"))
+@command("reload", errors=("bad_request", "forbidden", "conflict"),
+         admin=True, replies=("reloaded", "changes"))
 async def reload(call: Call) -> dict:
     """Read the config file again and apply it whole, as SIGHUP does: ``changes`` lists
     resources ``added``, ``removed``, ``resized`` ({name: [old, new] slots}) and ``changed``,

@@ -31,7 +31,8 @@ def _granted(r: Reservation) -> dict:
     return {"allocation_id": r.id, "resources": r.extra["resources"], "expire_time": r.end}
 
 
-@command("accommodates", replies=("accommodates", "reason"), request=required(REQUEST))
+@command("accommodates", errors=("bad_request",),
+         replies=("accommodates", "reason"), request=required(REQUEST))
 def accommodates(call: Call, request: list[dict]) -> dict:
     """Whether a checkout of ``request`` (a list of {type, slots}) with the default lease
     would be granted now; when not, ``reason`` says which types are missing or short
@@ -42,7 +43,8 @@ def accommodates(call: Call, request: list[dict]) -> dict:
     return {"accommodates": ok, "reason": reason}
 
 
-@command("checkout", replies=("allocation_id", "resources", "expire_time"),
+@command("checkout", errors=("bad_request", "unavailable", "forbidden", "conflict"),
+         replies=("allocation_id", "resources", "expire_time"),
          mutating=True, request=required(REQUEST),
          lease_s=optional(POSITIVE_DURATION), wait_s=optional(DURATION, 0.0),
          priority=optional(PRIORITY, 0))
@@ -79,14 +81,16 @@ async def _answer(future: asyncio.Future, wait_s: float) -> dict:
     return _granted(result)
 
 
-@command("checkin", replies=("released",), mutating=True, allocation_id=required(TEXT))
+@command("checkin", errors=("bad_request", "not_found", "forbidden", "conflict"),
+         replies=("released",), mutating=True, allocation_id=required(TEXT))
 def checkin(call: Call, allocation_id: str) -> dict:
     """End an allocation now and give its slots back (its owner or an admin)."""
     call.app.pool.checkin(call.caller, allocation_id, call.now)
     return {"released": True}
 
 
-@command("cancel_request", replies=("cancelled",), mutating=True, cached=False,
+@command("cancel_request", errors=("bad_request",),
+         replies=("cancelled",), mutating=True, cached=False,
          request_id=required(TEXT))
 def cancel_request(call: Call, request_id: str) -> dict:
     """Stop the caller's request ``request_id``: a checkout waiting with wait_s leaves the
@@ -98,10 +102,11 @@ def cancel_request(call: Call, request_id: str) -> dict:
                                               "cancel_request", call.now)}
 
 
-@command("get_pool", replies=("resource_pool", "waiting"))
+@command("get_pool", errors=("bad_request",), replies=("resource_pool", "waiting"))
 def get_pool(call: Call) -> dict:
     """The pool in canary's shape: ``{additional_properties, resources: {type: [{id, slots,
     total}]}}``, ``slots`` free now; ``waiting`` is the checkout queue in service order
-    ([{owner, request, priority, since, wait_until}])."""
+    ([{owner, request, priority, since, wait_until, request_id}]; ``request_id`` is the
+    checkout's own for the caller's requests, null for others')."""
     return {"resource_pool": call.app.pool.get_pool(call.now),
-            "waiting": call.app.pool.waiting()}
+            "waiting": call.app.pool.waiting(call.caller.user)}

@@ -20,7 +20,8 @@ def _names(nodelist: list[dict]) -> list[str]:
     return [n["node_id"] for n in nodelist]
 
 
-@command("revoke", replies=("revocation_id", "deadline"),
+@command("revoke", errors=("bad_request", "forbidden", "conflict"),
+         replies=("revocation_id", "deadline"),
          mutating=True, admin=True, nodelist=required(NODES),
          max_wait_time=optional(DURATION), reason=optional(TEXT))
 def revoke(call: Call, nodelist: list[dict], max_wait_time: float | None,
@@ -43,7 +44,8 @@ def revoke(call: Call, nodelist: list[dict], max_wait_time: float | None,
     return {"revocation_id": rev.id, "deadline": rev.deadline}
 
 
-@command("ack_delete_pending", replies=("acknowledged",), mutating=True, nodelist=required(NODES))
+@command("ack_delete_pending", errors=("bad_request", "forbidden"),
+         replies=("acknowledged",), mutating=True, nodelist=required(NODES))
 def ack_delete_pending(call: Call, nodelist: list[dict]) -> dict:
     """A holder's answer to delete_pending: the nodes listed may go now. Whole reservations
     end at once (reason revoked); ``acknowledged`` lists the nodes that went. As in
@@ -56,7 +58,8 @@ def ack_delete_pending(call: Call, nodelist: list[dict]) -> dict:
     return {"acknowledged": acked}
 
 
-@command("restore", replies=("restored",), mutating=True, admin=True, nodelist=required(NODES))
+@command("restore", errors=("bad_request", "forbidden", "conflict"),
+         replies=("restored",), mutating=True, admin=True, nodelist=required(NODES))
 def restore(call: Call, nodelist: list[dict]) -> dict:
     """Put revoked nodes back in service; ``restored`` lists those that were out of it."""
     restored = call.app.revocations.restore(call.caller, _names(nodelist), call.now)
@@ -65,7 +68,7 @@ def restore(call: Call, nodelist: list[dict]) -> dict:
     return {"restored": restored}
 
 
-@command("set_resource_values", replies=("updated",),
+@command("set_resource_values", errors=("bad_request", "forbidden"), replies=("updated",),
          mutating=True, admin=True, nodelist=required(NODE_VALUES))
 def set_resource_values(call: Call, nodelist: list[dict]) -> dict:
     """Say what each node is worth, from 0 to 1; kept, and published on resource.values.
@@ -75,7 +78,7 @@ def set_resource_values(call: Call, nodelist: list[dict]) -> dict:
     return {"updated": call.app.revocations.set_values(call.caller, values, call.now)}
 
 
-@command("get_resource_values", replies=("nodelist",))
+@command("get_resource_values", errors=("bad_request",), replies=("nodelist",))
 def get_resource_values(call: Call) -> dict:
     """Every node with its value (null where none was set)."""
     return {"nodelist": call.app.revocations.values()}

@@ -54,7 +54,8 @@ def release_series(call: Call, series_id: str) -> dict:
             "released": call.app.series.release(call.caller, series_id, call.now)}
 
 
-@command("set_resource_state", replies=("resource", "service", "reason", "changed"),
+@command("set_resource_state", errors=("bad_request", "not_found", "forbidden", "conflict"),
+         replies=("resource", "service", "reason", "changed"),
          mutating=True, admin=True, resource=required(TEXT),
          state=required(one_of("up", "down")), reason=optional(TEXT))
 def set_resource_state(call: Call, resource: str, state: str, reason: str | None) -> dict:

@@ -128,10 +128,13 @@ class Pool:
         return {t: {ident: res.slots for ident, res in insts.items()}
                 for t, insts in self.instances.items()}
 
-    def waiting(self) -> list[dict]:
-        """The queue, in service order: who waits for what, since when, until when."""
+    def waiting(self, viewer: str) -> list[dict]:
+        """The queue, in service order: who waits for what, since when, until when, and the
+        request_id of ``viewer``'s own requests (so a client finds its place; others' ids
+        are theirs alone)."""
         return [{"owner": w.owner, "request": [{"type": t, "slots": n} for t, n in w.request],
-                 "priority": w.priority, "since": w.since, "wait_until": w.deadline}
+                 "priority": w.priority, "since": w.since, "wait_until": w.deadline,
+                 "request_id": w.request_id if w.owner == viewer else None}
                 for w in self.waiters]
 
     def get_pool(self, now: float) -> dict:
