@@ -128,7 +128,7 @@ def test_reads_after_a_change_that_could_not_be_saved_answer_internal(tmp_path, 
         # on the wire, per message: the empty delimiter frame (2 bytes), then the request
         # frame (a 2-byte header up to 255 bytes, 9 bytes above)
         size = sum(2 + (2 if len(m) < 256 else 9) + len(m) for m in group)
-        os.kill(d.proc.pid, signal.SIGSTOP)
+        stop_process(d.proc.pid)
         try:
             for m in group:
                 sock.send_multipart([b"", m])
@@ -384,7 +384,7 @@ def test_call_in_flight_when_the_daemon_is_killed_is_answered_by_the_next_one(tm
     try:
         c = d.client("alice", timeout=1.0, retries=10)
         c.get_version()
-        os.kill(d.proc.pid, signal.SIGSTOP)    # receives, never answers
+        stop_process(d.proc.pid)               # receives, never answers
         answer = {}
         call = threading.Thread(target=lambda: answer.update(
             r=c.request_reservation("dut-2", reservation_duration=60)))
@@ -399,6 +399,23 @@ def test_call_in_flight_when_the_daemon_is_killed_is_answered_by_the_next_one(tm
         c.close()
     finally:
         d.kill()
+
+
+def stop_process(pid: int) -> None:
+    """SIGSTOP ``pid`` and wait until every thread of it has stopped: the signal is only
+    queued when kill returns, and a daemon still running for a moment may read some of
+    what is sent next."""
+    os.kill(pid, signal.SIGSTOP)
+
+    def stopped():
+        states = []
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                states.append((task / "stat").read_text().rpartition(")")[2].split()[0])
+            except FileNotFoundError:       # a thread that ended meanwhile
+                continue
+        return states and all(state in "Tt" for state in states)
+    wait_for(stopped, what=f"process {pid} to stop")
 
 
 def unread_bytes(port: int) -> int:
