@@ -235,6 +235,27 @@ def output(args, data, human) -> None:
         human(data)
 
 
+def each_id(args, act, id_key: str, done_key: str, verb: str) -> None:
+    """``act(client, id)`` for every id of ``args.ids``: each is tried and reported (in
+    ``--json``, ``{id_key, done_key, error?}`` per id); any failure makes the exit status
+    1, not only the last one's."""
+    results = []
+    with client_from(args) as c:
+        for one in args.ids:
+            try:
+                act(c, one)
+                results.append({id_key: one, done_key: True})
+            except ATSError as exc:
+                results.append({id_key: one, done_key: False,
+                                "error": {"code": exc.code, "message": exc.message}})
+    output(args, results, lambda rows: [print(
+        f"{verb} {r[id_key]}" if r[done_key] else
+        f"not {verb} {r[id_key]}: {r['error']['code']}: {r['error']['message']}",
+        file=sys.stdout if r[done_key] else sys.stderr) for r in rows])
+    if not all(r[done_key] for r in results):
+        raise Failed
+
+
 def curve_from(args) -> dict:
     """The CURVE keys to use (``--server-key``/``--key``, else the environment, else
     ~/.config/atsclient/; see atsclient.security.from_environment) as ATSClient keyword

@@ -10,8 +10,8 @@ import sys
 import time
 
 from ..errors import ATSError, ResourceUnavailable, TooEarly
-from . import (Failed, UsageError, client_from, fmt_duration, fmt_time, output, parse_duration,
-               parse_time, positive, print_table)
+from . import (Failed, UsageError, client_from, each_id, fmt_duration, fmt_time, output,
+               parse_duration, parse_time, positive, print_table)
 
 
 # wire command -> the subcommand that sends it (see cli_paths)
@@ -387,22 +387,8 @@ def claim(args) -> None:
 
 
 def release(args) -> None:
-    """Every id is tried and reported; any failure makes the exit status 1."""
-    results = []
-    with client_from(args) as c:
-        for rid in args.ids:
-            try:
-                c.release_reservation(rid)
-                results.append({"reservation_id": rid, "released": True})
-            except ATSError as exc:
-                results.append({"reservation_id": rid, "released": False,
-                                "error": {"code": exc.code, "message": exc.message}})
-    output(args, results, lambda rows: [print(
-        f"released {r['reservation_id']}" if r["released"] else
-        f"not released {r['reservation_id']}: {r['error']['code']}: {r['error']['message']}",
-        file=sys.stdout if r["released"] else sys.stderr) for r in rows])
-    if not all(r["released"] for r in results):
-        raise Failed
+    each_id(args, lambda c, rid: c.release_reservation(rid), "reservation_id", "released",
+            "released")
 
 
 def extend(args) -> None:

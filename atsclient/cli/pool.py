@@ -23,7 +23,7 @@ import uuid
 from ..errors import ATSError, Conflict
 from ..resource_groups import (allocation_by_group, ctest_environment, flatten_groups,
                                parse_resource_groups)
-from . import (Failed, UsageError, client_from, fmt_time, output, parse_duration, print_table,
+from . import (UsageError, client_from, each_id, fmt_time, output, parse_duration, print_table,
                waiting)
 
 
@@ -137,22 +137,7 @@ def checkout(args) -> None:
 
 
 def checkin(args) -> None:
-    """Every id is tried and reported; any failure makes the exit status 1."""
-    results = []
-    with client_from(args) as c:
-        for aid in args.ids:
-            try:
-                c.checkin(aid)
-                results.append({"allocation_id": aid, "checked_in": True})
-            except ATSError as exc:
-                results.append({"allocation_id": aid, "checked_in": False,
-                                "error": {"code": exc.code, "message": exc.message}})
-    output(args, results, lambda rows: [print(
-        f"checked in {r['allocation_id']}" if r["checked_in"] else
-        f"not checked in {r['allocation_id']}: {r['error']['code']}: {r['error']['message']}",
-        file=sys.stdout if r["checked_in"] else sys.stderr) for r in rows])
-    if not all(r["checked_in"] for r in results):
-        raise Failed
+    each_id(args, lambda c, aid: c.checkin(aid), "allocation_id", "checked_in", "checked in")
 
 
 def run(args) -> int:
