@@ -38,11 +38,11 @@ def _granted_events(path) -> int:
 RECORDS = "SELECT kind, key, data FROM records ORDER BY kind, key"
 
 
-def test_backup_under_load_is_consistent_and_matches_the_live_state(tmp_path):
+def test_backup_under_load_is_consistent_and_matches_the_live_state(tmp_path, daemon_factory):
     # one user books for as long as the backups take: more than the default quota of 1,000
     # on a slow machine
-    d = Daemon(tmp_path / "d", {**BASE_CONFIG,
-                                "limits": {"max_reservations_per_user": 1_000_000}}).start()
+    d = daemon_factory({**BASE_CONFIG, "limits": {"max_reservations_per_user": 1_000_000}},
+                       name="d")
     stop = threading.Event()
     made = []
 
@@ -78,8 +78,9 @@ def test_backup_under_load_is_consistent_and_matches_the_live_state(tmp_path):
     d.stop()
 
 
-def test_restore_refuses_while_running_drops_the_wal_and_keeps_seq_going_up(tmp_path):
-    d = Daemon(tmp_path / "d").start()
+def test_restore_refuses_while_running_drops_the_wal_and_keeps_seq_going_up(tmp_path,
+                                                                           daemon_factory):
+    d = daemon_factory(name="d")
     c = d.client("alice")
     kept = c.call("request_reservation", resource="dut-1", reservation_duration=600)
     assert atsd(d, "backup", str(tmp_path / "b.db")).returncode == 0
@@ -109,8 +110,8 @@ def test_restore_refuses_while_running_drops_the_wal_and_keeps_seq_going_up(tmp_
     d.stop()
 
 
-def test_restore_refuses_what_is_not_a_backup(tmp_path):
-    d = Daemon(tmp_path / "d").start()
+def test_restore_refuses_what_is_not_a_backup(tmp_path, daemon_factory):
+    d = daemon_factory(name="d")
     d.stop()
     before = d.state.read_bytes()
     (tmp_path / "junk.db").write_bytes(b"not sqlite" * 1000)
@@ -138,8 +139,10 @@ def test_migrate_dry_run_says_what_would_change_and_changes_nothing(tmp_path):
     assert _read(d.state, "PRAGMA auto_vacuum") == [(2,)]
     assert "up to date" in atsd(d, "migrate", "--dry-run").stdout
     d.start()
-    assert d.client().call("get_version")["ok"]
-    d.stop()
+    try:
+        assert d.client().call("get_version")["ok"]
+    finally:
+        d.stop()
 
 
 def test_incremental_vacuum_gives_pages_back(tmp_path):

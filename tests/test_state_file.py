@@ -62,8 +62,8 @@ def _without(field: str):
     (lambda record: record[:len(record) // 2], "not valid msgpack"),        # cut short
     (lambda record: msgpack.packb([1, 2, 3]), "TypeError"),     # not a record at all
 ])
-def test_damaged_record_refuses_startup_naming_it(tmp_path, damage, why):
-    d = Daemon(tmp_path / "d").start()
+def test_damaged_record_refuses_startup_naming_it(tmp_path, daemon_factory, damage, why):
+    d = daemon_factory(name="d")
     c = d.client("alice")
     pre = c.call("request_reservation", resource="dut-1", reservation_duration=600)
     rid = pre["pre_reservation_id"]
@@ -82,8 +82,8 @@ def test_damaged_record_refuses_startup_naming_it(tmp_path, damage, why):
     assert _rows(d.state) == before
 
 
-def test_damaged_event_refuses_startup_naming_it(tmp_path):
-    d = Daemon(tmp_path / "d").start()
+def test_damaged_event_refuses_startup_naming_it(tmp_path, daemon_factory):
+    d = daemon_factory(name="d")
     c = d.client("alice")
     c.call("request_reservation", resource="dut-1")
     c.close()
