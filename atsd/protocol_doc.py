@@ -34,6 +34,9 @@ daemon runs without CURVE, ignored with it). A key the command does not declare 
 A reply is `{{"ok": true, <reply keys>}}` or
 `{{"ok": false, "error": {{"code": CODE, "message": TEXT}}, <extra keys>}}`, with the request's
 `request_id` when it had one. Times are epoch seconds (float), durations seconds.
+The extra keys of a refusal: `time_available` (`too_early`), `pre_reservation_id`,
+`new_avail`, `new_expire` (`claim_late` with a fresh offer), `max_extension` (a refused
+extension), `conflicts` (a refused series), `position` (a broken selector).
 
 Every command may answer `bad_request` (with the key and the reason), `overloaded`,
 `unauthenticated` and `internal`, and `conflict` to a `request_id` sent before with a
@@ -72,8 +75,9 @@ def render() -> str:
     lines += ["## Events", "",
               "Each event is a map with `topic`, `seq` (one more than the event before, also "
               "across restarts; `get_events` serves what a subscriber missed) and `ts` (when "
-              "it was published), and the keys below. The PUB frame is the topic, then the "
-              "msgpack map.", ""]
+              "it was published), and the keys below. An event caused by a jump of the "
+              "daemon's wall clock of more than 60 s also carries `clock_jump_s` (the jump, "
+              "in seconds). The PUB frame is the topic, then the msgpack map.", ""]
     for topic, keys in TOPICS.items():
         lines += [f"### `{topic}`", "", keys["_"], ""]
         lines += [f"- `{k}`: {what}" for k, what in keys.items() if k != "_"]

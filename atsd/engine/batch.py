@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from . import states
-from .errors import BadRequest, Conflict, NotFound, Unavailable, shown
+from .errors import BadRequest, at, Conflict, NotFound, Unavailable, shown
 from .events import JOB_STATUS
 from .lab import Caller, Lab, Reservation, new_id
 from .timeline import Booking
@@ -107,7 +107,7 @@ class Batch:
             if len(free) >= host_count:
                 return t, free[:host_count]
         raise Unavailable(f"queue {queue}: no {host_count} hosts free for {wall_time:g}s "
-                          f"ending by {deadline}")
+                          f"ending by {at(deadline)}")
 
     def grant(self, caller: Caller, queue: str, hosts: list[str], start: float, end: float,
               now: float, rid: str | None = None, backend_ref: str | None = None) -> Reservation:

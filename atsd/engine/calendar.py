@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import states
-from .errors import BadRequest, ClaimLate, Conflict, Forbidden, TooEarly, Unavailable
+from .errors import BadRequest, at, ClaimLate, Conflict, Forbidden, TooEarly, Unavailable
 from .lab import RESOURCE, Caller, Lab, Reservation, Resource, new_id
 from .timeline import Booking
 
@@ -160,12 +160,12 @@ class Calendar:
         if r.kind != "pre":
             raise Conflict(f"{rid} is a {r.kind} reservation, not a pre-reservation")
         if r.state == states.GRANTED and now < r.start:
-            raise TooEarly(f"{rid} can be claimed from {r.start}", time_available=r.start,
+            raise TooEarly(f"{rid} can be claimed from {at(r.start)}", time_available=r.start,
                            retry_after=r.start - now)
         if r.state == states.GRANTED and now > r.expire_time:
             self.lab.transition(r, "lapse", now)
         if r.state == states.ENDED and r.reason == "lapsed":
-            raise self._late(caller, r, now, f"pre-reservation {rid} lapsed at {r.expire_time}")
+            raise self._late(caller, r, now, f"pre-reservation {rid} lapsed at {at(r.expire_time)}")
         states.next_state(r.state, "claim")   # refuses before anything changes
         # kissats: a claim after time_available still gets the whole reservation_duration
         # (the end moves), or, where that does not fit, a fresh offer instead

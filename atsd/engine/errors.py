@@ -3,6 +3,13 @@ in one place) and any extra reply keys the protocol defines for it."""
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
+
+def at(t: float) -> str:
+    """A time in a message people read: a date in UTC, never an epoch number."""
+    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
 
 def clip(text: str, limit: int = 60) -> str:
     """``text`` cut to ``limit`` characters, saying how long it was. A refusal may quote
