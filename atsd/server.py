@@ -39,7 +39,7 @@ from . import protocol
 from . import security
 from .app import UNSAVED, App
 from .backends import JobRunner
-from .commands import Call, Command, load_all
+from .commands import Call, Command, DaemonIO, load_all
 from .config import Config, ConfigError
 from .audit import AuditTrail, touched
 from .engine.errors import BadRequest, Conflict, EngineError, Forbidden, shown
@@ -84,7 +84,7 @@ class Server:
             self.commands = self.metrics.instrument(self.commands)
         self.limits = config.limits
         self.store = Store(config.state, config.fsync)
-        self.runner = JobRunner(self, config)
+        self.runner = JobRunner(config, lambda: self.app.batch, time.time, self.wake)
         self.health = HealthChecks(self, config)
         self.vitals = Monitor()
         self.clock = ClockWatch()
@@ -92,6 +92,9 @@ class Server:
         now = time.time()
         self.audit = AuditTrail(self.store, config.audit_retention_s, config.audit_max_entries)
         self.app = self._build_app(self.config)
+        self.io = DaemonIO(time.time, self.runner.backends, self.audit,
+                           lambda: stats(self.app, self.store, self.vitals, len(self._tasks)),
+                           self.reload)
         self.replies = ReplyCache(REPLY_TTL_S, MAX_CACHED_REPLIES, config.reply_cache_bytes, now,
                                   self.store.load_replies(now - REPLY_TTL_S))
         self._finished: list[Outgoing] = []
@@ -118,10 +121,6 @@ class Server:
         events = EventLog(cfg.event_log_size, self.store.last_seq(),
                           self.store.load_events(cfg.event_log_size))
         app = App(cfg, events)
-        app.backends = self.runner.backends
-        app.audit = self.audit
-        app.stats = lambda now: stats(app, self.store, self.vitals, len(self._tasks))
-        app.reload_config = self.reload
         now = time.time()
         with self.store.records() as records:
             app.lab.restore(records, now)
@@ -479,7 +478,7 @@ class Server:
             if cmd.admin and not caller.admin:
                 raise Forbidden(f"{name} is for admins; {caller.user} is not one")
             args = protocol.validate_args(request, cmd.args)
-            result = cmd.func(Call(self.app, caller, now, self._waiting[caller.user],
+            result = cmd.func(Call(self.app, caller, now, self.io, self._waiting[caller.user],
                                    request_id), **args)
             if inspect.iscoroutine(result):
                 self._start_task(result, identity, envelope, cache_key, digest, request_id,
