@@ -524,10 +524,10 @@ class Server:
                                  self._waiting[req.caller.user], req.request_id), **req.args)
 
     def _refuse(self, req: Request, code: str, message: str) -> Outgoing:
-        """A refusal that changes nothing and is not kept for retries."""
+        """A refusal that changes nothing (before the retry stage: not kept for retries)."""
         self._count_refusal(req, code)
         return self._reply(req, protocol.error_reply(code, message, req.request_id), req.now,
-                           mutating=False, keep=False)
+                           mutating=False)
 
     def _count_refusal(self, req: Request, code: str) -> None:
         """Metrics for a request refused before its command ran (a command counts its own)."""
@@ -552,16 +552,15 @@ class Server:
             self.audit.record(now, req.caller, self.security.key(req.caller.user),
                               req.cmd.name, ids, outcome)
 
-    def _reply(self, req: Request, reply: dict, now: float, mutating: bool,
-               keep: bool = True) -> Outgoing:
-        """The encoded reply, kept for retries when the request is cached (``keep``)."""
+    def _reply(self, req: Request, reply: dict, now: float, mutating: bool) -> Outgoing:
+        """The encoded reply, kept for retries when the retry stage marked it."""
         try:
             data = protocol.encode(reply)
         except (TypeError, ValueError, OverflowError) as exc:   # a value msgpack cannot carry
             log.error("reply_not_encodable", error=str(exc), request_id=req.request_id)
             data = protocol.encode(protocol.error_reply(
                 "internal", f"the reply could not be encoded: {exc}", req.request_id))
-        if keep and req.cache_key is not None:
+        if req.cache_key is not None:
             self.replies.put(req.cache_key, now, req.digest, data)
         return Outgoing(req.envelope, data, req.request_id, mutating)
 
