@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import getpass
+import logging
 import time
 import uuid
 
@@ -23,10 +24,13 @@ import msgpack
 import zmq
 import zmq.asyncio
 
-from .errors import BY_CODE, ATSError, ServerCommandMissing, Unreachable, from_reply
+from .errors import (BY_CODE, ATSError, InternalError, ServerCommandMissing, Unreachable,
+                     from_reply)
 from .security import curve_keys
 
 DEFAULT_SERVER = "tcp://127.0.0.1:5555"
+
+log = logging.getLogger("atsclient.client")
 
 
 def _pack(request: dict) -> bytes:
@@ -332,6 +336,12 @@ def _without_none(request: dict) -> dict:
     return {k: v for k, v in request.items() if v is not None}
 
 
+def _well_formed(reply: dict) -> bool:
+    """``ok`` a bool, and a refusal's ``error`` a map: what ``_read_reply`` relies on."""
+    ok = reply.get("ok")
+    return isinstance(ok, bool) and (ok or isinstance(reply.get("error"), dict))
+
+
 def _read_reply(reply: dict, read, accept):
     if not reply.get("ok") and reply.get("error", {}).get("code") not in accept:
         raise from_reply(reply)
@@ -456,12 +466,28 @@ class AsyncATSClient(_Connection, _Methods):
         return self._sock
 
     async def _read_replies(self) -> None:
+        """Hand each reply to the request waiting for it. One that cannot be read (not
+        msgpack, not a map, no request_id) is logged and dropped, and the others are still
+        served; one of a waiting request that is not a reply's shape fails that request."""
         while True:
             frames = await self._sock.recv_multipart()
-            reply = _unpack(frames[-1])
-            future = self._waiting.pop(reply.get("request_id"), None)
-            if future is not None and not future.done():
+            try:
+                reply = _unpack(frames[-1])
+            except Exception as exc:        # whatever the bytes: msgpack's errors vary
+                log.warning("dropped a reply that is not msgpack: %s", exc)
+                continue
+            rid = reply.get("request_id") if isinstance(reply, dict) else None
+            future = self._waiting.pop(rid, None) if isinstance(rid, str) else None
+            if future is None or future.done():
+                if not isinstance(rid, str):
+                    log.warning("dropped a reply without a request_id: %.200r", reply)
+                continue
+            if _well_formed(reply):
                 future.set_result(reply)
+            else:
+                log.warning("malformed reply to %s: %.200r", rid, reply)
+                future.set_exception(InternalError(f"atsd's reply is malformed: {reply!r:.200}",
+                                                   reply))
 
     async def _do(self, request, read=_identity, accept=(), timeout=None, cancellable=False):
         request = self._stamp(request)

@@ -1,5 +1,6 @@
 """The daemon's state in one object: the configured lab and the feature engines over it.
-Commands reach everything through it; the server owns it, the clock and the sockets."""
+Commands reach the state through it; the server owns it, and keeps the clock, the sockets and
+the backends out of it (commands get those in ``Call.io``)."""
 
 from __future__ import annotations
 
@@ -40,18 +41,9 @@ class App:
         self.service.on_up += [self.selection.retry, self.pool.serve]
         self.series = Series(self.lab, self.calendar, self.selection, _zone(config.timezone),
                              config.series_max_occurrences, config.series_horizon_s)
-        self.backends: dict = {}    # queue name -> where its jobs run; the server fills it
-        self.audit = None           # atsd.audit.AuditTrail; the server sets it
         # how many times a failed commit put the state back: a request that waited across
         # one must not act on, or answer from, what it saw before
         self.generation = 0
-        self.stats = None           # now -> the daemon's own health (get_stats); the server's
-        self.reload_config = None   # () -> what a config reload changed; the server's
-
-    def external_backend(self, queue: str):
-        """The backend of a queue whose scheduler grants reservations itself (Slurm)."""
-        backend = self.backends.get(queue)
-        return backend if backend is not None and backend.external else None
 
     def caller(self, user: str) -> Caller:
         return Caller(user, admin=user in self.config.admins)

@@ -4,8 +4,12 @@ listener behind its token like every page there).
 
 Per request: a count by command and outcome (``ok`` or the error code) and a latency
 histogram by command, kept by wrapping each command function, so nothing is decoded twice
-and a daemon with neither listener pays nothing. (Requests refused before they reach a
-command, such as undecodable ones, are not counted here.) Everything else is read from the
+and a daemon with neither listener pays nothing. Requests the server refuses before their
+command runs (undecodable, unknown command, overloaded, forbidden, a request_id reused for
+another request, bad arguments) are counted by the server through ``refused``, under their
+command's name, or ``unknown`` when they name no command in the table and ``invalid`` when
+they do not decode: no request can add a label value. A retry answered from the retry cache
+is not counted again. Everything else is read from the
 live state when scraped: reservations by state, waiting checkouts, connections and
 subscribers, the event log, the state file, commit latency (the newest commits' quantiles,
 as get_stats has them).
@@ -78,6 +82,11 @@ class Metrics:
             return result
         run.__doc__ = func.__doc__
         return run
+
+    def refused(self, command: str, code: str) -> None:
+        """A request refused before its command ran; ``command`` a name from the table,
+        ``unknown`` or ``invalid``."""
+        self.requests.labels(command, code).inc()
 
     def listen(self, address: str) -> str:
         """Bind ``host:port`` now (port 0: any free one), so the address is known before

@@ -255,13 +255,19 @@ def validate_args(request: dict, args: dict[str, Arg], prefix: str = "") -> dict
     return out
 
 
-def envelope(request: dict) -> tuple[str, str | None, str | None]:
-    """The command name, request_id and self-declared user of a decoded request."""
+def request_id(request: dict) -> str | None:
+    """The request_id of a decoded request, to echo even when the rest of it is refused;
+    None when it has none or one ``envelope`` refuses."""
+    rid = request.get("request_id")
+    return rid if isinstance(rid, str) and 0 < len(rid) <= 128 else None
+
+
+def envelope(request: dict) -> tuple[str, str | None]:
+    """The command name and self-declared user of a decoded request, once its request_id,
+    command and user are of the kinds they must be."""
     command = request.get("command")
-    request_id = request.get("request_id")
     user = request.get("user")
-    if request_id is not None and (not isinstance(request_id, str)
-                                   or not 0 < len(request_id) <= 128):
+    if request.get("request_id") is not None and request_id(request) is None:
         raise BadRequest("request_id must be a string of 1 to 128 characters")
     if not isinstance(command, str):
         raise BadRequest("missing key command" if command is None else "command must be a string")
@@ -270,7 +276,7 @@ def envelope(request: dict) -> tuple[str, str | None, str | None]:
     if user is not None and not user.isprintable():
         raise BadRequest("user must not hold control, format or separator characters (NUL, "
                          "newline, direction marks ...); a space is fine")
-    return command, request_id, user
+    return command, user
 
 
 def digest(request: dict) -> bytes:

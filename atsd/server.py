@@ -39,14 +39,15 @@ from . import protocol
 from . import security
 from .app import UNSAVED, App
 from .backends import JobRunner
-from .commands import Call, Command, load_all
+from .commands import Call, DaemonIO, load_all
 from .config import Config, ConfigError
 from .audit import AuditTrail, touched
-from .engine.errors import BadRequest, Conflict, EngineError, Forbidden, shown
+from .engine.errors import BadRequest, EngineError, Forbidden, shown
 from .eventlog import EventLog
 from .health import HealthChecks
 from .monitor import ClockWatch, Monitor, stats, summary
 from .reload import ReloadRefused, check as check_reload
+from .request import Request, Retries
 from .retries import ReplyCache
 from .systemd import Notifier
 from .store import Store, unpack
@@ -84,7 +85,7 @@ class Server:
             self.commands = self.metrics.instrument(self.commands)
         self.limits = config.limits
         self.store = Store(config.state, config.fsync)
-        self.runner = JobRunner(self, config)
+        self.runner = JobRunner(config, lambda: self.app.batch, time.time, self.wake)
         self.health = HealthChecks(self, config)
         self.vitals = Monitor()
         self.clock = ClockWatch()
@@ -92,15 +93,17 @@ class Server:
         now = time.time()
         self.audit = AuditTrail(self.store, config.audit_retention_s, config.audit_max_entries)
         self.app = self._build_app(self.config)
+        self.io = DaemonIO(time.time, self.runner.backends, self.audit,
+                           lambda: stats(self.app, self.store, self.vitals, len(self._tasks)),
+                           self.reload)
         self.replies = ReplyCache(REPLY_TTL_S, MAX_CACHED_REPLIES, config.reply_cache_bytes, now,
                                   self.store.load_replies(now - REPLY_TTL_S))
+        self.retries = Retries(self.replies)
         self._finished: list[Outgoing] = []
         self._in_flight: Counter[bytes] = Counter()
         self._waiting: Counter[str] = Counter()        # per user, on every connection
         self._received: Counter[bytes] = Counter()    # per identity, in this wake-up
         self._tasks: set[asyncio.Task] = set()
-        # a running request's cache key -> its digest, and the envelopes of its retries
-        self._running: dict[tuple[str, str], tuple[bytes, list]] = {}
         self._peer_fd: dict[bytes, int] = {}  # identity -> its connection's descriptor
         self._waits: dict[bytes, set[tuple[str, str]]] = {}  # identity -> (user, request_id)
         self.log_requests = logmod.debug_enabled()
@@ -118,10 +121,6 @@ class Server:
         events = EventLog(cfg.event_log_size, self.store.last_seq(),
                           self.store.load_events(cfg.event_log_size))
         app = App(cfg, events)
-        app.backends = self.runner.backends
-        app.audit = self.audit
-        app.stats = lambda now: stats(app, self.store, self.vitals, len(self._tasks))
-        app.reload_config = self.reload
         now = time.time()
         with self.store.records() as records:
             app.lab.restore(records, now)
@@ -247,9 +246,10 @@ class Server:
             if frames is None:
                 continue
             started = time.perf_counter()
-            reply = self.handle(frames, now)
+            request = Request.read(frames, now)
+            reply = self.handle(request)
             if self.log_requests:
-                self._log_request(frames, reply, started)
+                self._log_request(request, reply, started)
             if reply is not None:
                 out.append(reply)
         out.extend(self._finished)
@@ -429,171 +429,199 @@ class Server:
 
     # --- one request ---
 
-    def _log_request(self, frames: list, reply: Outgoing | None, started: float) -> None:
+    def _log_request(self, req: Request, reply: Outgoing | None, started: float) -> None:
         """``--log-level debug``: a line per request (a command that waits gets a second one
-        with its request_id when it is answered). It decodes the request and the reply
-        again, which is why it runs only then."""
-        body = frames[-1] if isinstance(frames[-1], bytes) else frames[-1].bytes
-        try:
-            request = protocol.decode(body, self.limits)
-        except BadRequest:
-            request = {}
-        user = frames[-1].get("User-Id") if self.security.curve else request.get("user")
-        log.debug("request", command=str(request.get("command"))[:64], user=str(user)[:64],
-                  request_id=str(request.get("request_id"))[:128],
+        with its request_id when it is answered). It decodes the reply again, which is why
+        it runs only then."""
+        fields = req.fields or {}
+        user = req.proof.get("User-Id") if self.security.curve else fields.get("user")
+        log.debug("request", command=str(fields.get("command"))[:64], user=str(user)[:64],
+                  request_id=str(fields.get("request_id"))[:128],
                   latency_ms=round((time.perf_counter() - started) * 1e3, 3),
                   outcome="waiting" if reply is None else _outcome(reply.data))
 
-    def handle(self, frames: list, now: float) -> Outgoing | None:
-        """Answer one request. ``frames`` are bytes, or zmq.Frames when CURVE is on (the
-        last one carries the ZAP User-Id)."""
-        last = frames[-1]
-        if not isinstance(last, bytes):
-            frames = [f if isinstance(f, bytes) else f.bytes for f in frames]
-        identity = frames[0]
-        envelope = frames[:-1]
-        request = request_id = cache_key = digest = caller = cmd = args = None
+    def handle(self, req: Request) -> Outgoing | None:
+        """Answer one request, stage by stage: decode, authenticate, overload, retry,
+        authorize, dispatch (docs/architecture.md follows it). A refusal at any stage is
+        its reply; None when there is none now: a command that waits runs as a task, and
+        a retry of a running request gets that one's reply."""
         try:
-            request = protocol.decode(frames[-1], self.limits)
-            request_id = _request_id(request)
-            name, request_id, user = protocol.envelope(request)
-            cmd = self.commands.get(name)
-            if cmd is None:
-                raise BadRequest(f"unknown command {shown(name)}")
-            caller = self.app.caller(self.security.user(last, user))
-            # a request is in flight from when it is read until its reply is sent: one
-            # wake-up, or a task's life (retries of a running one too). Capping that per
-            # identity lets a client that pipelines thousands cost each wake-up at most
-            # max_in_flight real requests.
-            if self._in_flight[identity] + self._received[identity] >= self.config.max_in_flight:
-                return self._reply(envelope, protocol.error_reply(
-                    "overloaded", f"more than {self.config.max_in_flight} requests in flight",
-                    request_id), None, None, request_id, now, mutating=False)
-            self._received[identity] += 1
-            if cmd.cached and request_id is not None:
-                key, digest = (caller.user, request_id), protocol.digest(request)
-                answered = self._answer_retry(key, digest, request_id, envelope, identity)
-                if answered is not None:
-                    return answered or None
-                cache_key = key
-            if cmd.admin and not caller.admin:
-                raise Forbidden(f"{name} is for admins; {caller.user} is not one")
-            args = protocol.validate_args(request, cmd.args)
-            result = cmd.func(Call(self.app, caller, now, self._waiting[caller.user],
-                                   request_id), **args)
+            self._decode(req)
+            self._authenticate(req)
+            if self._overloaded(req):
+                return self._refuse(req, "overloaded",
+                                    f"more than {self.config.max_in_flight} requests in flight")
+            self._received[req.identity] += 1
+            seen = self._retry(req)
+            if seen is not None:
+                return self._answer_retry(req, seen)
+            self._authorize(req)
+            result = self._dispatch(req)
             if inspect.iscoroutine(result):
-                self._start_task(result, identity, envelope, cache_key, digest, request_id,
-                                 caller, cmd, args)
+                self._spawn(req, result)
                 return None
-            reply = protocol.ok_reply(result, request_id)
+            reply = protocol.ok_reply(result, req.request_id)
         except EngineError as exc:
-            reply = protocol.reply_for(exc, request_id)
+            reply = protocol.reply_for(exc, req.request_id)
         except Exception as exc:
-            log.exception("command_failed", request_id=request_id)
-            reply = protocol.error_reply("internal", f"{type(exc).__name__}: {exc}", request_id)
-        self._audit(caller, cmd, request if args is None else args, reply, now)
-        return self._reply(envelope, reply, cache_key, digest, request_id, now,
-                           cmd is not None and cmd.mutating)
+            log.exception("command_failed", request_id=req.request_id)
+            reply = protocol.error_reply("internal", f"{type(exc).__name__}: {exc}",
+                                         req.request_id)
+        if not req.dispatched:
+            self._count_refusal(req, reply["error"]["code"])
+        self._audit(req, reply, req.now)
+        return self._reply(req, reply, req.now, req.mutating)
 
-    def _answer_retry(self, key: tuple[str, str], digest: bytes, request_id: str, envelope,
-                      identity: bytes) -> Outgoing | bool | None:
-        """A request_id seen before: its first reply again (an Outgoing), or False when the
-        first is still running (the retry gets its reply then); None for a new request_id.
-        The same id with other content is refused: it names one request."""
-        cached = self.replies.get(key)
-        running = self._running.get(key)
-        first = cached.digest if cached is not None else running and running[0]
-        if first is not None and first != digest:
-            raise Conflict(f"request_id {shown(request_id)} was used for another "
-                           "request; a new request needs a new request_id")
-        if cached is not None:
-            return Outgoing(envelope, cached.data, request_id)
-        if running is not None:
-            running[1].append(envelope)
-            self._in_flight[identity] += 1
-            return False
+    def _decode(self, req: Request) -> None:
+        req.fields = protocol.decode(req.body, self.limits)
+        req.request_id = protocol.request_id(req.fields)
+        name, req.declared_user = protocol.envelope(req.fields)
+        req.cmd = self.commands.get(name)
+        if req.cmd is None:
+            raise BadRequest(f"unknown command {shown(name)}")
+
+    def _authenticate(self, req: Request) -> None:
+        """Who asks: with CURVE the key's user, else the request's ``user``."""
+        req.caller = self.app.caller(self.security.user(req.proof, req.declared_user))
+
+    def _overloaded(self, req: Request) -> bool:
+        """A request is in flight from when it is read until its reply is sent: one
+        wake-up, or a task's life (retries of a running one too). Capping that per
+        identity lets a client that pipelines thousands cost each wake-up at most
+        max_in_flight real requests."""
+        ident = req.identity
+        return self._in_flight[ident] + self._received[ident] >= self.config.max_in_flight
+
+    def _retry(self, req: Request) -> bytes | list | None:
+        """The retry stage (request.Retries): for a cached command with a request_id, what
+        its first send got, if it came before; else its reply will be kept."""
+        if not (req.cmd.cached and req.request_id is not None):
+            return None
+        key, digest = (req.caller.user, req.request_id), protocol.digest(req.fields)
+        seen = self.retries.seen(key, digest, req.request_id)
+        if seen is None:
+            req.cache_key, req.digest = key, digest
+        return seen
+
+    def _answer_retry(self, req: Request, seen: bytes | list) -> Outgoing | None:
+        """The first send's reply again, or (it still runs) join it: None now, its reply
+        when it has one."""
+        if isinstance(seen, bytes):
+            return Outgoing(req.envelope, seen, req.request_id)
+        seen.append(req.envelope)
+        self._in_flight[req.identity] += 1
         return None
 
-    def _audit(self, caller, cmd: Command | None, args: dict | None, reply: dict,
-               now: float) -> None:
-        """Record an accepted change, or a refusal of what the caller may not do. ``args``
-        are the request's own when it was refused before they were checked."""
-        if caller is None or cmd is None:
+    def _authorize(self, req: Request) -> None:
+        if req.cmd.admin and not req.caller.admin:
+            raise Forbidden(f"{req.cmd.name} is for admins; {req.caller.user} is not one")
+
+    def _dispatch(self, req: Request):
+        """The command's result, or a coroutine for one that waits."""
+        req.args = protocol.validate_args(req.fields, req.cmd.args)
+        req.dispatched = True
+        return req.cmd.func(Call(self.app, req.caller, req.now, self.io,
+                                 self._waiting[req.caller.user], req.request_id), **req.args)
+
+    def _refuse(self, req: Request, code: str, message: str) -> Outgoing:
+        """A refusal that changes nothing (before the retry stage: not kept for retries)."""
+        self._count_refusal(req, code)
+        return self._reply(req, protocol.error_reply(code, message, req.request_id), req.now,
+                           mutating=False)
+
+    def _count_refusal(self, req: Request, code: str) -> None:
+        """Metrics for a request refused before its command ran (a command counts its own)."""
+        if self.metrics is None:
+            return
+        if req.fields is None:
+            self.metrics.refused("invalid", code)
+            return
+        name = req.fields.get("command")
+        self.metrics.refused(name if isinstance(name, str) and name in self.commands
+                             else "unknown", code)
+
+    def _audit(self, req: Request, reply: dict, now: float) -> None:
+        """Record an accepted change, or a refusal of what the caller may not do (with the
+        request's own fields when it was refused before they were checked)."""
+        if req.caller is None or req.cmd is None:
             return
         outcome = "ok" if reply["ok"] else reply["error"]["code"]
-        if (outcome == "ok" and cmd.mutating) or outcome == "forbidden":
+        if (outcome == "ok" and req.cmd.mutating) or outcome == "forbidden":
+            args = req.fields if req.args is None else req.args
             ids = touched(self.app.lab, args or {}, reply)
-            self.audit.record(now, caller, self.security.key(caller.user), cmd.name, ids,
-                              outcome)
+            self.audit.record(now, req.caller, self.security.key(req.caller.user),
+                              req.cmd.name, ids, outcome)
 
-    def _reply(self, envelope, reply: dict, cache_key: tuple[str, str] | None,
-               digest: bytes | None, request_id: str | None, now: float,
-               mutating: bool) -> Outgoing:
+    def _reply(self, req: Request, reply: dict, now: float, mutating: bool) -> Outgoing:
+        """The encoded reply, kept for retries when the retry stage marked it."""
         try:
             data = protocol.encode(reply)
         except (TypeError, ValueError, OverflowError) as exc:   # a value msgpack cannot carry
-            log.error("reply_not_encodable", error=str(exc), request_id=request_id)
+            log.error("reply_not_encodable", error=str(exc), request_id=req.request_id)
             data = protocol.encode(protocol.error_reply(
-                "internal", f"the reply could not be encoded: {exc}", request_id))
-        if cache_key is not None:
-            self.replies.put(cache_key, now, digest, data)
-        return Outgoing(envelope, data, request_id, mutating)
+                "internal", f"the reply could not be encoded: {exc}", req.request_id))
+        if req.cache_key is not None:
+            self.replies.put(req.cache_key, now, req.digest, data)
+        return Outgoing(req.envelope, data, req.request_id, mutating)
 
-    def _start_task(self, coro, identity: bytes, envelope, cache_key, digest, request_id,
-                    caller, cmd: Command, args: dict) -> None:
-        self._in_flight[identity] += 1
-        self._waiting[caller.user] += 1
-        wait = (caller.user, request_id)
-        if request_id is not None:      # cancelled if its client goes away meanwhile
-            self._waits.setdefault(identity, set()).add(wait)
-        if cache_key is not None:
-            self._running[cache_key] = (digest, [])
-        generation = self.app.generation
-        started = time.perf_counter()
-
-        async def answer():
-            try:
-                result = await coro
-                if self.app.generation != generation:   # a failed commit undid state since
-                    raise EngineError(UNSAVED)
-                reply = protocol.ok_reply(result, request_id)
-            except EngineError as exc:
-                reply = protocol.reply_for(exc, request_id)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.exception("command_failed", command=cmd.name, request_id=request_id)
-                reply = protocol.error_reply("internal", f"{type(exc).__name__}: {exc}",
-                                             request_id)
-            now = time.time()
-            self._audit(caller, cmd, args, reply, now)
-            waits = self._waits.get(identity)
-            if waits is not None:
-                waits.discard(wait)
-                if not waits:
-                    del self._waits[identity]
-            first = self._reply(envelope, reply, cache_key, digest, request_id, now,
-                                cmd.mutating)
-            if self.log_requests:
-                log.debug("request_answered", command=cmd.name, request_id=request_id,
-                          latency_ms=round((time.perf_counter() - started) * 1e3, 3),
-                          outcome=_outcome(first.data))
-            self._finished.append(first)
-            retries = self._running.pop(cache_key)[1] if cache_key is not None else []
-            for retry in retries:
-                self._finished.append(Outgoing(retry, first.data, request_id))
-            for ident in [identity] + [retry[0] for retry in retries]:
-                self._in_flight[ident] -= 1
-                if self._in_flight[ident] <= 0:
-                    del self._in_flight[ident]
-            self._waiting[caller.user] -= 1
-            if self._waiting[caller.user] <= 0:
-                del self._waiting[caller.user]
-            self.wake()
-
-        task = asyncio.get_running_loop().create_task(answer())
+    def _spawn(self, req: Request, coro) -> None:
+        """Run a command that waits as a task; it is in flight, and waiting for its user,
+        until answered."""
+        self._in_flight[req.identity] += 1
+        self._waiting[req.caller.user] += 1
+        if req.request_id is not None:      # cancelled if its client goes away meanwhile
+            self._waits.setdefault(req.identity, set()).add((req.caller.user, req.request_id))
+        if req.cache_key is not None:
+            self.retries.running(req.cache_key, req.digest)
+        task = asyncio.get_running_loop().create_task(
+            self._answer_later(req, coro, self.app.generation))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _answer_later(self, req: Request, coro, generation: int) -> None:
+        """A task's reply joins the next wake-up's group, with its retries'."""
+        started = time.perf_counter()
+        try:
+            result = await coro
+            if self.app.generation != generation:   # a failed commit undid state since
+                raise EngineError(UNSAVED)
+            reply = protocol.ok_reply(result, req.request_id)
+        except EngineError as exc:
+            reply = protocol.reply_for(exc, req.request_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("command_failed", command=req.cmd.name, request_id=req.request_id)
+            reply = protocol.error_reply("internal", f"{type(exc).__name__}: {exc}",
+                                         req.request_id)
+        now = time.time()
+        self._audit(req, reply, now)
+        first = self._reply(req, reply, now, req.cmd.mutating)
+        if self.log_requests:
+            log.debug("request_answered", command=req.cmd.name, request_id=req.request_id,
+                      latency_ms=round((time.perf_counter() - started) * 1e3, 3),
+                      outcome=_outcome(first.data))
+        self._finished.append(first)
+        retries = self.retries.answered(req.cache_key) if req.cache_key is not None else []
+        self._finished += [Outgoing(retry, first.data, req.request_id) for retry in retries]
+        self._answered(req, [retry[0] for retry in retries])
+        self.wake()
+
+    def _answered(self, req: Request, retried_by: list[bytes]) -> None:
+        """A task's request (and its retries, from ``retried_by``) is no longer in flight
+        nor waiting."""
+        waits = self._waits.get(req.identity)
+        if waits is not None:
+            waits.discard((req.caller.user, req.request_id))
+            if not waits:
+                del self._waits[req.identity]
+        for ident in [req.identity] + retried_by:
+            self._in_flight[ident] -= 1
+            if self._in_flight[ident] <= 0:
+                del self._in_flight[ident]
+        self._waiting[req.caller.user] -= 1
+        if self._waiting[req.caller.user] <= 0:
+            del self._waiting[req.caller.user]
 
     async def shutdown(self) -> None:
         loop = asyncio.get_running_loop()
@@ -622,9 +650,3 @@ def _outcome(data: bytes) -> str:
     """"ok", or the error code of an encoded reply."""
     reply = unpack(data)
     return "ok" if reply.get("ok") else str(reply.get("error", {}).get("code"))
-
-
-def _request_id(request: dict) -> str | None:
-    """The request_id to echo even when the rest of the request is refused."""
-    rid = request.get("request_id")
-    return rid if isinstance(rid, str) and 0 < len(rid) <= 128 else None

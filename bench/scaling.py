@@ -140,14 +140,14 @@ def dense(rounds: int = 5000) -> list[dict]:
 
 
 def many_resources(n: int = 10_000, rounds: int = 200) -> list[dict]:
-    from atsd.commands import Call, load_all
+    from atsd.commands import Call, DaemonIO, load_all
     from atsd.config import Config
     from atsd.app import App
     from atsd.eventlog import EventLog
     commands = load_all()
     cfg = Config(resources=[ResourceDef(f"gpus/{i}", "gpus", slots=4) for i in range(n)])
     app = App(cfg, EventLog(10, 0, []))
-    call = Call(app, ALICE, 0.0)
+    call = Call(app, ALICE, 0.0, DaemonIO(lambda: 0.0, {}, None, dict, dict))
     listing = _per_call(lambda: commands["list_resources"].func(call, None, None, None), 20)
 
     def checkout():

@@ -52,3 +52,22 @@ def test_loading_the_engine_loads_no_io():
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          check=True, cwd=ENGINE.parent.parent)
     assert out.stdout.strip() == "[]"
+
+
+COMMANDS = ENGINE.parent / "commands"
+
+
+def test_commands_read_no_clock_and_reach_no_io_through_app():
+    """Commands get the clock and what does I/O in ``Call.io`` (docs/architecture.md), so
+    they import no clock, sockets or store, and App holds no backends."""
+    modules = sorted(COMMANDS.glob("*.py"))
+    assert len(modules) > 5
+    found = {}
+    for m in modules:
+        imported = [name for name in outside_imports(m.read_text())
+                    if name.split(".")[0] in {"time", "zmq", "sqlite3"}]
+        if imported:
+            found[m.name] = imported
+    assert found == {}
+    app = (ENGINE.parent / "app.py").read_text()
+    assert "self.backends" not in app and "self.audit" not in app

@@ -1,12 +1,16 @@
 """The client library as scripts use it: ResourceReservation, the async client, retries."""
 
 import asyncio
+import logging
 import time
 
+import msgpack
 import pytest
+import zmq
+import zmq.asyncio
 
-from atsclient import (AsyncATSClient, ATSClient, ResourceReservation, ResourceUnavailable,
-                       Unreachable)
+from atsclient import (AsyncATSClient, ATSClient, InternalError, ResourceReservation,
+                       ResourceUnavailable, Unreachable)
 
 
 def test_resource_reservation_holds_and_releases(daemon, client):
@@ -58,6 +62,36 @@ async def test_async_client_unreachable(tmp_path):
     async with AsyncATSClient(nobody, timeout=0.1, retries=2) as c:
         with pytest.raises(Unreachable, match="nobody-listens-here after 2 tries"):
             await c.get_version()
+
+
+async def test_async_client_outlives_malformed_replies(tmp_path, caplog):
+    """A ROUTER of the test's answers two requests in flight after sending junk: bytes that
+    are not msgpack, a list, a map whose request_id is a list. The client drops each (and
+    logs it), still gets the good reply, and the waiting request whose reply is not a
+    reply's shape fails at once instead of timing out."""
+    ctx = zmq.asyncio.Context.instance()
+    router = ctx.socket(zmq.ROUTER)
+    router.linger = 0
+    router.bind(f"ipc://{tmp_path}/router")
+    caplog.set_level(logging.WARNING, logger="atsclient.client")
+    async with AsyncATSClient(f"ipc://{tmp_path}/router", timeout=30, retries=1) as c:
+        first = asyncio.ensure_future(c.get_version())
+        second = asyncio.ensure_future(c.call("list_queues"))
+        requests = [await router.recv_multipart() for _ in range(2)]
+        ids = {msgpack.unpackb(r[-1])["command"]: msgpack.unpackb(r[-1])["request_id"]
+               for r in requests}
+        peer = requests[0][0]
+        for junk in (b"\xc1", msgpack.packb([1, 2]), msgpack.packb({"request_id": [1]})):
+            await router.send_multipart([peer, b"", junk])
+        await router.send_multipart([peer, b"", msgpack.packb(
+            {"ok": True, "request_id": ids["list_queues"], "queues": []})])
+        await router.send_multipart([peer, b"", msgpack.packb(
+            {"ok": "yes", "request_id": ids["get_version"]})])
+        assert (await asyncio.wait_for(second, 5))["queues"] == []
+        with pytest.raises(InternalError, match="malformed"):
+            await asyncio.wait_for(first, 5)
+    router.close()
+    assert len(caplog.records) == 4
 
 
 def test_sync_client_unreachable_with_every_retry(tmp_path):

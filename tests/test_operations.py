@@ -13,6 +13,7 @@ import tempfile
 import threading
 import urllib.request
 
+import msgpack
 import pytest
 import zmq
 
@@ -200,10 +201,68 @@ def test_metrics_page_counts_requests_and_shows_live_state(daemon_factory):
     assert samples[("atsd_commits_total", ())] >= 1
     assert samples[("atsd_state_bytes", (("part", "file"),))] > 0
     assert ("atsd_connections", ()) in samples and ("atsd_subscribers", ()) in samples
-    # get_stats was refused before its command ran (the admin check): not counted
+    # get_stats was refused before its command ran (the admin check): counted, never timed
+    assert samples[("atsd_requests_total", (("command", "get_stats"),
+                                            ("outcome", "forbidden")))] == 1
     assert samples[("atsd_request_seconds_count", (("command", "get_stats"),))] == 0
-    assert not [k for k in samples if k[0] == "atsd_requests_total"
-                and dict(k[1])["command"] == "get_stats"]
+
+
+def _scrape(url: str) -> dict:
+    from prometheus_client.parser import text_string_to_metric_families
+    with urllib.request.urlopen(url, timeout=10) as page:
+        text = page.read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def _ask(sock, request) -> dict:
+    sock.send_multipart([b"", request if isinstance(request, bytes) else msgpack.packb(request)])
+    assert sock.poll(10_000), "no reply"
+    return msgpack.unpackb(sock.recv_multipart()[-1])
+
+
+def test_metrics_count_requests_refused_before_their_command_runs(daemon_factory, tmp_path):
+    """Undecodable, unknown command, forbidden, a reused request_id, bad arguments,
+    overloaded: each counted with its code, under a label from a fixed set (a request's
+    made-up command name never becomes one); a retry answered from the cache is not counted
+    again."""
+    (tmp_path / "atsd").mkdir()
+    (tmp_path / "atsd" / "spec.json").write_text(json.dumps(SPEC))
+    d = daemon_factory({"resource_spec": "spec.json", "resources": [{"name": "dut-1"}],
+                        "max_in_flight": 1, "metrics": {"listen": "127.0.0.1:0"}})
+    url = json.loads(d.endpoints_file.read_text())["metrics"]
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.linger = 0
+    sock.connect(d.listen)
+    codes = [_ask(sock, b"\xc1")["error"]["code"]]
+    codes += [_ask(sock, {"command": f"made-up-{i}", "user": "alice"})["error"]["code"]
+              for i in range(3)]
+    codes.append(_ask(sock, {"command": "get_stats", "user": "alice"})["error"]["code"])
+    book = {"command": "request_reservation", "resource": "dut-1", "user": "alice",
+            "reservation_duration": 60, "request_id": "r-1"}
+    assert _ask(sock, book)["ok"] and _ask(sock, book)["ok"]        # the second: a retry
+    codes.append(_ask(sock, {**book, "reservation_duration": 90})["error"]["code"])
+    codes.append(_ask(sock, {"command": "get_version", "colour": 1})["error"]["code"])
+    with d.client("bob") as bob:
+        held = bob.checkout([{"type": "gpus", "slots": 1}], lease_s=60)
+        sock.send_multipart([b"", msgpack.packb({
+            "command": "checkout", "request": [{"type": "gpus", "slots": 1}], "wait_s": 30,
+            "user": "alice", "request_id": "wait-1"})])
+        waiting = ("atsd_waiting_checkouts", (("type", "gpus"),))
+        wait_for(lambda: _scrape(url).get(waiting) == 1, what="alice's checkout waiting")
+        codes.append(_ask(sock, {"command": "get_version"})["error"]["code"])
+        bob.checkin(held["allocation_id"])
+        assert sock.poll(10_000) and msgpack.unpackb(sock.recv_multipart()[-1])["ok"]
+    assert codes == ["bad_request"] * 4 + ["forbidden", "conflict", "bad_request", "overloaded"]
+    samples = _scrape(url)
+    counts = {dict(labels)["command"] + "/" + dict(labels)["outcome"]: value
+              for (name, labels), value in samples.items() if name == "atsd_requests_total"}
+    assert counts == {"invalid/bad_request": 1, "unknown/bad_request": 3,
+                      "get_stats/forbidden": 1, "request_reservation/ok": 1,
+                      "request_reservation/conflict": 1, "get_version/bad_request": 1,
+                      "get_version/overloaded": 1, "checkout/ok": 2, "checkin/ok": 1}
+    assert samples[("atsd_request_seconds_count", (("command", "get_version"),))] == 0
+    sock.close()
 
 
 def test_metrics_also_on_the_web_listener(daemon_factory):

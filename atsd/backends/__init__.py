@@ -6,21 +6,25 @@ a change that did not reach the disk.
 
 Backends report job changes back through ``report``, which updates the engine and wakes the
 server so the change is committed and published like any other.
+
+What it needs from the server is handed in, nothing more: the batch engine of the moment (a
+config reload replaces it), the clock, and ``wake``.
 """
 
 from __future__ import annotations
 
-import time
+from typing import Callable
 
 from ..engine import states
 from .local import LocalBackend
-from ..engine.batch import CANCELLED, PENDING, RUNNING, TIMEOUT
+from ..engine.batch import CANCELLED, PENDING, RUNNING, TIMEOUT, Batch
 from ..engine.events import JOB_STATUS, RESERVATION_STATUS
 
 
 class JobRunner:
-    def __init__(self, server, config) -> None:
-        self.server = server
+    def __init__(self, config, batch: Callable[[], Batch], clock: Callable[[], float],
+                 wake: Callable[[], None]) -> None:
+        self.batch, self.clock, self.wake = batch, clock, wake
         self.backends = {}              # queue name -> backend; local queues share one
         local = LocalBackend(config.job_dirs, config.job_output_dir, config.base,
                              config.job_env_allow, config.job_user, self.report)
@@ -34,24 +38,24 @@ class JobRunner:
                                                     self.report)
 
     def report(self, job_id: str, state: str, exit_code: int | None = None, **fields) -> None:
-        self.server.app.batch.job_changed(job_id, state, time.time(), exit_code, **fields)
-        self.server.wake()
+        self.batch().job_changed(job_id, state, self.clock(), exit_code, **fields)
+        self.wake()
 
     def backend_for(self, reservation):
         return self.backends.get(reservation.extra.get("queue"))
 
     def on_committed(self, events: list[dict]) -> None:
-        app = self.server.app
+        batch = self.batch()
         for e in events:
             if e["topic"] == RESERVATION_STATUS and e.get("kind") == "batch":
-                r = app.lab.reservations.get(e["reservation_id"])
+                r = batch.lab.reservations.get(e["reservation_id"])
                 if r is None:
                     continue
-                for job in app.batch.jobs_of(r.id):
+                for job in batch.jobs_of(r.id):
                     self._follow(job, r)
             elif e["topic"] == JOB_STATUS and e["state"] == PENDING and e["previous"] is None:
-                job = app.batch.jobs.get(e["job_id"])
-                r = app.lab.reservations.get(e["reservation_id"])
+                job = batch.jobs.get(e["job_id"])
+                r = batch.lab.reservations.get(e["reservation_id"])
                 if job is not None and r is not None:
                     self._follow(job, r)
 
@@ -70,9 +74,9 @@ class JobRunner:
     def recover(self) -> None:
         """After a restart: jobs that were running under a dead daemon are lost; pending
         jobs of active reservations start now."""
-        app = self.server.app
-        for job in list(app.batch.jobs.values()):
-            r = app.lab.reservations.get(job.reservation_id)
+        batch = self.batch()
+        for job in list(batch.jobs.values()):
+            r = batch.lab.reservations.get(job.reservation_id)
             backend = self.backend_for(r) if r else None
             if backend is None:
                 continue

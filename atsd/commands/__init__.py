@@ -6,10 +6,10 @@ Each command also declares its reply's keys (``replies``) and the error codes it
 and the tests' daemons run with ``ATSD_CHECK_REPLIES=1``, which fails (``internal``) any reply
 carrying a key its command does not declare, or a refusal with a code it does not declare.
 
-A command function takes a ``Call`` (who asks, when, and the daemon's state) and its
-validated arguments, and returns the reply's result keys, or a coroutine that does (for
-commands that wait: a checkout with ``wait_s``, a Slurm call). It raises an ``EngineError``
-to refuse; protocol.py turns that into the error reply.
+A command function takes a ``Call`` (who asks, when, the daemon's state, and ``io``: what
+lies outside the engine) and its validated arguments, and returns the reply's result keys,
+or a coroutine that does (for commands that wait: a checkout with ``wait_s``, a Slurm
+call). It raises an ``EngineError`` to refuse; protocol.py turns that into the error reply.
 """
 
 from __future__ import annotations
@@ -26,11 +26,30 @@ from ..engine.lab import Caller
 from ..protocol import Arg
 
 
+@dataclass(frozen=True, slots=True)
+class DaemonIO:
+    """What a command may use beyond the engine's state, handed in by the server so that
+    nothing doing I/O hangs off App: the clock (for the time after an await; ``Call.now``
+    is from before it), the batch backends, the audit trail, the daemon's own stats and its
+    config reload."""
+    clock: Callable[[], float]
+    backends: dict[str, Any]            # queue name -> where its jobs run
+    audit: Any                          # atsd.audit.AuditTrail
+    stats: Callable[[], dict]           # get_stats' reply
+    reload: Callable[[], dict]          # apply the config file again: what changed
+
+    def external_backend(self, queue: str):
+        """The backend of a queue whose scheduler grants reservations itself (Slurm)."""
+        backend = self.backends.get(queue)
+        return backend if backend is not None and backend.external else None
+
+
 @dataclass(slots=True)
 class Call:
     app: Any            # atsd.app.App
     caller: Caller
     now: float
+    io: DaemonIO
     waiting: int = 0    # the caller's requests waiting for their answer, on any connection
     request_id: str | None = None   # the client's id for this request, if it sent one
     generation: int = field(init=False)

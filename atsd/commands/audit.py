@@ -24,4 +24,4 @@ def get_audit(call: Call, since: float | None, until: float | None, actor: str |
             raise Forbidden(f"only admins see the audit entries of others, such as "
                             f"{shown(actor)}; leave actor out for your own")
         actor = call.caller.user
-    return {"entries": call.app.audit.query(since, until, actor, resource, limit)}
+    return {"entries": call.io.audit.query(since, until, actor, resource, limit)}

@@ -8,8 +8,6 @@ answering others meanwhile) and the engine then records what Slurm granted.
 
 from __future__ import annotations
 
-import time
-
 from ..engine.batch import FAILED
 from ..engine.errors import BackendError, BadRequest
 from ..protocol import POSITIVE_DURATION, TEXT, TIME, count, list_of, optional, required
@@ -65,7 +63,7 @@ def create_reservation(call: Call, queue_id: str, host_count: int, wall_time: fl
     app, now = call.app, call.now
     start = max(start_time, now)
     app.lab.check_quota(call.caller.user, wall_time)
-    external = app.external_backend(queue_id)
+    external = call.io.external_backend(queue_id)
     if external is None:
         hosts = app.batch.place(queue_id, host_count, start, wall_time)
         r = app.batch.grant(call.caller, queue_id, hosts, start, start + wall_time, now)
@@ -79,7 +77,7 @@ def create_reservation(call: Call, queue_id: str, host_count: int, wall_time: fl
                                                 start + wall_time)
         call.check_current()
         r = app.batch.grant(call.caller, queue_id, hosts, start, start + wall_time,
-                            _now(), rid=rid, backend_ref=ref)
+                            call.io.clock(), rid=rid, backend_ref=ref)
         return {"reservation_id": r.id, "hosts": hosts, "start_time": r.start,
                 "end_time": r.end}
     return granted()
@@ -99,7 +97,7 @@ def create_deadline_reservation(call: Call, queue_id: str, host_count: int, wall
     if deadline_time - wall_time < now:
         raise BadRequest("deadline_time is less than wall_time from now")
     app.lab.check_quota(call.caller.user, wall_time)
-    external = app.external_backend(queue_id)
+    external = call.io.external_backend(queue_id)
     if external is None:
         start, hosts = app.batch.earliest(queue_id, host_count, wall_time, now, deadline_time)
         r = app.batch.grant(call.caller, queue_id, hosts, start, start + wall_time, now)
@@ -112,7 +110,7 @@ def create_deadline_reservation(call: Call, queue_id: str, host_count: int, wall
         rid, start, hosts, ref = await external.create_by_deadline(
             call.caller.user, host_count, wall_time, now, deadline_time)
         call.check_current()
-        r = app.batch.grant(call.caller, queue_id, hosts, start, start + wall_time, _now(),
+        r = app.batch.grant(call.caller, queue_id, hosts, start, start + wall_time, call.io.clock(),
                             rid=rid, backend_ref=ref)
         return {"reservation_id": r.id, "start_time": r.start, "end_time": r.end,
                 "hosts": hosts}
@@ -158,7 +156,7 @@ def submit_job_to_reservation(call: Call, reservation_id: str, job_script: str,
     backends)."""
     app = call.app
     r = app.batch.batch_reservation(reservation_id, call.caller)
-    backend = app.backends[r.extra["queue"]]
+    backend = call.io.backends[r.extra["queue"]]
     script = backend.check_submission(job_script, submit_args)
     if backend.external:
         call.check_may_wait()
@@ -171,7 +169,7 @@ def submit_job_to_reservation(call: Call, reservation_id: str, job_script: str,
             ref = await backend.submit(job, r)
         except BackendError as exc:
             call.check_current()
-            app.batch.job_changed(job.id, FAILED, _now(), extra={"error": exc.message})
+            app.batch.job_changed(job.id, FAILED, call.io.clock(), extra={"error": exc.message})
             raise
         call.check_current()
         app.batch.attach(job.id, ref)
@@ -200,7 +198,7 @@ def cancel_reservation(call: Call, reservation_id: str):
     """Cancel a reservation that has not started (RESERVATION_GRANTED); conflict after."""
     app = call.app
     r = app.batch.batch_reservation(reservation_id, call.caller)
-    external = app.external_backend(r.extra["queue"])
+    external = call.io.external_backend(r.extra["queue"])
     if external is None or r.state != "RESERVATION_GRANTED":
         app.batch.cancel(call.caller, reservation_id, call.now)
         return {"cancelled": True}
@@ -209,12 +207,7 @@ def cancel_reservation(call: Call, reservation_id: str):
     async def cancelled():
         await external.cancel(r.extra["backend_ref"])
         call.check_current()
-        app.batch.cancel(call.caller, reservation_id, _now())
+        app.batch.cancel(call.caller, reservation_id, call.io.clock())
         return {"cancelled": True}
     return cancelled()
-
-
-def _now() -> float:
-    """The time after an await: the command's ``call.now`` is from before it."""
-    return time.time()
 

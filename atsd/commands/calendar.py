@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from ..engine.errors import BadRequest, Forbidden
 from ..protocol import (BOOL, CONFIG, POSITIVE_DURATION, TEXT, TIME, count,
                         list_of, one_of, optional, required)
@@ -130,14 +128,14 @@ def release_reservation(call: Call, reservation_id: str):
     if reservation_id not in app.lab.reservations:
         return release_series(call, reservation_id)
     r = app.lab.owned(reservation_id, call.caller)
-    external = app.external_backend(r.extra["queue"]) if r.kind == "batch" else None
+    external = call.io.external_backend(r.extra["queue"]) if r.kind == "batch" else None
     if external is None or r.state != "RESERVATION_ACTIVE":
         app.calendar.release(call.caller, reservation_id, call.now)
         return {"release_status": True}
 
     async def released():
         await external.cancel(r.extra["backend_ref"])
-        app.calendar.release(call.caller, reservation_id, time.time())
+        app.calendar.release(call.caller, reservation_id, call.io.clock())
         return {"release_status": True}
     return released()
 

@@ -17,7 +17,7 @@ def get_stats(call: Call) -> dict:
     reservations by state; the event log (last_seq, first_seq, events in it); the state
     file (bytes, free_bytes, wal_bytes, commits, commit latency percentiles in ms over the
     newest commits, and the last commit error with its time)."""
-    return call.app.stats(call.now)
+    return call.io.stats()
 
 
 @command("reload", errors=("bad_request", "forbidden", "conflict"),
@@ -30,6 +30,6 @@ async def reload(call: Call) -> dict:
     with ``conflict`` naming them, and the old config stays. Runs between two wake-ups,
     so no request sees half of it."""
     try:
-        return {"reloaded": True, "changes": call.app.reload_config()}
+        return {"reloaded": True, "changes": call.io.reload()}
     except ReloadRefused as exc:
         raise Conflict(f"config not reloaded: {exc}") from None

@@ -128,7 +128,7 @@ class WebServer:
             app = self.server.app
             query = {k: v for k, v in request.query.items() if k != "token"}
             try:
-                body = rows(Call(app, READER, time.time()), query)
+                body = rows(Call(app, READER, time.time(), self.server.io), query)
             except EngineError as exc:
                 cls = web.HTTPNotFound if isinstance(exc, NotFound) else web.HTTPBadRequest
                 raise cls(text=exc.message) from None
@@ -204,7 +204,7 @@ def _history(call: Call, query: dict) -> dict:
     if set(query) != {"resource"} or not name:
         raise BadRequest("give resource=NAME and nothing else")
     call.app.lab.resource(name)                 # NotFound for a name that is not a resource
-    entries = call.app.audit.query(call.now - HISTORY_S, None, None, name, 10_000)
+    entries = call.io.audit.query(call.now - HISTORY_S, None, None, name, 10_000)
     return {"resource": name, "entries": [
         {"time": e["time"], "user": e["user"], "command": e["command"],
          "outcome": e["outcome"], "ids": e["ids"]} for e in reversed(entries[-HISTORY_ROWS:])]}
