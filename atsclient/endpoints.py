@@ -124,9 +124,11 @@ class Tries:
         answered standby (no leader now), else none."""
         leader = reply.get("leader")
         leader = leader if isinstance(leader, str) and not _problem(leader) else None
-        self.outcome[endpoint] = (
-            "standby" if leader is None else
-            f"standby; leader {leader}{'' if leader in self.failover.endpoints else ' is not listed'}")
+        if leader is None:
+            self.outcome[endpoint] = "standby"
+        else:
+            listed = leader in self.failover.endpoints
+            self.outcome[endpoint] = f"standby, leader {leader}{'' if listed else ', not listed'}"
         self.failover.failed(endpoint, leader)
         self.standbys_in_a_row += 1
         if self.standbys_in_a_row < len(self.failover.endpoints) or self.done >= self.total:
@@ -147,5 +149,5 @@ class Tries:
             return Unreachable(f"no reply from atsd at {', '.join(endpoints)} {tries}")
         said = ", ".join(f"{e} ({self.outcome.get(e, 'not tried')})" for e in endpoints)
         if all(self.outcome.get(e, "").startswith("standby") for e in endpoints):
-            return Standby(f"no atsd leads: {said} {tries}")
+            return Standby(f"no listed atsd leads: {said} {tries}")
         return Unreachable(f"no leading atsd at {said} {tries}")

@@ -6,6 +6,7 @@ were given before it listened. The ``standby`` reply itself needs a real standby
 store): tests/test_pg*.py."""
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -18,6 +19,7 @@ from atsclient import AsyncATSClient, ATSClient, Unreachable
 from atsclient.endpoints import BadAddress, parse
 from atsclient.events import Subscriber
 from daemon import BASE_CONFIG, Daemon, cli_env, wait_for
+from test_revocation_daemon import FAST, HOLDER, hold
 from test_subscriber import LOSSY, TINY, burst, collect
 
 TIMEOUT = 0.5
@@ -177,6 +179,44 @@ async def test_subscriber_follows_the_second_daemon_none_lost_none_twice(pair):
         after = await asyncio.wait_for(collect(sub, start + 800), 30)
     assert before + after == list(range(start + 1, start + 801))
     assert sub.lost == [] and sub.fetched > 0
+
+
+def test_elastic_endpoint_follows_the_second_daemon_and_acknowledges_there(pair, tmp_path):
+    """A holder process given both daemons: a countdown begun by the first ends on the
+    second, and a revocation on the second is answered by the holder (its ack goes there)."""
+    first, second = pair(FAST)
+    with first.client("alice") as alice, first.client("labadmin") as admin:
+        ids = {name: hold(alice, name) for name in ("dut-1", "dut-2")}
+        since = admin.get_events(0, limit=1)["last_seq"]
+        deadline = admin.call("revoke", nodelist=[{"node_id": "dut-1"}], max_wait_time=3.0)[
+            "deadline"]
+    out = tmp_path / "holder.jsonl"
+    with open(out, "w") as f:
+        holder = subprocess.Popen([sys.executable, str(HOLDER), f"{first.listen},{second.listen}",
+                                   f"{first.events},{second.events}", "alice", str(since),
+                                   "dut-2"], stdout=f, env=cli_env())
+    try:
+        wait_for(lambda: hooks(out, "delete_pending"), 10, what="a notice from the first")
+        first.kill()
+        second.start()
+        final = wait_for(lambda: hooks(out, "delete_complete"), 15, what="dut-1 gone")[0]
+        assert [n["node_id"] for n in final["nodelist"]] == ["dut-1"]
+        assert final["t"] >= deadline and final["nodelist"][0]["final"]
+        with second.client("labadmin") as admin:
+            later = admin.call("revoke", nodelist=[{"node_id": "dut-2"}],
+                               max_wait_time=60.0)["deadline"]
+        let_go = wait_for(lambda: hooks(out, "delete_complete")[1:], 30, what="dut-2 let go")
+        assert [n["node_id"] for n in let_go[0]["nodelist"]] == ["dut-2"]
+        assert let_go[0]["t"] < later                   # acknowledged, not run out
+    finally:
+        holder.kill()
+        holder.wait()
+    seen = [n["client_id"] for e in hooks(out, "delete_complete") for n in e["nodelist"]]
+    assert seen == [ids["dut-1"], ids["dut-2"]]          # each once
+
+
+def hooks(path, name) -> list[dict]:
+    return [e for e in map(json.loads, path.read_text().splitlines()) if e["hook"] == name]
 
 
 def atsclient(*args, env=None, timeout=60):
