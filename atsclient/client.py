@@ -543,15 +543,15 @@ class AsyncATSClient(_Connection, _Methods):
         a standby's: this try waits on for its own."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        future = self._waiting.get(rid)
+        if future is None:          # waiting before sending: the reply may come at once
+            future = self._waiting[rid] = loop.create_future()
         sock = self._socket(endpoint)
         try:        # a send waits while no connection is up: bounded like a reply
             await asyncio.wait_for(sock.send_multipart([b"", data]), timeout)
         except asyncio.TimeoutError:
             return None
         while True:
-            future = self._waiting.get(rid)
-            if future is None or future.done():
-                future = self._waiting[rid] = loop.create_future()
             try:
                 source, reply = await asyncio.wait_for(asyncio.shield(future),
                                                        deadline - loop.time())
@@ -559,6 +559,7 @@ class AsyncATSClient(_Connection, _Methods):
                 return None
             if source == endpoint or not is_standby(reply):
                 return reply
+            future = self._waiting[rid] = loop.create_future()
 
     async def close(self) -> None:
         for reader in self._readers:
