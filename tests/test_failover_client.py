@@ -241,6 +241,20 @@ def test_cli_takes_a_list_in_server_and_in_atsd_server(daemon):
     assert [r["owner"] for r in daemon.client().list_reservations(resource="dut-2")] == ["alice"]
 
 
+def test_cli_watch_takes_lists_of_command_and_event_endpoints(daemon):
+    with daemon.client("labadmin") as admin:
+        since = admin.get_events(0, limit=1)["last_seq"]
+        admin.set_resource_values({"dut-1": 0.5})
+    dead, dead_events = released_endpoint(), released_endpoint()
+    out = atsclient("--server", f"{dead},{daemon.listen}", "--events",
+                    f"{dead_events},{daemon.events}", "--timeout", str(TIMEOUT), "--json",
+                    "watch", "--since", str(since), "--count", "1")
+    assert out.returncode == 0, out.stderr
+    event = json.loads(out.stdout)
+    assert event["seq"] == since + 1 and event["nodelist"] == [{"node_id": "dut-1",
+                                                                "value": 0.5}]
+
+
 def test_cli_with_every_endpoint_silent_prints_one_line_naming_all():
     a, b = released_endpoint(), released_endpoint()
     out = atsclient("--server", f"{a},{b}", "--timeout", "0.1", "--retries", "1", "--json",

@@ -271,10 +271,14 @@ def curve_from(args) -> dict:
 
 
 def client_from(args) -> ATSClient:
-    """A client that says on stderr, after a try with no reply, where it tries next (a
-    wrong address shows in seconds, not after every retry)."""
     client = ATSClient(args.server, timeout=args.timeout, retries=args.retries,
                        user=args.user, **curve_from(args))
+    return retries_said(args, client)
+
+
+def retries_said(args, client):
+    """``client``, saying on stderr after a try with no reply where it tries next (a wrong
+    address shows in seconds, not after every retry)."""
     if not args.json:
         client.on_retry = lambda message: print(f"atsclient: {message}", file=sys.stderr,
                                                 flush=True)
