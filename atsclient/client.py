@@ -1,6 +1,6 @@
 """Clients for atsd: ``ATSClient`` (synchronous, with the methods and return shapes of
 kissats' ``BaseATSClient``) and ``AsyncATSClient`` (the same methods as coroutines, many
-requests in flight on one DEALER socket).
+requests in flight together).
 
 Both follow ZeroMQ's Lazy Pirate pattern: wait ``timeout`` seconds for a reply, send again
 (up to ``retries`` times per endpoint, moving along an address that lists several: see
@@ -372,7 +372,8 @@ class _Connection:
 
     @property
     def endpoint(self) -> str:
-        """The endpoint in use: the one that answered last."""
+        """Where the next request goes first: the endpoint that answered last, or the one
+        after an endpoint that failed."""
         return self.failover.current
 
     def _connect(self, sock, endpoint: str):
@@ -385,8 +386,8 @@ class _Connection:
         request.setdefault("user", self.user)
         return request
 
-    def _tries(self) -> Tries:
-        return Tries(self.failover, self.retries, self.timeout, self.on_retry)
+    def _tries(self, wait: float) -> Tries:
+        return Tries(self.failover, self.retries, wait, self.timeout, self.on_retry)
 
 
 class ATSClient(_Connection, _Methods):
@@ -423,7 +424,7 @@ class ATSClient(_Connection, _Methods):
 
     def _do(self, request, read=_identity, accept=(), timeout=None, cancellable=False):
         data = _pack(self._stamp(request))
-        tries = self._tries()
+        tries = self._tries(timeout or self.timeout)
         try:
             for endpoint in tries:
                 sock = self._socket(endpoint)
@@ -432,7 +433,7 @@ class ATSClient(_Connection, _Methods):
                 except zmq.Again:
                     tries.silent(endpoint)
                     continue
-                if not _poll_in(sock, timeout or self.timeout):
+                if not _poll_in(sock, tries.wait):
                     tries.silent(endpoint)
                     continue
                 reply = _unpack(sock.recv())
@@ -514,10 +515,10 @@ class AsyncATSClient(_Connection, _Methods):
         request = self._stamp(request)
         data = _pack(request)
         rid = request["request_id"]
-        tries = self._tries()
+        tries = self._tries(timeout or self.timeout)
         try:
             for endpoint in tries:
-                reply = await self._try(endpoint, rid, data, timeout or self.timeout)
+                reply = await self._try(endpoint, rid, data, tries.wait)
                 if reply is None:
                     tries.silent(endpoint)
                 elif not is_standby(reply):

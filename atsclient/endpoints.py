@@ -11,8 +11,8 @@ listed that endpoint, written the same way: it never connects anywhere it was no
 
 A standby answers at once, and the standbys of a lost leader answer so until one of them
 has taken the lead (seconds). So that such a request outlives the election instead of
-running through its tries in milliseconds, the client waits one timeout after every
-endpoint in turn has answered ``standby``.
+running through its tries in milliseconds, the client waits one timeout (the client's
+plain one, not a long wait's) after every endpoint in turn has answered ``standby``.
 """
 
 from __future__ import annotations
@@ -95,11 +95,12 @@ class Tries:
     endpoint (iterate to get it). ``silent`` and ``standby`` say how a try failed;
     ``error()`` is what to raise when none is left, naming every endpoint and what it did."""
 
-    def __init__(self, failover: Failover, retries: int, timeout: float,
+    def __init__(self, failover: Failover, retries: int, wait: float, pause: float,
                  on_retry=None) -> None:
         self.failover = failover
         self.total = retries * len(failover.endpoints)
-        self.timeout = timeout
+        self.wait = wait            # how long a try waits for its reply
+        self.pause = pause          # how long to wait when no endpoint leads
         self.on_retry = on_retry
         self.done = 0
         self.outcome: dict[str, str] = {}          # endpoint -> how its last try ended
@@ -116,11 +117,11 @@ class Tries:
         self.failover.failed(endpoint)
         if self.done < self.total:
             nxt = self.failover.current
-            self._say(f"no reply from atsd at {endpoint} within {self.timeout:g}s; "
+            self._say(f"no reply from atsd at {endpoint} within {self.wait:g}s; "
                       f"{'trying again' if nxt == endpoint else f'trying {nxt}'}")
 
     def standby(self, endpoint: str, reply: dict) -> float:
-        """Seconds to wait before the next try: a timeout once every endpoint in turn has
+        """Seconds to wait before the next try: ``pause`` once every endpoint in turn has
         answered standby (no leader now), else none."""
         leader = reply.get("leader")
         leader = leader if isinstance(leader, str) and not _problem(leader) else None
@@ -135,8 +136,8 @@ class Tries:
             return 0.0
         self.standbys_in_a_row = 0
         self._say(f"no atsd leads now ({', '.join(self.failover.endpoints)} answer standby); "
-                  f"trying again in {self.timeout:g}s")
-        return self.timeout
+                  f"trying again in {self.pause:g}s")
+        return self.pause
 
     def _say(self, message: str) -> None:
         if self.on_retry is not None:
@@ -144,7 +145,7 @@ class Tries:
 
     def error(self) -> ATSError:
         endpoints = self.failover.endpoints
-        tries = f"after {self.total} tries of {self.timeout:g}s"
+        tries = f"after {self.total} tries of {self.wait:g}s"
         if all(self.outcome.get(e) == "no reply" for e in endpoints):
             return Unreachable(f"no reply from atsd at {', '.join(endpoints)} {tries}")
         said = ", ".join(f"{e} ({self.outcome.get(e, 'not tried')})" for e in endpoints)

@@ -94,7 +94,7 @@ class Subscriber(_Stoppable):
                  client: AsyncATSClient | None = None, user: str | None = None,
                  idle_check_s: float = 1.0, page: int = 1000, sockopts: dict | None = None,
                  context: zmq.asyncio.Context | None = None) -> None:
-        self.events_endpoints = endpoints.parse(events_endpoint or
+        self.events_endpoint = endpoints.joined(events_endpoint or
                                                 default_events_endpoint(server))
         self.topics = list(topics) if topics else None
         self.last_seq = since_seq          # seq of the last event yielded
@@ -141,7 +141,7 @@ class Subscriber(_Stoppable):
         if self._client.curve is not None:
             self._client.curve.apply(sub)
         self._monitor = sub.get_monitor_socket(zmq.EVENT_CONNECTED)
-        for endpoint in self.events_endpoints:     # only the leader publishes
+        for endpoint in endpoints.parse(self.events_endpoint):   # only the leader publishes
             sub.connect(endpoint)
         self._poller = zmq.asyncio.Poller()
         self._poller.register(sub, zmq.POLLIN)
