@@ -430,16 +430,13 @@ class ATSClient(_Connection, _Methods):
                 sock = self._socket(endpoint)
                 try:
                     sock.send(data)
-                except zmq.Again:
-                    tries.silent(endpoint)
-                    continue
-                if not _poll_in(sock, tries.wait):
-                    tries.silent(endpoint)
-                    continue
-                reply = _unpack(sock.recv())
-                if not is_standby(reply):
+                except zmq.Again:       # no connection up: a try with no reply
+                    reply = None
+                else:
+                    reply = _unpack(sock.recv()) if _poll_in(sock, tries.wait) else None
+                if reply is not None and not is_standby(reply):
                     return _read_reply(reply, read, accept)
-                time.sleep(tries.standby(endpoint, reply))
+                time.sleep(tries.failed(endpoint, reply))
         except KeyboardInterrupt:
             if cancellable:     # REQ_RELAXED: a new request may go before the reply came
                 with contextlib.suppress(ATSError):
@@ -519,12 +516,9 @@ class AsyncATSClient(_Connection, _Methods):
         try:
             for endpoint in tries:
                 reply = await self._try(endpoint, rid, data, tries.wait)
-                if reply is None:
-                    tries.silent(endpoint)
-                elif not is_standby(reply):
+                if reply is not None and not is_standby(reply):
                     return _read_reply(reply, read, accept)
-                else:
-                    await asyncio.sleep(tries.standby(endpoint, reply))
+                await asyncio.sleep(tries.failed(endpoint, reply))
         except asyncio.CancelledError:
             if cancellable:
                 # the cancel's reply carries the same id, so the cancelled request's own

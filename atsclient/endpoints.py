@@ -10,9 +10,10 @@ the leader (``leader``) when it knows it; the client goes there next only when t
 listed that endpoint, written the same way: it never connects anywhere it was not told.
 
 A standby answers at once, and the standbys of a lost leader answer so until one of them
-has taken the lead (seconds). So that such a request outlives the election instead of
-running through its tries in milliseconds, the client waits one timeout (the client's
-plain one, not a long wait's) after every endpoint in turn has answered ``standby``.
+has taken the lead (seconds). So that a request outlives the election instead of running
+through its tries in milliseconds, the client waits one timeout (its plain one, not a long
+wait's) after each round in which every endpoint failed and one of them is a standby. A
+request gives up after ``retries`` rounds: pick them to outlast an election.
 """
 
 from __future__ import annotations
@@ -92,8 +93,9 @@ class Failover:
 
 class Tries:
     """One request's tries: ``retries`` per endpoint, each going to the client's current
-    endpoint (iterate to get it). ``silent`` and ``standby`` say how a try failed;
-    ``error()`` is what to raise when none is left, naming every endpoint and what it did."""
+    endpoint (iterate to get it). ``failed`` records how a try failed and says how long to
+    wait before the next; ``error()`` is what to raise when none is left, naming every
+    endpoint and what it did."""
 
     def __init__(self, failover: Failover, retries: int, wait: float, pause: float,
                  on_retry=None) -> None:
@@ -104,40 +106,45 @@ class Tries:
         self.on_retry = on_retry
         self.done = 0
         self.outcome: dict[str, str] = {}          # endpoint -> how its last try ended
-        self.standbys_in_a_row = 0
+        self.round: set[str] = set()               # endpoints failed since the last round
 
     def __iter__(self):
         while self.done < self.total:
             self.done += 1
             yield self.failover.current
 
-    def silent(self, endpoint: str) -> None:
-        self.outcome[endpoint] = "no reply"
-        self.standbys_in_a_row = 0
-        self.failover.failed(endpoint)
-        if self.done < self.total:
-            nxt = self.failover.current
-            self._say(f"no reply from atsd at {endpoint} within {self.wait:g}s; "
-                      f"{'trying again' if nxt == endpoint else f'trying {nxt}'}")
-
-    def standby(self, endpoint: str, reply: dict) -> float:
-        """Seconds to wait before the next try: ``pause`` once every endpoint in turn has
-        answered standby (no leader now), else none."""
-        leader = reply.get("leader")
-        leader = leader if isinstance(leader, str) and not _problem(leader) else None
-        if leader is None:
-            self.outcome[endpoint] = "standby"
+    def failed(self, endpoint: str, standby_reply: dict | None = None) -> float:
+        """``endpoint`` gave no reply (``standby_reply`` None) or answered standby.
+        Returns the seconds to wait before the next try: ``pause`` when every endpoint has
+        failed since the last round and one of them is a standby (no leader now), else 0."""
+        leader = None
+        if standby_reply is None:
+            self.outcome[endpoint] = "no reply"
         else:
-            listed = leader in self.failover.endpoints
-            self.outcome[endpoint] = f"standby, leader {leader}{'' if listed else ', not listed'}"
+            leader = standby_reply.get("leader")
+            leader = leader if isinstance(leader, str) and not _problem(leader) else None
+            listed = leader is None or leader in self.failover.endpoints
+            self.outcome[endpoint] = ("standby" if leader is None else
+                                      f"standby, leader {leader}{'' if listed else ', not listed'}")
         self.failover.failed(endpoint, leader)
-        self.standbys_in_a_row += 1
-        if self.standbys_in_a_row < len(self.failover.endpoints) or self.done >= self.total:
+        self.round.add(endpoint)
+        if self.done >= self.total:
             return 0.0
-        self.standbys_in_a_row = 0
-        self._say(f"no atsd leads now ({', '.join(self.failover.endpoints)} answer standby); "
-                  f"trying again in {self.pause:g}s")
-        return self.pause
+        pause = 0.0
+        if len(self.round) == len(self.failover.endpoints):
+            if any(self.outcome[e] != "no reply" for e in self.round):
+                pause = self.pause
+            self.round.clear()
+        said = [f"no reply from atsd at {endpoint} within {self.wait:g}s"] \
+            if standby_reply is None else []
+        if pause:
+            said.append("no listed atsd leads now")
+        if said:
+            nxt = self.failover.current
+            said.append(("trying again" if nxt == endpoint else f"trying {nxt}") +
+                        (f" in {pause:g}s" if pause else ""))
+            self._say("; ".join(said))
+        return pause
 
     def _say(self, message: str) -> None:
         if self.on_retry is not None:
