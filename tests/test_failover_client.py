@@ -3,7 +3,7 @@
 A second daemon takes over the way a standby does: it starts on the state the first one
 committed (here the same SQLite file, once the first is dead), on endpoints the clients
 were given before it listened. The ``standby`` reply itself needs a real standby (PostgreSQL
-store): tests/test_pg*.py."""
+store): tests/test_pg*.py; here the moves a standby's reply makes are driven directly."""
 
 import asyncio
 import json
@@ -15,8 +15,8 @@ import sys
 
 import pytest
 
-from atsclient import AsyncATSClient, ATSClient, Unreachable
-from atsclient.endpoints import BadAddress, parse
+from atsclient import AsyncATSClient, ATSClient, Standby, Unreachable
+from atsclient.endpoints import BadAddress, Failover, Tries, parse
 from atsclient.events import Subscriber
 from daemon import BASE_CONFIG, Daemon, cli_env, wait_for
 from test_revocation_daemon import FAST, HOLDER, hold
@@ -77,6 +77,52 @@ def test_an_endpoint_list_is_kept_in_order():
     assert parse("tcp://b:1,ipc:///run/atsd.sock") == ("tcp://b:1", "ipc:///run/atsd.sock")
     assert parse(["tcp://a:1", "tcp://b:1"]) == ("tcp://a:1", "tcp://b:1")
     assert ATSClient(["tcp://a:1", "tcp://b:1"]).server == "tcp://a:1,tcp://b:1"
+
+
+STANDBY = {"ok": False, "error": {"code": "standby", "message": "this atsd is a standby"}}
+
+
+def walk(endpoints, outcomes, retries=2):
+    """Drive one request's Tries over ``endpoints``: each try fails as ``outcomes`` says
+    (None: no reply; a dict: a standby's reply). (endpoints tried, pauses, messages)."""
+    said = []
+    tries = Tries(Failover(endpoints), retries, wait=0.5, pause=2.0, on_retry=said.append)
+    tried, pauses = [], []
+    for outcome, endpoint in zip(outcomes, tries, strict=False):   # as many as outcomes
+        tried.append(endpoint)
+        pauses.append(tries.failed(endpoint, outcome))
+    return tries, tried, pauses, said
+
+
+def test_a_standby_naming_a_listed_leader_sends_the_next_try_there():
+    a, b, c = "tcp://a:1", "tcp://b:1", "tcp://c:1"
+    _, tried, pauses, said = walk((a, b, c), [{**STANDBY, "leader": c}, None])
+    assert tried == [a, c] and pauses == [0.0, 0.0]
+    assert said == [f"no reply from atsd at {c} within 0.5s; trying {a} (3 of 6)"]
+
+
+@pytest.mark.parametrize("leader", ["tcp://elsewhere:1", 5, "x" * 300, "tcp://a:1 "])
+def test_a_leader_not_listed_or_malformed_is_not_followed(leader):
+    a, b = "tcp://a:1", "tcp://b:1"
+    tries, tried, _, _ = walk((a, b), [{**STANDBY, "leader": leader}] * 4)
+    assert tried == [a, b, a, b]
+    error = tries.error()
+    assert isinstance(error, Standby) and str(error).startswith("no listed atsd leads: ")
+    assert (f"leader {leader}, not listed" in str(error)) == (leader == "tcp://elsewhere:1")
+
+
+def test_a_round_with_a_standby_and_no_leader_pauses_a_round_of_silence_does_not():
+    a, b = "tcp://a:1", "tcp://b:1"
+    _, _, pauses, said = walk((a, b), [None, None, None, {**STANDBY, "leader": a}])
+    assert pauses == [0.0, 0.0, 0.0, 0.0]           # the last try: nothing follows
+    _, _, pauses, said = walk((a, b), [None, {**STANDBY, "leader": a}, None, STANDBY],
+                              retries=3)
+    assert pauses == [0.0, 2.0, 0.0, 2.0]
+    assert said[1] == f"no listed atsd leads now; trying {a} in 2s (3 of 6)"
+    tries, _, _, _ = walk((a, b), [None, STANDBY] * 3, retries=3)
+    assert isinstance(tries.error(), Unreachable) and not isinstance(tries.error(), Standby)
+    assert str(tries.error()) == (f"no leading atsd at {a} (no reply), {b} (standby) after "
+                                  "6 tries of 0.5s")
 
 
 def test_silent_first_endpoint_is_passed_after_its_timeout(daemon):
