@@ -14,7 +14,7 @@ _HOMES = {
     **dict.fromkeys(
         ["ATSError", "BackendError", "BadRequest", "ClaimLate", "Conflict", "Forbidden",
          "InternalError", "NotFound", "Overloaded", "ResourceRetryExceeded",
-         "ResourceUnavailable", "ServerCommandMissing", "TooEarly", "Unauthenticated",
+         "ResourceUnavailable", "ServerCommandMissing", "Standby", "TooEarly", "Unauthenticated",
          "Unreachable"], "errors"),
 }
 

@@ -1,9 +1,10 @@
 """Clients for atsd: ``ATSClient`` (synchronous, with the methods and return shapes of
 kissats' ``BaseATSClient``) and ``AsyncATSClient`` (the same methods as coroutines, many
-requests in flight on one DEALER socket).
+requests in flight together).
 
 Both follow ZeroMQ's Lazy Pirate pattern: wait ``timeout`` seconds for a reply, send again
-(up to ``retries`` times) and then raise ``Unreachable`` naming the address. Every request
+(up to ``retries`` times per endpoint, moving along an address that lists several: see
+atsclient.endpoints) and then raise ``Unreachable`` naming the address. Every request
 carries a ``request_id`` that stays the same across its retries, so a retried mutating call
 that did reach the daemon is answered with its first reply instead of acting twice.
 
@@ -24,8 +25,9 @@ import msgpack
 import zmq
 import zmq.asyncio
 
-from .errors import (BY_CODE, ATSError, InternalError, ServerCommandMissing, Unreachable,
-                     from_reply)
+from . import endpoints
+from .endpoints import Failover, Tries, is_standby
+from .errors import BY_CODE, ATSError, InternalError, ServerCommandMissing, from_reply
 from .security import curve_keys
 
 DEFAULT_SERVER = "tcp://127.0.0.1:5555"
@@ -349,54 +351,65 @@ def _read_reply(reply: dict, read, accept):
 
 
 class _Connection:
-    """What both clients need to reach a daemon: address, identity, timeouts. With
-    ``server_public_key`` the socket is a CURVE client (see atsclient.security): keys are
-    Z85 text or certificate files, and ``public_key`` may be left out."""
+    """What both clients need to reach a daemon: address, identity, timeouts. ``server``
+    is one endpoint or several (``tcp://a:5555,tcp://b:5555``, or a list): a leader and its
+    standbys, tried in turn (atsclient.endpoints). With ``server_public_key`` the socket is
+    a CURVE client (see atsclient.security): keys are Z85 text or certificate files, and
+    ``public_key`` may be left out; every listed daemon must then have that key."""
 
-    def __init__(self, server: str = DEFAULT_SERVER, timeout: float = 5.0, retries: int = 3,
+    def __init__(self, server=DEFAULT_SERVER, timeout: float = 5.0, retries: int = 3,
                  user: str | None = None, server_public_key=None, public_key=None,
                  secret_key=None) -> None:
-        self.server = server
+        self.server = endpoints.joined(server)
+        self.failover = Failover(endpoints.parse(self.server))
         self.timeout = timeout
         self.retries = retries
         self.user = user or getpass.getuser()
         self.curve = curve_keys(server_public_key, public_key, secret_key)
-        # called with the number of the try that got no reply, before the next one (the
-        # CLI says at once that the daemon is silent, not after every retry)
-        self.on_no_reply = None
+        # called with a sentence before a try that follows a failed one (the CLI says at
+        # once that a daemon is silent, not after every retry)
+        self.on_retry = None
 
-    def _connect(self, sock):
+    @property
+    def endpoint(self) -> str:
+        """Where the next request goes first: the endpoint that answered last, or the one
+        after an endpoint that failed."""
+        return self.failover.current
+
+    def _connect(self, sock, endpoint: str):
         if self.curve is not None:
             self.curve.apply(sock)
-        sock.connect(self.server)
+        sock.connect(endpoint)
 
     def _stamp(self, request: dict) -> dict:
         request.setdefault("request_id", uuid.uuid4().hex)
         request.setdefault("user", self.user)
         return request
 
-    def _unreachable(self) -> Unreachable:
-        return Unreachable(f"no reply from atsd at {self.server} after {self.retries} "
-                           f"tries of {self.timeout:g}s")
+    def _tries(self, wait: float) -> Tries:
+        return Tries(self.failover, self.retries, wait, self.timeout, self.on_retry)
 
 
 class ATSClient(_Connection, _Methods):
     """Synchronous client: one request at a time on a REQ socket (REQ_RELAXED and
-    REQ_CORRELATE, so a lost reply cannot wedge it)."""
+    REQ_CORRELATE, so a lost reply cannot wedge it), connected to one endpoint at a time."""
 
-    def __init__(self, server: str = DEFAULT_SERVER, timeout: float = 5.0, retries: int = 3,
+    def __init__(self, server=DEFAULT_SERVER, timeout: float = 5.0, retries: int = 3,
                  user: str | None = None, context: zmq.Context | None = None,
                  server_public_key=None, public_key=None, secret_key=None) -> None:
         super().__init__(server, timeout, retries, user, server_public_key, public_key,
                          secret_key)
         self._ctx = context or zmq.Context.instance()
         self._sock = None
+        self._sock_endpoint = None
 
     @property
     def ats_server(self) -> str:
         return self.server
 
-    def _socket(self) -> zmq.Socket:
+    def _socket(self, endpoint: str) -> zmq.Socket:
+        if self._sock is not None and self._sock_endpoint != endpoint:
+            self.close()        # moving on: a late reply of the old endpoint is not waited for
         if self._sock is None:
             sock = self._ctx.socket(zmq.REQ)
             sock.setsockopt(zmq.REQ_RELAXED, 1)
@@ -405,35 +418,37 @@ class ATSClient(_Connection, _Methods):
             # a send blocks while no connection is up (a daemon that refused our key);
             # bounded, it counts as a try like a missing reply
             sock.setsockopt(zmq.SNDTIMEO, int(self.timeout * 1000))
-            self._connect(sock)
-            self._sock = sock
+            self._connect(sock, endpoint)
+            self._sock, self._sock_endpoint = sock, endpoint
         return self._sock
 
     def _do(self, request, read=_identity, accept=(), timeout=None, cancellable=False):
         data = _pack(self._stamp(request))
-        sock = self._socket()
+        tries = self._tries(timeout or self.timeout)
         try:
-            for attempt in range(1, self.retries + 1):
+            for endpoint in tries:
+                sock = self._socket(endpoint)
                 try:
                     sock.send(data)
-                except zmq.Again:
-                    continue
-                if _poll_in(sock, timeout or self.timeout):
-                    return _read_reply(_unpack(sock.recv()), read, accept)
-                if self.on_no_reply is not None and attempt < self.retries:
-                    self.on_no_reply(attempt)
+                except zmq.Again:       # no connection up: a try with no reply
+                    reply = None
+                else:
+                    reply = _unpack(sock.recv()) if _poll_in(sock, tries.wait) else None
+                if reply is not None and not is_standby(reply):
+                    return _read_reply(reply, read, accept)
+                time.sleep(tries.failed(endpoint, reply))
         except KeyboardInterrupt:
             if cancellable:     # REQ_RELAXED: a new request may go before the reply came
                 with contextlib.suppress(ATSError):
                     self.cancel_request(request["request_id"])
             raise
         self.close()          # a fresh socket next time, not one with a stale request
-        raise self._unreachable()
+        raise tries.error()
 
     def close(self) -> None:
         if self._sock is not None:
             self._sock.close(0)
-            self._sock = None
+            self._sock = self._sock_endpoint = None
 
     def __enter__(self):
         return self
@@ -443,34 +458,38 @@ class ATSClient(_Connection, _Methods):
 
 
 class AsyncATSClient(_Connection, _Methods):
-    """asyncio client: any number of requests in flight on one DEALER socket, replies
-    matched to callers by request_id."""
+    """asyncio client: any number of requests in flight, replies matched to callers by
+    request_id. One DEALER socket per endpoint, opened when first tried and kept, so the
+    late reply of an endpoint the client moved away from still answers its request."""
 
-    def __init__(self, server: str = DEFAULT_SERVER, timeout: float = 5.0, retries: int = 3,
+    def __init__(self, server=DEFAULT_SERVER, timeout: float = 5.0, retries: int = 3,
                  user: str | None = None, context: zmq.asyncio.Context | None = None,
                  server_public_key=None, public_key=None, secret_key=None) -> None:
         super().__init__(server, timeout, retries, user, server_public_key, public_key,
                          secret_key)
         self._ctx = context or zmq.asyncio.Context.instance()
-        self._sock = None
+        self._socks: dict[str, zmq.asyncio.Socket] = {}
+        # request_id -> the future of its (endpoint, reply)
         self._waiting: dict[str, asyncio.Future] = {}
-        self._reader: asyncio.Task | None = None
+        self._readers: list[asyncio.Task] = []
 
-    def _socket(self):
-        if self._sock is None:
+    def _socket(self, endpoint: str):
+        if endpoint not in self._socks:
             sock = self._ctx.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
-            self._connect(sock)
-            self._sock = sock
-            self._reader = asyncio.get_running_loop().create_task(self._read_replies())
-        return self._sock
+            self._connect(sock, endpoint)
+            self._socks[endpoint] = sock
+            self._readers.append(asyncio.get_running_loop().create_task(
+                self._read_replies(sock, endpoint)))
+        return self._socks[endpoint]
 
-    async def _read_replies(self) -> None:
-        """Hand each reply to the request waiting for it. One that cannot be read (not
-        msgpack, not a map, no request_id) is logged and dropped, and the others are still
-        served; one of a waiting request that is not a reply's shape fails that request."""
+    async def _read_replies(self, sock, endpoint: str) -> None:
+        """Hand each reply to the request waiting for it, with the endpoint it came from.
+        One that cannot be read (not msgpack, not a map, no request_id) is logged and
+        dropped, and the others are still served; one of a waiting request that is not a
+        reply's shape fails that request."""
         while True:
-            frames = await self._sock.recv_multipart()
+            frames = await sock.recv_multipart()
             try:
                 reply = _unpack(frames[-1])
             except Exception as exc:        # whatever the bytes: msgpack's errors vary
@@ -483,7 +502,7 @@ class AsyncATSClient(_Connection, _Methods):
                     log.warning("dropped a reply without a request_id: %.200r", reply)
                 continue
             if _well_formed(reply):
-                future.set_result(reply)
+                future.set_result((endpoint, reply))
             else:
                 log.warning("malformed reply to %s: %.200r", rid, reply)
                 future.set_exception(InternalError(f"atsd's reply is malformed: {reply!r:.200}",
@@ -492,22 +511,14 @@ class AsyncATSClient(_Connection, _Methods):
     async def _do(self, request, read=_identity, accept=(), timeout=None, cancellable=False):
         request = self._stamp(request)
         data = _pack(request)
-        sock = self._socket()
         rid = request["request_id"]
-        future = asyncio.get_running_loop().create_future()
-        self._waiting[rid] = future
+        tries = self._tries(timeout or self.timeout)
         try:
-            for _ in range(self.retries):
-                try:        # a send waits while no connection is up: bounded like a reply
-                    await asyncio.wait_for(sock.send_multipart([b"", data]), self.timeout)
-                except asyncio.TimeoutError:
-                    continue
-                try:
-                    reply = await asyncio.wait_for(asyncio.shield(future),
-                                                   timeout or self.timeout)
-                except asyncio.TimeoutError:
-                    continue
-                return _read_reply(reply, read, accept)
+            for endpoint in tries:
+                reply = await self._try(endpoint, rid, data, tries.wait)
+                if reply is not None and not is_standby(reply):
+                    return _read_reply(reply, read, accept)
+                await asyncio.sleep(tries.failed(endpoint, reply))
         except asyncio.CancelledError:
             if cancellable:
                 # the cancel's reply carries the same id, so the cancelled request's own
@@ -519,16 +530,40 @@ class AsyncATSClient(_Connection, _Methods):
             raise
         finally:
             self._waiting.pop(rid, None)
-        raise self._unreachable()
+        raise tries.error()
+
+    async def _try(self, endpoint: str, rid: str, data: bytes, timeout: float):
+        """The reply to one send of ``data`` to ``endpoint``; None when none came within
+        ``timeout``. A reply to an earlier try (from any endpoint) will do too, unless it is
+        a standby's: this try waits on for its own."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        future = self._waiting.get(rid)
+        if future is None:          # waiting before sending: the reply may come at once
+            future = self._waiting[rid] = loop.create_future()
+        sock = self._socket(endpoint)
+        try:        # a send waits while no connection is up: bounded like a reply
+            await asyncio.wait_for(sock.send_multipart([b"", data]), timeout)
+        except asyncio.TimeoutError:
+            return None
+        while True:
+            try:
+                source, reply = await asyncio.wait_for(asyncio.shield(future),
+                                                       deadline - loop.time())
+            except asyncio.TimeoutError:
+                return None
+            if source == endpoint or not is_standby(reply):
+                return reply
+            future = self._waiting[rid] = loop.create_future()
 
     async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            await asyncio.gather(self._reader, return_exceptions=True)
-            self._reader = None
-        if self._sock is not None:
-            self._sock.close(0)
-            self._sock = None
+        for reader in self._readers:
+            reader.cancel()
+        await asyncio.gather(*self._readers, return_exceptions=True)
+        self._readers = []
+        for sock in self._socks.values():
+            sock.close(0)
+        self._socks = {}
 
     async def __aenter__(self):
         return self

@@ -70,6 +70,13 @@ class Unreachable(ATSError):
     code = "unreachable"
 
 
+class Standby(Unreachable):
+    """Every endpoint of the address answered that it is a standby: no atsd leads now (or
+    the leader is not among them; the message names it when a standby said)."""
+
+    code = "standby"
+
+
 class ServerCommandMissing(BadRequest):
     """kissats' name: ``server_communicate`` got a request without a ``command``."""
 
@@ -86,7 +93,7 @@ class ResourceRetryExceeded(ATSError):
 # holds the two to each other)
 BY_CODE = {cls.code: cls for cls in (BadRequest, NotFound, ResourceUnavailable, Conflict,
                                      TooEarly, ClaimLate, Forbidden, Unauthenticated,
-                                     Overloaded, BackendError, InternalError)}
+                                     Overloaded, BackendError, InternalError, Standby)}
 
 
 def from_reply(reply: dict) -> ATSError:

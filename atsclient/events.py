@@ -42,6 +42,7 @@ import zmq
 import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
+from . import endpoints
 from .client import DEFAULT_SERVER, AsyncATSClient
 from .errors import Unreachable
 
@@ -76,6 +77,11 @@ class Subscriber(_Stoppable):
     """Every event of ``topics`` (all when None), once each and in seq order, as an async
     iterator (``async for event in sub``) or through ``run(callback)``.
 
+    ``server`` and ``events_endpoint`` may each list several endpoints (a leader and its
+    standbys, see atsclient.endpoints): the SUB socket connects to every events endpoint,
+    and only the leader publishes, so after a failover the new leader's events come in by
+    themselves, and what passed meanwhile is fetched from its log as any gap is.
+
     ``since_seq`` starts after that seq (e.g. a ``last_seq`` kept from a previous run);
     None starts from now. ``client`` (an AsyncATSClient) is used for ``get_events`` when
     given (pass one made with CURVE keys when the daemon uses CURVE: the SUB socket takes
@@ -83,12 +89,13 @@ class Subscriber(_Stoppable):
     before it connects (``{zmq.RCVHWM: ...}``). ``async with`` subscribes at once.
     """
 
-    def __init__(self, server: str = DEFAULT_SERVER, events_endpoint: str | None = None,
+    def __init__(self, server=DEFAULT_SERVER, events_endpoint=None,
                  topics=None, *, since_seq: int | None = None,
                  client: AsyncATSClient | None = None, user: str | None = None,
                  idle_check_s: float = 1.0, page: int = 1000, sockopts: dict | None = None,
                  context: zmq.asyncio.Context | None = None) -> None:
-        self.events_endpoint = events_endpoint or default_events_endpoint(server)
+        self.events_endpoint = endpoints.joined(events_endpoint or
+                                                default_events_endpoint(server))
         self.topics = list(topics) if topics else None
         self.last_seq = since_seq          # seq of the last event yielded
         self.lost: list[tuple[int, int]] = []
@@ -98,7 +105,7 @@ class Subscriber(_Stoppable):
         self.sockopts = dict(sockopts or {})
         self._client = client
         self._own_client = client is None
-        self._server = server
+        self._server = endpoints.joined(server)
         self._user = user
         self._ctx = context or zmq.asyncio.Context.instance()
         self._cursor = since_seq
@@ -134,7 +141,8 @@ class Subscriber(_Stoppable):
         if self._client.curve is not None:
             self._client.curve.apply(sub)
         self._monitor = sub.get_monitor_socket(zmq.EVENT_CONNECTED)
-        sub.connect(self.events_endpoint)
+        for endpoint in endpoints.parse(self.events_endpoint):   # only the leader publishes
+            sub.connect(endpoint)
         self._poller = zmq.asyncio.Poller()
         self._poller.register(sub, zmq.POLLIN)
         self._poller.register(self._monitor, zmq.POLLIN)
@@ -252,12 +260,15 @@ def _drain(sock) -> list[list[bytes]]:
             return out
 
 
-def default_events_endpoint(server: str) -> str:
-    """atsd's default event endpoint: the command endpoint's port + 1."""
-    m = re.fullmatch(r"(tcp://.+:)(\d+)", server)
-    if not m:
-        raise ValueError(f"cannot tell the event endpoint of {server}; give it")
-    return f"{m.group(1)}{int(m.group(2)) + 1}"
+def default_events_endpoint(server) -> str:
+    """atsd's default event endpoints: each command endpoint's port + 1."""
+    found = []
+    for endpoint in endpoints.parse(server):
+        m = re.fullmatch(r"(tcp://.+:)(\d+)", endpoint)
+        if not m:
+            raise ValueError(f"cannot tell the event endpoint of {endpoint}; give it")
+        found.append(f"{m.group(1)}{int(m.group(2)) + 1}")
+    return ",".join(found)
 
 
 class ElasticEndpoint(_Stoppable):
@@ -285,13 +296,13 @@ class ElasticEndpoint(_Stoppable):
     CARRIED = ("revocation_id", "reason", "deadline", "final")
     VERSION = {"api": "elasticslice client endpoint", "implementation": "atsclient"}
 
-    def __init__(self, server: str = DEFAULT_SERVER, events_endpoint: str | None = None,
+    def __init__(self, server=DEFAULT_SERVER, events_endpoint=None,
                  user: str | None = None, *, since_seq: int | None = None,
                  timeout: float = 5.0, keys: dict | None = None,
                  **subscriber_options) -> None:
         """``keys``: CURVE keys for AsyncATSClient (``server_public_key``, ``secret_key``);
         ``user`` must then be the name the daemon has the key filed under."""
-        self.server = server
+        self.server = endpoints.joined(server)
         self.keys = dict(keys or {})
         self.events_endpoint = events_endpoint
         self.user = user or getpass.getuser()

@@ -108,6 +108,9 @@ ERROR_CODES: dict[str, str] = {
     "unauthenticated": "the request carries no identity the daemon accepts",
     "overloaded": "too many requests in flight on this connection; try again",
     "backend_error": "the batch backend (Slurm) failed; the message says how",
+    "standby": "this atsd is a standby: another one leads (the reply's `leader` is its "
+               "endpoint, when known) or none does yet; clients move on to the next "
+               "endpoint of their address",
     "internal": "the daemon failed (for example its state file could not be written); "
                 "nothing was changed",
 }

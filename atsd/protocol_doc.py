@@ -36,7 +36,16 @@ A reply is `{{"ok": true, <reply keys>}}` or
 `request_id` when it had one. Times are epoch seconds (float), durations seconds.
 The extra keys of a refusal: `time_available` (`too_early`), `pre_reservation_id`,
 `new_avail`, `new_expire` (`claim_late` with a fresh offer), `max_extension` (a refused
-extension), `conflicts` (a refused series), `position` (a broken selector).
+extension), `conflicts` (a refused series), `position` (a broken selector), `leader` (the
+leading daemon's endpoint, when a `standby` knows it).
+
+Several atsd may share one PostgreSQL database: one leads, the others stand by. A standby
+answers `get_version` (its `role` says which it is) and every other command with
+`standby`. A client given several endpoints (`tcp://a:5555,tcp://b:5555`) tries them in
+turn, moving on at a timeout or a `standby` with the same `request_id`, so a request the
+old leader committed is answered from the new leader's reply cache, never applied twice;
+`leader` only picks among the endpoints it was given. Only the leader publishes; a
+subscriber connects to every events endpoint and fills a gap from `get_events`.
 
 Every command may answer `bad_request` (with the key and the reason), `overloaded`,
 `unauthenticated` and `internal`, and `conflict` to a `request_id` sent before with a

@@ -24,6 +24,7 @@ import time
 import argcomplete
 import zmq
 
+from .. import endpoints
 from ..client import DEFAULT_SERVER, ATSClient
 from ..errors import ATSError
 from ..events import default_events_endpoint
@@ -270,18 +271,41 @@ def curve_from(args) -> dict:
 
 
 def client_from(args) -> ATSClient:
-    """A client that says on stderr, after the first try with no reply, that it is trying
-    again (a wrong address shows in seconds, not after every retry)."""
     client = ATSClient(args.server, timeout=args.timeout, retries=args.retries,
                        user=args.user, **curve_from(args))
+    return retries_said(args, client)
 
-    def no_reply(attempt: int) -> None:
-        if not args.json:
-            print(f"atsclient: no reply from atsd at {args.server} within {args.timeout:g}s; "
-                  f"trying again ({attempt + 1} of {args.retries})", file=sys.stderr,
-                  flush=True)
-    client.on_no_reply = no_reply
+
+def retries_said(args, client):
+    """``client``, saying on stderr after a try with no reply where it tries next (a wrong
+    address shows in seconds, not after every retry)."""
+    if not args.json:
+        client.on_retry = lambda message: print(f"atsclient: {message}", file=sys.stderr,
+                                                flush=True)
     return client
+
+
+class _FromEnvironment(str):
+    """An option's default taken from the environment variable ``variable``, so that an
+    error in it names the variable rather than the option."""
+
+    def __new__(cls, variable: str, fallback: str | None = None):
+        value = os.environ.get(variable, fallback)
+        if value is None:
+            return None
+        text = super().__new__(cls, value)
+        text.variable = variable if variable in os.environ else None
+        return text
+
+
+def address(text: str) -> str:
+    """``--server``/``--events``: one endpoint or several separated by commas."""
+    try:
+        return endpoints.joined(text)
+    except endpoints.BadAddress as exc:
+        variable = getattr(text, "variable", None)
+        raise argparse.ArgumentTypeError(f"${variable}: {exc}" if variable else str(exc)) \
+            from None
 
 
 def _common(defaults: bool) -> argparse.ArgumentParser:
@@ -293,13 +317,15 @@ def _common(defaults: bool) -> argparse.ArgumentParser:
     if not defaults:                      # documented once, in ``atsclient --help``
         plain_add = common.add_argument
         common.add_argument = lambda *a, **kw: plain_add(*a, **{**kw, "help": argparse.SUPPRESS})
-    common.add_argument("--server", "-s",
-                        default=default(os.environ.get("ATSD_SERVER", DEFAULT_SERVER)),
-                        help="atsd command endpoint (env ATSD_SERVER; default "
-                             f"{DEFAULT_SERVER})")
-    common.add_argument("--events", default=default(os.environ.get("ATSD_EVENTS")),
-                        help="atsd event endpoint (env ATSD_EVENTS; default: the command "
-                             "endpoint's port + 1)")
+    common.add_argument("--server", "-s", type=address,
+                        default=default(_FromEnvironment("ATSD_SERVER", DEFAULT_SERVER)),
+                        help="atsd command endpoint, or several separated by commas (a "
+                             "leader and its standbys, tried in turn) (env ATSD_SERVER; "
+                             f"default {DEFAULT_SERVER})")
+    common.add_argument("--events", type=address,
+                        default=default(_FromEnvironment("ATSD_EVENTS")),
+                        help="atsd event endpoint, or several separated by commas (env "
+                             "ATSD_EVENTS; default: each command endpoint's port + 1)")
     common.add_argument("--user", default=default(os.environ.get("ATSD_USER")),
                         help="user name to act as when the daemon runs without CURVE "
                              "(default: your login name)")
@@ -381,7 +407,7 @@ def events_endpoint(args) -> str:
 # --- errors (docs/cli.md#errors) ---
 
 # Exit status per error code; a code not named here exits 1 (the daemon refused).
-EXIT_STATUS = {"usage": 2, "bad_request": 2, "unreachable": 3}
+EXIT_STATUS = {"usage": 2, "bad_request": 2, "unreachable": 3, "standby": 3}
 
 # Wire argument names as the command line spells them, for the daemon's messages.
 WIRE_TERMS = {"extra_s": "--by", "reservation_duration": "--for", "time_needed": "--at",

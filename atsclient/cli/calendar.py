@@ -492,12 +492,13 @@ def _ticks(start: float, step: float, width: int) -> str:
 def version(args) -> None:
     with client_from(args) as c:
         reply = c.get_version()
-    output(args, reply, lambda r: print(f"atsd {r['version']} (protocol {r['protocol']}) at "
-                                        f"{args.server}"))
+    role = f", {reply['role']}" if "role" in reply else ""
+    output(args, reply, lambda r: print(f"atsd {r['version']} (protocol {r['protocol']}{role}) "
+                                        f"at {c.endpoint}"))
 
 
 def whoami(args) -> None:
     with client_from(args) as c:
         me = c.whoami()
     output(args, me, lambda r: print(f"{r['user']}{' (admin)' if r['admin'] else ''} at "
-                                     f"{args.server}"))
+                                     f"{c.endpoint}"))

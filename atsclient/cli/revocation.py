@@ -14,7 +14,7 @@ from ..wire import (DELETE_COMPLETE, DELETE_PENDING, JOB_STATUS, RESERVATION_DEG
                     RESERVATION_EXPIRING, RESERVATION_REPLACED, RESERVATION_STATUS,
                     RESOURCE_STATE, RESOURCE_VALUES, TOPICS)
 from . import (UsageError, client_from, curve_from, events_endpoint, fmt_duration, fmt_time,
-               for_json, output, parse_duration, positive, print_table)
+               for_json, output, parse_duration, positive, print_table, retries_said)
 
 
 WIRE = {"revoke": "revoke NODE", "ack_delete_pending": "ack NODE",
@@ -141,8 +141,9 @@ async def _watch(args) -> None:
     counts each pending revocation down to its deadline, second by second."""
     pending: dict[str, tuple[float, list[str]]] = {}     # revocation id -> deadline, nodes
     live = sys.stdout.isatty() and not args.json
-    client = AsyncATSClient(args.server, timeout=args.timeout, retries=args.retries,
-                            user=args.user, **curve_from(args))
+    client = retries_said(args, AsyncATSClient(args.server, timeout=args.timeout,
+                                               retries=args.retries, user=args.user,
+                                               **curve_from(args)))
     ticker = asyncio.get_running_loop().create_task(_tick(pending)) if live else None
     n = 0
     try:
