@@ -105,7 +105,6 @@ class RevertMachine(RuleBasedStateMachine):
     @rule(nodes=st.sampled_from([["n1"], ["gpus/0"], ["n2", "gpus/1"]]))
     def restore(self, nodes):
         self._try(self.app.revocations.restore, ADMIN, nodes, self.now)
-        self.app.pool.serve(self.now)
 
     @rule(node=st.sampled_from(NODES), value=st.sampled_from([0.0, 0.5]))
     def set_value(self, node, value):

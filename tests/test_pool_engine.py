@@ -225,12 +225,23 @@ def test_advance_with_a_limit_leaves_the_rest_due_in_order():
 
 def test_a_waiter_whose_slots_came_back_unannounced_is_granted_at_its_deadline():
     lab, pool, _ = make_pool(gpus=(1,), cpus=())
+    lab.resources["gpus/0"].in_service = False
+    w = pool.checkout(BOB, [("gpus", 1)], 10, now=1, wait_s=9)
+    lab.resources["gpus/0"].in_service = True       # no change the lab was told of
+    lab.advance(9.5)
+    assert w.result is None
+    lab.advance(10)
+    assert w.result.state == states.ACTIVE and w.result.start == 10
+
+
+def test_restored_nodes_serve_the_waiting_checkouts_at_once():
+    lab, pool, _ = make_pool(gpus=(1,), cpus=())
     revocations = Revocations(lab, countdown_interval_s=60)
     revocations.revoke(ADMIN, ["gpus/0"], 0, None, now=0)
     w = pool.checkout(BOB, [("gpus", 1)], 10, now=1, wait_s=9)
-    revocations.restore(ADMIN, ["gpus/0"], now=5)     # back in service; nobody served
-    lab.advance(10)
-    assert w.result.state == states.ACTIVE and w.result.start == 10
+    assert w.result is None
+    revocations.restore(ADMIN, ["gpus/0"], now=5)
+    assert w.result.state == states.ACTIVE and w.result.start == 5
 
 
 def test_a_starving_waiter_that_gives_up_lets_those_it_held_back_go():

@@ -8,16 +8,25 @@ publishes and stores. ``next_deadline`` tells the server when to call ``advance`
 
 from __future__ import annotations
 
+import functools
 import heapq
 import secrets
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from . import states
+from .effects import CameUp, Effect, Ended, Forgotten, Started, WentDown
 from .errors import Forbidden, NotFound, shown
-from .events import RESERVATION_EXPIRING, RESERVATION_STATUS, Event
+from .events import Event, ReservationExpiring, ReservationStatus
 from .timeline import Booking, Timeline
+
+if TYPE_CHECKING:
+    from .batch import Batch
+    from .calendar import Calendar
+    from .pool import Pool
+    from .revocation import Revocations
+    from .selection import Selection
 
 
 @dataclass(slots=True)
@@ -134,6 +143,19 @@ class InventoryMismatch(Exception):
     """The stored state holds live reservations on resources the inventory no longer has."""
 
 
+def settles(method):
+    """Mark a feature's entry point (what a command or a backend calls): what its changes
+    set off is done before it returns, also when it refuses after a change (a claim that
+    lapsed), so the next request sees every consequence."""
+    @functools.wraps(method)
+    def entry(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self.lab.settle()
+    return entry
+
+
 def new_id() -> str:
     """Unguessable ids: holding an id must not be a way to guess another's. Never starting
     with ``-``, so that a command line does not take one for an option."""
@@ -177,15 +199,16 @@ class Lab:
                           self._unload_reservation),
             RESOURCE: (self._snapshot_resource, self._restore_resources,
                        self._unload_resource)}
-        # called with (reservation, now) after a reservation ended and freed its slots
-        self.on_freed: list[Callable[[Reservation, float], None]] = []
-        # called with (reservation, now) when a reservation becomes ACTIVE
-        self.on_active: list[Callable[[Reservation, float], None]] = []
-        # called with the id of an ended reservation whose history is dropped
-        self.on_forget: list[Callable[[str], None]] = []
-        # called with (names, reason, now, start, end) when resources become unusable over
-        # [start, end): down, revoked, or taken by a maintenance window (see went_down)
-        self.on_down: list[Callable[[list[str], str, float, float, float], None]] = []
+        # what changes set off, done by settle (effects.py)
+        self._effects: deque[Effect] = deque()
+        self._settling = False
+        # the features over this lab that react to effects, each set by its own
+        # constructor; None in a lab built without it (engine tests build what they test)
+        self.calendar: Calendar | None = None
+        self.pool: Pool | None = None
+        self.revocations: Revocations | None = None
+        self.selection: Selection | None = None
+        self.batch: Batch | None = None
 
     # --- lookups and rights ---
 
@@ -259,8 +282,7 @@ class Lab:
         self._publish_status(r, None, "granted" if r.state == states.GRANTED else "started", now)
         self._schedule_for(r)
         if r.state == states.ACTIVE:
-            for hook in self.on_active:
-                hook(r, now)
+            self._effects.append(Started(r, now))
         return r
 
     def transition(self, r: Reservation, cause: str, now: float) -> None:
@@ -281,11 +303,9 @@ class Lab:
         self.touch(RESERVATION, r.id)
         self._publish_status(r, previous, reason, now)
         if new == states.ENDED:
-            for hook in self.on_freed:
-                hook(r, now)
+            self._effects.append(Ended(r, now))
         elif new == states.ACTIVE:
-            for hook in self.on_active:
-                hook(r, now)
+            self._effects.append(Started(r, now))
 
     def set_end(self, r: Reservation, end: float, reason: str | None, now: float) -> None:
         """Move a live reservation's end (extend, renew a lease, make room for maintenance);
@@ -307,8 +327,56 @@ class Lab:
                   end: float = float("inf")) -> None:
         """Tell the reservations booked on ``names`` over [start, end) (default: from now
         on) that those resources will not serve them."""
-        for hook in self.on_down:
-            hook(names, reason, now, now if start is None else start, end)
+        self._effects.append(WentDown(tuple(names), reason, now,
+                                      now if start is None else start, end))
+
+    def came_up(self, now: float) -> None:
+        """Resources can be booked again: whoever waits for one may get it."""
+        self._effects.append(CameUp(now))
+
+    # --- what changes set off ---
+
+    def settle(self) -> None:
+        """Do what the changes so far set off (effects.py), and what that sets off in
+        turn, until nothing is left. A command ends through here (``settles``); the
+        clock settles after each timer. Called while settling, it returns: the drain
+        under way goes on."""
+        if self._settling:
+            return
+        self._settling = True
+        try:
+            while self._effects:
+                self._react(self._effects.popleft())
+        finally:
+            self._settling = False
+
+    def _react(self, effect: Effect) -> None:
+        """Every consequence of a change, in one place and in this order."""
+        match effect:
+            case Ended(r, now):
+                # slots came back: waiting checkouts first, in their queue's order; then
+                # a revocation that waited for this holder may be complete; then
+                # degraded selector reservations may find a free match
+                if self.pool is not None:
+                    self.pool.freed(r, now)
+                if self.revocations is not None:
+                    self.revocations.holder_ended(r, now)
+                if self.selection is not None:
+                    self.selection.retry(now)
+            case Started(r, now):
+                if self.calendar is not None:       # the holder gets the config it booked
+                    self.calendar.apply_config(r)
+            case WentDown(names, reason, now, start, end):
+                if self.selection is not None:      # degraded; repaired if by selector
+                    self.selection.went_down(list(names), reason, now, start, end)
+            case CameUp(now):
+                if self.selection is not None:
+                    self.selection.retry(now)
+                if self.pool is not None:
+                    self.pool.serve(now)
+            case Forgotten(rid):
+                if self.batch is not None:          # its jobs are kept as long as it is
+                    self.batch.forget_jobs(rid)
 
     def _index_request(self, r: Reservation) -> None:
         if r.extra.get("request_id") is not None:
@@ -317,14 +385,13 @@ class Lab:
     def touch(self, kind: str, key: str) -> None:
         self._dirty.add((kind, key))
 
-    def emit(self, topic: str, **payload) -> None:
-        self._events.append(Event(topic, payload))
+    def emit(self, event: Event) -> None:
+        self._events.append(event)
 
     def _publish_status(self, r: Reservation, previous: str | None, reason: str,
                         now: float) -> None:
-        self.emit(RESERVATION_STATUS, reservation_id=r.id, reservation_status=r.state,
-                  previous=previous, reason=reason, owner=r.owner, resources=r.resources,
-                  kind=r.kind, start_time=r.start, end_time=r.real_end)
+        self.emit(ReservationStatus(r.id, r.state, previous, reason, r.owner, r.resources,
+                                    r.kind, r.start, r.real_end))
 
     # --- the clock ---
 
@@ -349,11 +416,14 @@ class Lab:
 
     def advance(self, now: float, limit: int | None = None) -> None:
         """Do what fell due by ``now``, in due order: all of it, or only the first ``limit``
-        timers (the rest stays due, and ``next_deadline`` says so)."""
+        timers (the rest stays due, and ``next_deadline`` says so). Each timer's effects
+        are settled before the next fires."""
+        self.settle()
         done = 0
         while self._timers and self._timers[0][0] <= now and (limit is None or done < limit):
             due, _, cause, key = heapq.heappop(self._timers)
             self.timer_handlers[cause](key, due, now)
+            self.settle()
             done += 1
 
     def _live(self, key: str) -> Reservation | None:
@@ -381,16 +451,14 @@ class Lab:
                 and r.extra.get("warned_end") != r.end):    # once, also across a restart
             r.extra["warned_end"] = r.end
             self.touch(RESERVATION, r.id)
-            self.emit(RESERVATION_EXPIRING, reservation_id=r.id, owner=r.owner,
-                      resources=r.resources, end_time=r.end, remaining=r.end - now)
+            self.emit(ReservationExpiring(r.id, r.owner, r.resources, r.end, r.end - now))
 
     def _on_forget(self, key: str, due: float, now: float) -> None:
         r = self.reservations.get(key)
         if r is not None and r.state == states.ENDED and r.ended_at + self.history_s <= now:
             del self.reservations[key]
             self.touch(RESERVATION, key)
-            for hook in self.on_forget:
-                hook(key)
+            self._effects.append(Forgotten(key))
 
     # --- what the server takes out ---
 
