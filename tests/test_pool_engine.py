@@ -428,3 +428,15 @@ class PoolMachine(RuleBasedStateMachine):
 PoolMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=40,
                                          deadline=None)
 test_pool_machine = PoolMachine.TestCase
+
+
+def test_an_end_books_nothing_until_its_effects_are_settled():
+    """Ending a reservation queues what it sets off: the waiter is served by settle, after
+    the change that freed its slots is complete, never inside it."""
+    lab, pool, _ = make_pool(gpus=(1,), cpus=())
+    held = pool.checkout(ALICE, [("gpus", 1)], 100, now=0)
+    w = pool.checkout(BOB, [("gpus", 1)], 10, now=1, wait_s=50)
+    lab.transition(held, "release", 2)
+    assert w.result is None and len(lab.resources["gpus/0"].timeline) == 0
+    lab.settle()
+    assert w.result.state == states.ACTIVE and w.result.start == 2

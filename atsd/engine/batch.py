@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from . import states
 from .errors import BadRequest, at, Conflict, NotFound, Unavailable, shown
 from .events import JobStatus
-from .lab import Caller, Lab, Reservation, new_id, settles
+from .lab import JOB, Caller, Lab, Reservation, new_id, settles
 from .timeline import Booking
 
 PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, TIMEOUT = (
@@ -32,8 +32,6 @@ PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, TIMEOUT = (
 FINAL = (COMPLETED, FAILED, CANCELLED, TIMEOUT)
 JOB_TRANSITIONS = {PENDING: {RUNNING, CANCELLED, COMPLETED, FAILED},
                    RUNNING: {COMPLETED, FAILED, CANCELLED, TIMEOUT}}
-
-JOB = "job"   # record kind in the store
 
 
 @dataclass(slots=True)
@@ -59,7 +57,6 @@ class Batch:
         self.local_queues = local_queues
         self.external_queues = external_queues
         self.jobs: dict[str, Job] = {}
-        lab.tables[JOB] = (self._snapshot_job, self._restore_jobs, self._unload_job)
         lab.batch = self
 
     # --- reservations ---
@@ -201,14 +198,14 @@ class Batch:
             del self.jobs[job.id]
             self.lab.touch(JOB, job.id)
 
-    def _snapshot_job(self, key: str) -> dict | None:
+    def snapshot_job(self, key: str) -> dict | None:
         job = self.jobs.get(key)
         return asdict(job) if job is not None else None
 
-    def _unload_job(self, key: str) -> None:
+    def unload_job(self, key: str) -> None:
         self.jobs.pop(key, None)
 
-    def _restore_jobs(self, records: list[dict], now: float) -> None:
+    def restore_jobs(self, records: list[dict], now: float) -> None:
         for rec in records:
             job = Job(**rec)
             self.jobs[job.id] = job

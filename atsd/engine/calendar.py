@@ -176,10 +176,8 @@ class Calendar:
             self.lab.transition(r, "lapse", now)
             raise self._late(caller, r, now, f"{rid} claimed {now - r.start:.3f}s after "
                              f"time_available: its {r.end - r.start:g}s no longer fit")
-        r.kind = "claimed"
-        if end > r.end:
-            self.lab.set_end(r, end, None, now)     # the claim's event carries it
-        self.lab.transition(r, "claim", now)
+        self.lab.transition(r, "claim", now, kind="claimed",
+                            end=end if end > r.end else None)
         return r
 
     def apply_config(self, r: Reservation) -> None:
@@ -235,7 +233,7 @@ class Calendar:
             longest = self._longest_extension(r, new_end)
             raise Unavailable(f"{rid} cannot be extended by {extra_s:g}s; at most {longest:g}s "
                               "fits", max_extension=longest)
-        self.lab.set_end(r, new_end, "extended", now)
+        self.lab.transition(r, "extend", now, end=new_end)
         return r
 
     def _extends_to(self, r: Reservation, end: float) -> bool:

@@ -1,9 +1,14 @@
 """The lab: its resources, their timelines, every reservation, and the clock's to-do list.
 
-This is the state the feature modules (calendar, pool, batch, revocation) share. It does no
-I/O and reads no clock: every entry point takes ``now``, and what changed comes back out as
-events (``take_events``) and as the keys of changed records (``take_dirty``) that the server
-publishes and stores. ``next_deadline`` tells the server when to call ``advance`` again.
+This is the state the feature modules (calendar, pool, batch, revocation ...) share. It does
+no I/O and reads no clock: every entry point takes ``now``, and what changed comes back out
+as events (``take_events``) and as the keys of changed records (``take_dirty``) that the
+server publishes and stores. ``next_deadline`` tells the server when to call ``advance``
+again.
+
+Every change to a reservation goes through ``transition`` (states.py says what follows
+from one); what a change sets off in the other features is queued (effects.py) and done by
+``settle``, whose ``_react`` is the one list of who reacts to what.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import TYPE_CHECKING, Callable, Iterable
 from . import states
 from .effects import CameUp, Effect, Ended, Forgotten, Started, WentDown
 from .errors import Forbidden, NotFound, shown
-from .events import Event, ReservationExpiring, ReservationStatus
+from .events import Event, ReservationExpiring, ReservationReplaced, ReservationStatus
 from .timeline import Booking, Timeline
 
 if TYPE_CHECKING:
@@ -137,6 +142,8 @@ class Reservation:
 
 RESERVATION = "reservation"    # record kinds in the store
 RESOURCE = "resource"          # what the lab learned about a resource: service, value, config
+REVOCATION = "revocation"      # a revocation counting down (revocation.py)
+JOB = "job"                    # a batch job (batch.py)
 
 
 class InventoryMismatch(Exception):
@@ -183,22 +190,11 @@ class Lab:
         self.held: Counter[str] = Counter()
         # (owner, request_id) -> id of the live reservation that request booked
         self._requested: dict[tuple[str, str], str] = {}
-        self._timers: list[tuple[float, int, str, str]] = []
+        # (due, order, what to call with (key, due, now), key)
+        self._timers: list[tuple[float, int, Callable[[str, float, float], None], str]] = []
         self._timer_count = 0
         self._events: list[Event] = []
         self._dirty: set[tuple[str, str]] = set()
-        # cause -> handler(id, due, now); feature modules add theirs
-        self.timer_handlers: dict[str, Callable[[str, float, float], None]] = {
-            "start": self._on_start, "lapse": self._on_lapse, "expire": self._on_expire,
-            "expiring": self._on_expiring, "forget": self._on_forget,
-        }
-        # record kind -> (snapshot(key) -> record | None, restore(records, now),
-        #                 unload(key): forget it in memory, as if it had never been stored)
-        self.tables: dict[str, tuple[Callable, Callable, Callable]] = {
-            RESERVATION: (self._snapshot_reservation, self._restore_reservations,
-                          self._unload_reservation),
-            RESOURCE: (self._snapshot_resource, self._restore_resources,
-                       self._unload_resource)}
         # what changes set off, done by settle (effects.py)
         self._effects: deque[Effect] = deque()
         self._settling = False
@@ -285,9 +281,33 @@ class Lab:
             self._effects.append(Started(r, now))
         return r
 
-    def transition(self, r: Reservation, cause: str, now: float) -> None:
+    def transition(self, r: Reservation, cause: str, now: float, *, end: float | None = None,
+                   kind: str | None = None, expire_time: float | None = None,
+                   replace: tuple[Booking, Booking] | None = None) -> None:
+        """Make the change ``cause`` names (states.py's table), with what it carries: a new
+        ``end``, ``kind`` or ``expire_time``, or a booking ``replace``d by another (the
+        caller checked that it fits), and everything that follows from it. Refused with
+        ``conflict`` before anything changes when the table has no such step."""
         new, reason = states.next_state(r.state, cause)
         previous = r.state
+        if kind is not None:
+            r.kind = kind
+        if expire_time is not None:
+            r.expire_time = expire_time
+        if end is not None:
+            for b in r.bookings:
+                tl = self.resources[b.resource].timeline
+                tl.remove(b)
+                b.end = end
+                tl.add(b)
+            r.end = end
+        if replace is not None:
+            old, booking = replace
+            self.resources[old.resource].timeline.remove(old)
+            self.resources[booking.resource].timeline.add(booking)
+            r.bookings[r.bookings.index(old)] = booking
+            self.emit(ReservationReplaced(r.id, old.resource, booking.resource, r.owner,
+                                          booking.start, booking.end))
         r.state = new
         if new == states.ENDED:
             r.reason = reason
@@ -297,31 +317,16 @@ class Lab:
             for b in r.bookings:
                 self.resources[b.resource].timeline.remove(b)
             self._count(r, -1)
-            self.schedule(now + self.history_s, "forget", r.id)
-        else:
+            self.schedule(now + self.history_s, self._on_forget, r.id)
+        elif new != previous or end is not None or expire_time is not None:
             self._schedule_for(r)
         self.touch(RESERVATION, r.id)
-        self._publish_status(r, previous, reason, now)
+        if reason is not None:
+            self._publish_status(r, previous, reason, now)
         if new == states.ENDED:
             self._effects.append(Ended(r, now))
-        elif new == states.ACTIVE:
+        elif new != previous:
             self._effects.append(Started(r, now))
-
-    def set_end(self, r: Reservation, end: float, reason: str | None, now: float) -> None:
-        """Move a live reservation's end (extend, renew a lease, make room for maintenance);
-        the caller checked it fits. Published like a change of state, with the same state
-        and ``reason`` saying what moved it, so a watcher never keeps the old end; with no
-        reason, the transition the caller makes next publishes it."""
-        for b in r.bookings:
-            tl = self.resources[b.resource].timeline
-            tl.remove(b)
-            b.end = end
-            tl.add(b)
-        r.end = end
-        self.touch(RESERVATION, r.id)
-        self._schedule_for(r)
-        if reason is not None:
-            self._publish_status(r, r.state, reason, now)
 
     def went_down(self, names: list[str], reason: str, now: float, start: float | None = None,
                   end: float = float("inf")) -> None:
@@ -395,21 +400,23 @@ class Lab:
 
     # --- the clock ---
 
-    def schedule(self, due: float, cause: str, key: str) -> None:
+    def schedule(self, due: float, fire: Callable[[str, float, float], None], key: str) -> None:
+        """Call ``fire(key, due, now)`` from the first ``advance`` at or after ``due``. A timer
+        is never taken back: ``fire`` checks that its reason still holds."""
         self._timer_count += 1
-        heapq.heappush(self._timers, (due, self._timer_count, cause, key))
+        heapq.heappush(self._timers, (due, self._timer_count, fire, key))
 
     def _schedule_for(self, r: Reservation) -> None:
         """The timers a live reservation needs in its current state. Old ones are not
         removed: each handler checks that its reason still holds when it fires."""
         if r.state == states.GRANTED and r.expire_time is not None:
-            self.schedule(r.expire_time, "lapse", r.id)
+            self.schedule(r.expire_time, self._on_lapse, r.id)
         elif r.state == states.GRANTED:
-            self.schedule(r.start, "start", r.id)
+            self.schedule(r.start, self._on_start, r.id)
         if r.state == states.ACTIVE:
-            self.schedule(r.end, "expire", r.id)
+            self.schedule(r.end, self._on_expire, r.id)
             if r.end - self.expiring_notice_s > r.start:
-                self.schedule(r.end - self.expiring_notice_s, "expiring", r.id)
+                self.schedule(r.end - self.expiring_notice_s, self._on_expiring, r.id)
 
     def next_deadline(self) -> float | None:
         return self._timers[0][0] if self._timers else None
@@ -421,8 +428,8 @@ class Lab:
         self.settle()
         done = 0
         while self._timers and self._timers[0][0] <= now and (limit is None or done < limit):
-            due, _, cause, key = heapq.heappop(self._timers)
-            self.timer_handlers[cause](key, due, now)
+            due, _, fire, key = heapq.heappop(self._timers)
+            fire(key, due, now)
             self.settle()
             done += 1
 
@@ -473,6 +480,25 @@ class Lab:
 
     # --- persistence ---
 
+    @property
+    def tables(self) -> dict[str, tuple[Callable, Callable, Callable]]:
+        """Record kind -> (snapshot(key) -> record | None, restore(records, now),
+        unload(key): forget it in memory, as if it had never been stored): the lab's own
+        kinds, then those of the features over it that keep records, restored in this
+        order."""
+        tables = {
+            RESERVATION: (self._snapshot_reservation, self._restore_reservations,
+                          self._unload_reservation),
+            RESOURCE: (self._snapshot_resource, self._restore_resources,
+                       self._unload_resource)}
+        if self.revocations is not None:
+            rv = self.revocations
+            tables[REVOCATION] = (rv.snapshot, rv.restore_records, rv.unload)
+        if self.batch is not None:
+            tables[JOB] = (self.batch.snapshot_job, self.batch.restore_jobs,
+                           self.batch.unload_job)
+        return tables
+
     def _snapshot_reservation(self, key: str) -> dict | None:
         r = self.reservations.get(key)
         return r.to_record() if r is not None else None
@@ -506,7 +532,7 @@ class Lab:
             r = Reservation.from_record(rec)
             self.reservations[r.id] = r
             if r.state == states.ENDED:
-                self.schedule(r.ended_at + self.history_s, "forget", r.id)
+                self.schedule(r.ended_at + self.history_s, self._on_forget, r.id)
                 continue
             self._count(r, 1)
             for b in r.bookings:

@@ -23,8 +23,8 @@ can never fit (a missing type, more slots than exist, sizes no instance can hold
 refused at once instead. Waiters are ordered by priority (higher first), then arrival.
 Whenever slots of the pool are freed (a reservation on it ended, or resources came back:
 ``Lab._react``), the waiters are tried in that order and each one that fits now is
-granted. A waiter whose ``wait_s`` runs out is tried
-once more, alone, and else answered ``unavailable`` with the reason it still does not fit.
+granted. A waiter whose ``wait_s`` runs out is tried once more, alone, and else answered
+``unavailable`` with the reason it still does not fit.
 
 Waits end in O(log n) each, however many wait: each deadline is a timer on the lab's heap,
 the queue is a sorted list (removal by binary search), and a waiter that leaves it is
@@ -70,8 +70,6 @@ from .timeline import Booking
 # holds them back (see the module docstring).
 MAX_BYPASS = 8
 
-WAIT_END = "pool_wait"      # timer cause: a waiter's wait_s ran out
-
 Request = list[tuple[str, int]]
 
 
@@ -115,7 +113,6 @@ class Pool:
         self._starving = SortedKeyList(key=attrgetter("order"))     # bypassed MAX_BYPASS
         self._arrivals = 0
         lab.pool = self
-        lab.timer_handlers[WAIT_END] = self._on_wait_end
 
     # --- what is free ---
 
@@ -217,7 +214,7 @@ class Pool:
         self.waiters.add(w)
         self._waiting[w.id] = w
         self.lab.hold(w.owner, 1)
-        self.lab.schedule(w.deadline, WAIT_END, w.id)
+        self.lab.schedule(w.deadline, self._on_wait_end, w.id)
         return w
 
     def _dequeue(self, w: Waiter) -> None:
@@ -311,7 +308,7 @@ class Pool:
         for w in self.waiters:
             w.since += seconds
             w.deadline += seconds
-            self.lab.schedule(w.deadline, WAIT_END, w.id)
+            self.lab.schedule(w.deadline, self._on_wait_end, w.id)
 
     @settles
     def adopt(self, old: Pool, now: float) -> None:
@@ -323,7 +320,7 @@ class Pool:
             if w.bypassed >= MAX_BYPASS:
                 self._starving.add(w)
             self.lab.hold(w.owner, 1)
-            self.lab.schedule(w.deadline, WAIT_END, w.id)
+            self.lab.schedule(w.deadline, self._on_wait_end, w.id)
         self._arrivals = old._arrivals
         self.serve(now)
 

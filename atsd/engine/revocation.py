@@ -39,13 +39,8 @@ from dataclasses import dataclass, field
 from . import states
 from .errors import BadRequest, Conflict, Forbidden
 from .events import DeleteComplete, DeletePending, ResourceValues
-from .lab import RESOURCE, Caller, Lab, Reservation, new_id, settles
+from .lab import RESOURCE, REVOCATION, Caller, Lab, Reservation, new_id, settles
 from .timeline import Booking
-
-REVOCATION = "revocation"      # record kinds in the store
-
-NOTICE = "revocation_notice"    # timer causes
-DEADLINE = "revocation_deadline"
 
 
 @dataclass(slots=True, eq=False)
@@ -94,9 +89,6 @@ class Revocations:
         self.lab = lab
         self.interval = countdown_interval_s
         self.revocations: dict[str, Revocation] = {}
-        lab.timer_handlers[NOTICE] = self._on_notice
-        lab.timer_handlers[DEADLINE] = self._on_deadline
-        lab.tables[REVOCATION] = (self._snapshot, self._restore, self._unload)
         lab.revocations = self
 
     # --- commands ---
@@ -211,9 +203,8 @@ class Revocations:
         holders = self._holders(rev)
         keep = {r.id for _, r in holders if _usable_before(r, start)}
         for r in {r.id: r for _, r in holders if r.id in keep}.values():
-            if r.expire_time is not None:
-                r.expire_time = min(r.expire_time, start)
-            self.lab.set_end(r, start, "shortened", now)
+            self.lab.transition(r, "shorten", now, end=start, expire_time=None
+                                if r.expire_time is None else min(r.expire_time, start))
         # the window is booked before anything is taken, so nobody waiting for slots (a
         # pool checkout served when a holder ends) can be given a piece of it
         self.lab.add(m, now)
@@ -230,7 +221,7 @@ class Revocations:
         is shortened to end at the deadline, so at that instant it ends as ``revoked``."""
         self.revocations[rev.id] = rev
         self.lab.touch(REVOCATION, rev.id)
-        self.lab.schedule(rev.deadline, DEADLINE, rev.id)
+        self.lab.schedule(rev.deadline, self._on_deadline, rev.id)
         return rev
 
     def _holders(self, rev: Revocation) -> list[tuple[str, Reservation]]:
@@ -257,20 +248,16 @@ class Revocations:
             return
         rev.next_notice = now + self.interval
         if rev.next_notice < rev.deadline:
-            self.lab.schedule(rev.next_notice, NOTICE, rev.id)
+            self.lab.schedule(rev.next_notice, self._on_notice, rev.id)
 
     def _take(self, rev: Revocation, pairs: list[tuple[str, Reservation]], now: float) -> None:
         """End the reservations in ``pairs`` and publish which nodes went; when that leaves
-        the revocation with no holder (or it is due), it is complete."""
-        if rev.id not in self.revocations:      # completed already, by a nested take
-            return
-        self._taking = True
-        try:
-            for r in {r.id: r for _, r in pairs}.values():
-                if r.state != states.ENDED:
-                    self.lab.transition(r, "revoke", now)
-        finally:
-            final = now >= rev.deadline or not self._holders(rev)
+        the revocation with no holder (or it is due), it is complete. Another revocation
+        these ends leave with no holder completes when they are settled (``holder_ended``)."""
+        for r in {r.id: r for _, r in pairs}.values():
+            if r.state != states.ENDED:
+                self.lab.transition(r, "revoke", now)
+        final = now >= rev.deadline or not self._holders(rev)
         if final:
             del self.revocations[rev.id]
             self.lab.touch(REVOCATION, rev.id)
@@ -315,14 +302,14 @@ class Revocations:
 
     # --- persistence ---
 
-    def _snapshot(self, key: str) -> dict | None:
+    def snapshot(self, key: str) -> dict | None:
         rev = self.revocations.get(key)
         return rev.to_record() if rev is not None else None
 
-    def _unload(self, key: str) -> None:
+    def unload(self, key: str) -> None:
         self.revocations.pop(key, None)
 
-    def _restore(self, records: list[dict], now: float) -> None:
+    def restore_records(self, records: list[dict], now: float) -> None:
         """Resume each countdown with a notice at once; one whose nodes left the inventory
         is dropped (and deleted from the store)."""
         for rec in records:
@@ -332,9 +319,9 @@ class Revocations:
                 self.lab.touch(REVOCATION, rev.id)
                 continue
             self.revocations[rev.id] = rev
-            self.lab.schedule(rev.deadline, DEADLINE, rev.id)
+            self.lab.schedule(rev.deadline, self._on_deadline, rev.id)
             rev.next_notice = now
-            self.lab.schedule(now, NOTICE, rev.id)
+            self.lab.schedule(now, self._on_notice, rev.id)
 
 
 def _usable_before(r: Reservation, start: float) -> bool:

@@ -26,7 +26,7 @@ from __future__ import annotations
 from . import states
 from .calendar import MAX_SEARCH_STEPS, Calendar
 from .errors import Unavailable
-from .events import ReservationDegraded, ReservationReplaced
+from .events import ReservationDegraded
 from .lab import RESERVATION, Caller, Lab, Reservation, Resource, settles
 from .selector import parse
 from .timeline import Booking
@@ -190,11 +190,6 @@ class Selection:
                                                           old.config):
                 continue
             new = Booking(r.id, res.name, start, old.end, slots, old.exclusive, old.config)
-            self.lab.resources[old.resource].timeline.remove(old)
-            res.timeline.add(new)
-            r.bookings[r.bookings.index(old)] = new
-            self.lab.touch(RESERVATION, r.id)
-            self.lab.emit(ReservationReplaced(r.id, old.resource, res.name, r.owner, start,
-                                              old.end))
+            self.lab.transition(r, "replace", now, replace=(old, new))
             return True
         return False
