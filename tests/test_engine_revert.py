@@ -8,7 +8,7 @@ from collections import Counter
 
 import msgpack
 from hypothesis import settings, strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from atsd.app import App
 from atsd.config import Config, QueueDef
@@ -144,6 +144,16 @@ class RevertMachine(RuleBasedStateMachine):
     def tick(self, dt):
         self.now += dt
         self.app.lab.advance(self.now)
+
+    @invariant()
+    def no_checkout_waits_for_what_it_could_have(self):
+        """Whatever gave slots back (an end, a restore, a resource brought up) was followed
+        through before the call that made it returned: no waiting checkout that the pool
+        would grant now is left waiting."""
+        pool = self.app.pool
+        for w in pool.waiters:
+            placed, _ = pool._offer(w.request, w.order, w.lease_s, self.now)
+            assert placed is None, w
 
     # --- the end of a group ---
 
