@@ -5,6 +5,7 @@ published kissats among them) read."""
 from dataclasses import fields
 
 import msgpack
+import pytest
 
 from atsclient.wire import TOPICS
 from atsd.engine.events import Event, ReservationStatus
@@ -36,3 +37,5 @@ def test_a_clock_jump_is_sent_after_the_event_keys():
     event.clock_jump_s = 3600.0
     assert list(event.payload)[-1] == "clock_jump_s"
     assert "clock_jump_s" not in ReservationStatus(*[None] * 9).payload
+    with pytest.raises(TypeError):          # the payload is a view: set the field instead
+        event.payload["clock_jump_s"] = 1.0

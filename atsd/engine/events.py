@@ -11,7 +11,8 @@ these keys: a field is never renamed or dropped.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import ClassVar
+from types import MappingProxyType
+from typing import ClassVar, Mapping
 
 # the topics are defined once, in atsclient.wire, with what each event carries
 from atsclient.wire import (DELETE_COMPLETE, DELETE_PENDING, JOB_STATUS,
@@ -29,12 +30,13 @@ class Event:
     clock_jump_s: float | None = field(default=None, kw_only=True)
 
     @property
-    def payload(self) -> dict:
-        """The keys the event carries on the wire, in order."""
+    def payload(self) -> Mapping:
+        """The keys the event carries on the wire, in order; read-only (a change goes to
+        the event's fields)."""
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "clock_jump_s"}
         if self.clock_jump_s is not None:
             out["clock_jump_s"] = self.clock_jump_s
-        return out
+        return MappingProxyType(out)
 
 
 @dataclass(slots=True)
