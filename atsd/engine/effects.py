@@ -2,9 +2,10 @@
 
 A change (a reservation ended, started, a resource went down or came back) does not call
 the features that care about it. It queues one of these, and ``Lab.settle`` does what each
-sets off once the change that queued it is complete: the command that made it has
-returned, or the timer that fired it is done. What a reaction changes queues more effects,
-handled in the same drain, in order. So a reservation ending never books or ends another
+sets off once the change that queued it is complete: the entry point that made it returns
+(``settles``), or the timer that fired it is done (a command settles midway only where
+what it does next depends on it). What a reaction changes queues more effects, handled in
+the same drain, in order. So a reservation ending never books or ends another
 inside the call that ends it, and a feature never sees the lab half changed.
 ``Lab._react`` is the one place that says who reacts to what.
 """
