@@ -38,7 +38,6 @@ class App:
                            {q.name for q in queues if q.backend != "local"})
         self.selection = Selection(self.lab, self.calendar)
         self.service = Service(self.lab, self.revocations)
-        self.service.on_up += [self.selection.retry, self.pool.serve]
         self.series = Series(self.lab, self.calendar, self.selection, _zone(config.timezone),
                              config.series_max_occurrences, config.series_horizon_s)
         # how many times a failed commit put the state back: a request that waited across

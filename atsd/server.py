@@ -294,9 +294,9 @@ class Server:
         lab.advance(now, MAX_TIMERS)
         caused = lab.take_events()
         for event in caused:
-            event.payload["clock_jump_s"] = round(jumped, 3)
+            event.clock_jump_s = round(jumped, 3)
         for event in pending + caused:
-            lab.emit(event.topic, **event.payload)
+            lab.emit(event)
 
     def _peers_gone(self, now: float) -> None:
         """Cancel what the connections that ended were waiting for."""

@@ -49,6 +49,33 @@ def test_request_claim_release_and_events():
         cal.release(ALICE, r.id, now=103)
 
 
+def test_a_step_the_state_table_lacks_changes_nothing():
+    lab, cal = make_lab()
+    r = cal.request(ALICE, ["r1"], 100, 50, None, "exclusive", True, None, now=100)
+    cal.release(ALICE, r.id, now=110)
+    lab.take_events()
+    for cause in ("extend", "shorten", "claim"):
+        with pytest.raises(Conflict):
+            lab.transition(r, cause, 120, end=500, kind="claimed")
+    assert (r.state, r.kind, r.end, lab.take_events()) == (states.ENDED, "pre", 150, [])
+
+
+def test_an_extension_moves_the_end_through_the_table_and_says_so():
+    lab, cal = make_lab(expiring_notice_s=5)
+    r = cal.request(ALICE, ["r1"], 100, 50, None, "exclusive", True, None, now=100,
+                    claim=True)
+    lab.take_events()
+    cal.extend(ALICE, r.id, 30, now=110)
+    [event] = lab.take_events()
+    assert (event.reservation_status, event.previous, event.reason, event.end_time) == (
+        states.ACTIVE, states.ACTIVE, "extended", 180)
+    assert [b.end for b in lab.resources["r1"].timeline] == [180]
+    lab.advance(150)                                        # the old end passes: still held
+    assert r.state == states.ACTIVE
+    lab.advance(180)
+    assert r.state == states.ENDED and r.reason == "expired"
+
+
 def test_claim_window_too_early_late_and_lapse():
     lab, cal = make_lab(claim_window_s=5)
     r = cal.request(ALICE, ["r1"], 200, 50, None, "exclusive", True, None, now=100)

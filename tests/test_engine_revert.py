@@ -8,7 +8,7 @@ from collections import Counter
 
 import msgpack
 from hypothesis import settings, strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from atsd.app import App
 from atsd.config import Config, QueueDef
@@ -105,7 +105,6 @@ class RevertMachine(RuleBasedStateMachine):
     @rule(nodes=st.sampled_from([["n1"], ["gpus/0"], ["n2", "gpus/1"]]))
     def restore(self, nodes):
         self._try(self.app.revocations.restore, ADMIN, nodes, self.now)
-        self.app.pool.serve(self.now)
 
     @rule(node=st.sampled_from(NODES), value=st.sampled_from([0.0, 0.5]))
     def set_value(self, node, value):
@@ -145,6 +144,16 @@ class RevertMachine(RuleBasedStateMachine):
     def tick(self, dt):
         self.now += dt
         self.app.lab.advance(self.now)
+
+    @invariant()
+    def no_checkout_waits_for_what_it_could_have(self):
+        """Whatever gave slots back (an end, a restore, a resource brought up) was followed
+        through before the call that made it returned: no waiting checkout that the pool
+        would grant now is left waiting."""
+        pool = self.app.pool
+        for w in pool.waiters:
+            placed, _ = pool._offer(w.request, w.order, w.lease_s, self.now)
+            assert placed is None, w
 
     # --- the end of a group ---
 

@@ -13,6 +13,7 @@ from atsd.engine.errors import Conflict, EngineError, Forbidden, Unavailable
 from atsd.engine.lab import Caller, Lab, ResourceDef
 from atsd.engine.pool import MAX_BYPASS, Pool, Waiter
 from atsd.engine.revocation import Revocations
+from atsd.engine.service import ADMIN as BY_ADMIN, Service
 from test_placement import brute_force_fits
 
 ALICE, BOB, ADMIN = Caller("alice"), Caller("bob"), Caller("root", admin=True)
@@ -225,12 +226,33 @@ def test_advance_with_a_limit_leaves_the_rest_due_in_order():
 
 def test_a_waiter_whose_slots_came_back_unannounced_is_granted_at_its_deadline():
     lab, pool, _ = make_pool(gpus=(1,), cpus=())
+    lab.resources["gpus/0"].in_service = False
+    w = pool.checkout(BOB, [("gpus", 1)], 10, now=1, wait_s=9)
+    lab.resources["gpus/0"].in_service = True       # no change the lab was told of
+    lab.advance(9.5)
+    assert w.result is None
+    lab.advance(10)
+    assert w.result.state == states.ACTIVE and w.result.start == 10
+
+
+def test_restored_nodes_serve_the_waiting_checkouts_at_once():
+    lab, pool, _ = make_pool(gpus=(1,), cpus=())
     revocations = Revocations(lab, countdown_interval_s=60)
     revocations.revoke(ADMIN, ["gpus/0"], 0, None, now=0)
     w = pool.checkout(BOB, [("gpus", 1)], 10, now=1, wait_s=9)
-    revocations.restore(ADMIN, ["gpus/0"], now=5)     # back in service; nobody served
-    lab.advance(10)
-    assert w.result.state == states.ACTIVE and w.result.start == 10
+    assert w.result is None
+    revocations.restore(ADMIN, ["gpus/0"], now=5)
+    assert w.result.state == states.ACTIVE and w.result.start == 5
+
+
+def test_a_resource_brought_up_serves_the_waiting_checkouts_at_once():
+    lab, pool, _ = make_pool(gpus=(1,), cpus=())
+    service = Service(lab, Revocations(lab, countdown_interval_s=60))
+    service.set_state("gpus/0", False, "broken", BY_ADMIN, now=0)
+    w = pool.checkout(BOB, [("gpus", 1)], 10, now=1, wait_s=9)
+    assert w.result is None
+    service.set_state("gpus/0", True, "fixed", BY_ADMIN, now=4)
+    assert w.result.state == states.ACTIVE and w.result.start == 4
 
 
 def test_a_starving_waiter_that_gives_up_lets_those_it_held_back_go():
@@ -270,8 +292,8 @@ def test_accommodates_agrees_with_checkout(request, held):
 def naive_fits(lab, request, start, end):
     """Whether ``request`` ([(type, slots)]) fits over [start, end) by the plain rule: each
     instance's free slots are its slots less those of every live booking overlapping the
-    window (more than their peak), and any assignment of requirements to instances that
-    fits them will do. Stricter than the pool, never looser."""
+    window (more than their peak), none when it is down, and any assignment of requirements
+    to instances that fits them will do. Stricter than the pool, never looser."""
     needs = {}
     for rtype, n in request:
         needs.setdefault(rtype, []).append(n)
@@ -282,7 +304,7 @@ def naive_fits(lab, request, start, end):
                 held = sum(b.slots for r in lab.reservations.values()
                            if r.state != states.ENDED for b in r.bookings
                            if b.resource == res.name and b.start < end and b.end > start)
-                free[res.name] = res.slots - held
+                free[res.name] = res.slots - held if res.bookable else 0
         if not brute_force_fits(wanted, free):
             return False
     return True
@@ -290,14 +312,15 @@ def naive_fits(lab, request, start, end):
 
 class PoolMachine(RuleBasedStateMachine):
     """Checkouts (waiting or not, any priority), checkins, cancels, calendar bookings of the
-    same instances and the clock, in any order: no slot is ever held twice, accommodates
-    always agrees with checkout, every waiter is answered once, by its deadline, what fits
-    by naive_fits is granted, at once or as soon as it fits while waiting, and a cancelled
-    request neither waits nor holds anything."""
+    same instances, instances going down and up, and the clock, in any order: no slot is
+    ever held twice, accommodates always agrees with checkout, every waiter is answered
+    once, by its deadline, what fits by naive_fits is granted, at once or as soon as it fits
+    while waiting, and a cancelled request neither waits nor holds anything."""
 
     def __init__(self):
         super().__init__()
         self.lab, self.pool, self.cal = make_pool(gpus=(2, 1, 3), cpus=(4, 4))
+        self.service = Service(self.lab, Revocations(self.lab, countdown_interval_s=10))
         self.now = 0.0
         self.allocations = []
         self.bookings = []
@@ -378,6 +401,10 @@ class PoolMachine(RuleBasedStateMachine):
         self.now += dt
         self.lab.advance(self.now)
 
+    @rule(name=st.sampled_from(["gpus/0", "gpus/2", "cpus/1"]), up=st.booleans())
+    def set_state(self, name, up):
+        self.service.set_state(name, up, "test", BY_ADMIN, self.now)
+
     @invariant()
     def never_over_allocated(self):
         assert over_allocated(self.lab) == []
@@ -417,3 +444,15 @@ class PoolMachine(RuleBasedStateMachine):
 PoolMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=40,
                                          deadline=None)
 test_pool_machine = PoolMachine.TestCase
+
+
+def test_an_end_books_nothing_until_its_effects_are_settled():
+    """Ending a reservation queues what it sets off: the waiter is served by settle, after
+    the change that freed its slots is complete, never inside it."""
+    lab, pool, _ = make_pool(gpus=(1,), cpus=())
+    held = pool.checkout(ALICE, [("gpus", 1)], 100, now=0)
+    w = pool.checkout(BOB, [("gpus", 1)], 10, now=1, wait_s=50)
+    lab.transition(held, "release", 2)
+    assert w.result is None and len(lab.resources["gpus/0"].timeline) == 0
+    lab.settle()
+    assert w.result.state == states.ACTIVE and w.result.start == 2

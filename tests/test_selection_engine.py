@@ -36,7 +36,6 @@ class Engine:
         self.rev = Revocations(self.lab, 10)
         self.sel = Selection(self.lab, self.cal)
         self.svc = Service(self.lab, self.rev)
-        self.svc.on_up.append(self.sel.retry)
         self.series = Series(self.lab, self.cal, self.sel, BERLIN, 50, 400 * 86400)
 
     def topics(self, topic):
@@ -381,7 +380,6 @@ class SelectionMachine(RuleBasedStateMachine):
     def restore(self, name):
         try:
             self.e.rev.restore(ROOT, [name], self.now)
-            self.e.sel.retry(self.now)
         except EngineError:
             pass
 

@@ -63,8 +63,6 @@ def ack_delete_pending(call: Call, nodelist: list[dict]) -> dict:
 def restore(call: Call, nodelist: list[dict]) -> dict:
     """Put revoked nodes back in service; ``restored`` lists those that were out of it."""
     restored = call.app.revocations.restore(call.caller, _names(nodelist), call.now)
-    call.app.pool.serve(call.now)           # checkouts waiting for these nodes may fit now
-    call.app.selection.retry(call.now)      # and degraded reservations may get them
     return {"restored": restored}
 
 

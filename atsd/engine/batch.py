@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass, field
 
 from . import states
 from .errors import BadRequest, at, Conflict, NotFound, Unavailable, shown
-from .events import JOB_STATUS
-from .lab import Caller, Lab, Reservation, new_id
+from .events import JobStatus
+from .lab import JOB, Caller, Lab, Reservation, new_id, settles
 from .timeline import Booking
 
 PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, TIMEOUT = (
@@ -32,8 +32,6 @@ PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, TIMEOUT = (
 FINAL = (COMPLETED, FAILED, CANCELLED, TIMEOUT)
 JOB_TRANSITIONS = {PENDING: {RUNNING, CANCELLED, COMPLETED, FAILED},
                    RUNNING: {COMPLETED, FAILED, CANCELLED, TIMEOUT}}
-
-JOB = "job"   # record kind in the store
 
 
 @dataclass(slots=True)
@@ -59,8 +57,7 @@ class Batch:
         self.local_queues = local_queues
         self.external_queues = external_queues
         self.jobs: dict[str, Job] = {}
-        lab.tables[JOB] = (self._snapshot_job, self._restore_jobs, self._unload_job)
-        lab.on_forget.append(self._forget_jobs)
+        lab.batch = self
 
     # --- reservations ---
 
@@ -109,6 +106,7 @@ class Batch:
         raise Unavailable(f"queue {queue}: no {host_count} hosts free for {wall_time:g}s "
                           f"ending by {at(deadline)}")
 
+    @settles
     def grant(self, caller: Caller, queue: str, hosts: list[str], start: float, end: float,
               now: float, rid: str | None = None, backend_ref: str | None = None) -> Reservation:
         """Record a granted reservation; on a local queue its hosts are booked (the caller
@@ -133,6 +131,7 @@ class Batch:
             raise NotFound(f"{rid} is not a batch reservation")
         return r
 
+    @settles
     def cancel(self, caller: Caller, rid: str, now: float) -> Reservation:
         r = self.batch_reservation(rid, caller)
         if r.state != states.GRANTED:
@@ -190,24 +189,23 @@ class Batch:
 
     def _changed(self, job: Job, previous: str | None) -> None:
         self.lab.touch(JOB, job.id)
-        self.lab.emit(JOB_STATUS, job_id=job.id, reservation_id=job.reservation_id,
-                      state=job.state, previous=previous, exit_code=job.exit_code,
-                      owner=job.owner)
+        self.lab.emit(JobStatus(job.id, job.reservation_id, job.state, previous,
+                                job.exit_code, job.owner))
 
-    def _forget_jobs(self, rid: str) -> None:
+    def forget_jobs(self, rid: str) -> None:
         """A reservation's jobs are kept as long as the reservation itself."""
         for job in self.jobs_of(rid):
             del self.jobs[job.id]
             self.lab.touch(JOB, job.id)
 
-    def _snapshot_job(self, key: str) -> dict | None:
+    def snapshot_job(self, key: str) -> dict | None:
         job = self.jobs.get(key)
         return asdict(job) if job is not None else None
 
-    def _unload_job(self, key: str) -> None:
+    def unload_job(self, key: str) -> None:
         self.jobs.pop(key, None)
 
-    def _restore_jobs(self, records: list[dict], now: float) -> None:
+    def restore_jobs(self, records: list[dict], now: float) -> None:
         for rec in records:
             job = Job(**rec)
             self.jobs[job.id] = job

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from . import states
 from .errors import BadRequest, at, ClaimLate, Conflict, Forbidden, TooEarly, Unavailable
-from .lab import RESOURCE, Caller, Lab, Reservation, Resource, new_id
+from .lab import RESOURCE, Caller, Lab, Reservation, Resource, new_id, settles
 from .timeline import Booking
 
 # How many times the search for a common window may move forward before giving up; each
@@ -37,7 +37,7 @@ class Want:
 class Calendar:
     def __init__(self, lab: Lab) -> None:
         self.lab = lab
-        lab.on_active.append(self._apply_config)
+        lab.calendar = self
 
     # --- queries ---
 
@@ -111,6 +111,7 @@ class Calendar:
 
     # --- requests ---
 
+    @settles
     def request(self, caller: Caller, resources: list[str], time_needed: float,
                 duration: float, config: dict | None, mode: str, next_available: bool,
                 slots: int | None, now: float, claim: bool = False,
@@ -155,6 +156,7 @@ class Calendar:
             extra={} if request_id is None else {"request_id": request_id})
         return self.lab.add(r, now)
 
+    @settles
     def claim(self, caller: Caller, rid: str, now: float) -> Reservation:
         r = self.lab.owned(rid, caller)
         if r.kind != "pre":
@@ -174,13 +176,11 @@ class Calendar:
             self.lab.transition(r, "lapse", now)
             raise self._late(caller, r, now, f"{rid} claimed {now - r.start:.3f}s after "
                              f"time_available: its {r.end - r.start:g}s no longer fit")
-        r.kind = "claimed"
-        if end > r.end:
-            self.lab.set_end(r, end, None, now)     # the claim's event carries it
-        self.lab.transition(r, "claim", now)
+        self.lab.transition(r, "claim", now, kind="claimed",
+                            end=end if end > r.end else None)
         return r
 
-    def _apply_config(self, r: Reservation, now: float) -> None:
+    def apply_config(self, r: Reservation) -> None:
         """The holder gets the config it booked (its reconfiguration ran before its start)."""
         if r.kind == "claimed" and r.config is not None:
             for b in r.bookings:
@@ -207,6 +207,7 @@ class Calendar:
         return ClaimLate(msg, pre_reservation_id=fresh.id, new_avail=fresh.start,
                          new_expire=fresh.expire_time)
 
+    @settles
     def release(self, caller: Caller, rid: str, now: float) -> Reservation:
         """End it now. A batch reservation only once ACTIVE (its jobs are stopped): before
         its start it is cancel_reservation's to end, as the CQR capability has it."""
@@ -219,6 +220,7 @@ class Calendar:
         self.lab.transition(r, "release", now)
         return r
 
+    @settles
     def extend(self, caller: Caller, rid: str, extra_s: float, now: float) -> Reservation:
         r = self.lab.owned(rid, caller)
         if r.kind == "batch":       # its window is its queue's (a Slurm one is Slurm's)
@@ -231,7 +233,7 @@ class Calendar:
             longest = self._longest_extension(r, new_end)
             raise Unavailable(f"{rid} cannot be extended by {extra_s:g}s; at most {longest:g}s "
                               "fits", max_extension=longest)
-        self.lab.set_end(r, new_end, "extended", now)
+        self.lab.transition(r, "extend", now, end=new_end)
         return r
 
     def _extends_to(self, r: Reservation, end: float) -> bool:

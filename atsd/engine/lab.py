@@ -1,23 +1,37 @@
 """The lab: its resources, their timelines, every reservation, and the clock's to-do list.
 
-This is the state the feature modules (calendar, pool, batch, revocation) share. It does no
-I/O and reads no clock: every entry point takes ``now``, and what changed comes back out as
-events (``take_events``) and as the keys of changed records (``take_dirty``) that the server
-publishes and stores. ``next_deadline`` tells the server when to call ``advance`` again.
+This is the state the feature modules (calendar, pool, batch, revocation ...) share. It does
+no I/O and reads no clock: every entry point takes ``now``, and what changed comes back out
+as events (``take_events``) and as the keys of changed records (``take_dirty``) that the
+server publishes and stores. ``next_deadline`` tells the server when to call ``advance``
+again.
+
+Every change to a reservation goes through ``transition`` (states.py says what follows
+from one); what a change sets off in the other features is queued (effects.py) and done by
+``settle``, whose ``_react`` is the one list of who reacts to what.
 """
 
 from __future__ import annotations
 
+import functools
 import heapq
 import secrets
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from . import states
+from .effects import CameUp, Effect, Ended, Forgotten, Started, WentDown
 from .errors import Forbidden, NotFound, shown
-from .events import RESERVATION_EXPIRING, RESERVATION_STATUS, Event
+from .events import Event, ReservationExpiring, ReservationReplaced, ReservationStatus
 from .timeline import Booking, Timeline
+
+if TYPE_CHECKING:
+    from .batch import Batch
+    from .calendar import Calendar
+    from .pool import Pool
+    from .revocation import Revocations
+    from .selection import Selection
 
 
 @dataclass(slots=True)
@@ -128,10 +142,25 @@ class Reservation:
 
 RESERVATION = "reservation"    # record kinds in the store
 RESOURCE = "resource"          # what the lab learned about a resource: service, value, config
+REVOCATION = "revocation"      # a revocation counting down (revocation.py)
+JOB = "job"                    # a batch job (batch.py)
 
 
 class InventoryMismatch(Exception):
     """The stored state holds live reservations on resources the inventory no longer has."""
+
+
+def settles(method):
+    """Mark a feature's entry point (what a command or a backend calls): what its changes
+    set off is done before it returns, also when it refuses after a change (a claim that
+    lapsed), so the next request sees every consequence."""
+    @functools.wraps(method)
+    def entry(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self.lab.settle()
+    return entry
 
 
 def new_id() -> str:
@@ -161,31 +190,21 @@ class Lab:
         self.held: Counter[str] = Counter()
         # (owner, request_id) -> id of the live reservation that request booked
         self._requested: dict[tuple[str, str], str] = {}
-        self._timers: list[tuple[float, int, str, str]] = []
+        # (due, order, what to call with (key, due, now), key)
+        self._timers: list[tuple[float, int, Callable[[str, float, float], None], str]] = []
         self._timer_count = 0
         self._events: list[Event] = []
         self._dirty: set[tuple[str, str]] = set()
-        # cause -> handler(id, due, now); feature modules add theirs
-        self.timer_handlers: dict[str, Callable[[str, float, float], None]] = {
-            "start": self._on_start, "lapse": self._on_lapse, "expire": self._on_expire,
-            "expiring": self._on_expiring, "forget": self._on_forget,
-        }
-        # record kind -> (snapshot(key) -> record | None, restore(records, now),
-        #                 unload(key): forget it in memory, as if it had never been stored)
-        self.tables: dict[str, tuple[Callable, Callable, Callable]] = {
-            RESERVATION: (self._snapshot_reservation, self._restore_reservations,
-                          self._unload_reservation),
-            RESOURCE: (self._snapshot_resource, self._restore_resources,
-                       self._unload_resource)}
-        # called with (reservation, now) after a reservation ended and freed its slots
-        self.on_freed: list[Callable[[Reservation, float], None]] = []
-        # called with (reservation, now) when a reservation becomes ACTIVE
-        self.on_active: list[Callable[[Reservation, float], None]] = []
-        # called with the id of an ended reservation whose history is dropped
-        self.on_forget: list[Callable[[str], None]] = []
-        # called with (names, reason, now, start, end) when resources become unusable over
-        # [start, end): down, revoked, or taken by a maintenance window (see went_down)
-        self.on_down: list[Callable[[list[str], str, float, float, float], None]] = []
+        # what changes set off, done by settle (effects.py)
+        self._effects: deque[Effect] = deque()
+        self._settling = False
+        # the features over this lab that react to effects, each set by its own
+        # constructor; None in a lab built without it (engine tests build what they test)
+        self.calendar: Calendar | None = None
+        self.pool: Pool | None = None
+        self.revocations: Revocations | None = None
+        self.selection: Selection | None = None
+        self.batch: Batch | None = None
 
     # --- lookups and rights ---
 
@@ -259,13 +278,36 @@ class Lab:
         self._publish_status(r, None, "granted" if r.state == states.GRANTED else "started", now)
         self._schedule_for(r)
         if r.state == states.ACTIVE:
-            for hook in self.on_active:
-                hook(r, now)
+            self._effects.append(Started(r, now))
         return r
 
-    def transition(self, r: Reservation, cause: str, now: float) -> None:
+    def transition(self, r: Reservation, cause: str, now: float, *, end: float | None = None,
+                   kind: str | None = None, expire_time: float | None = None,
+                   replace: tuple[Booking, Booking] | None = None) -> None:
+        """Make the change ``cause`` names (states.py's table), with what it carries: a new
+        ``end``, ``kind`` or ``expire_time``, or a booking ``replace``d by another (the
+        caller checked that it fits), and everything that follows from it. Refused with
+        ``conflict`` before anything changes when the table has no such step."""
         new, reason = states.next_state(r.state, cause)
         previous = r.state
+        if kind is not None:
+            r.kind = kind
+        if expire_time is not None:
+            r.expire_time = expire_time
+        if end is not None:
+            for b in r.bookings:
+                tl = self.resources[b.resource].timeline
+                tl.remove(b)
+                b.end = end
+                tl.add(b)
+            r.end = end
+        if replace is not None:
+            old, booking = replace
+            self.resources[old.resource].timeline.remove(old)
+            self.resources[booking.resource].timeline.add(booking)
+            r.bookings[r.bookings.index(old)] = booking
+            self.emit(ReservationReplaced(r.id, old.resource, booking.resource, r.owner,
+                                          booking.start, booking.end))
         r.state = new
         if new == states.ENDED:
             r.reason = reason
@@ -275,40 +317,71 @@ class Lab:
             for b in r.bookings:
                 self.resources[b.resource].timeline.remove(b)
             self._count(r, -1)
-            self.schedule(now + self.history_s, "forget", r.id)
-        else:
+            self.schedule(now + self.history_s, self._on_forget, r.id)
+        elif new != previous or end is not None or expire_time is not None:
             self._schedule_for(r)
         self.touch(RESERVATION, r.id)
-        self._publish_status(r, previous, reason, now)
-        if new == states.ENDED:
-            for hook in self.on_freed:
-                hook(r, now)
-        elif new == states.ACTIVE:
-            for hook in self.on_active:
-                hook(r, now)
-
-    def set_end(self, r: Reservation, end: float, reason: str | None, now: float) -> None:
-        """Move a live reservation's end (extend, renew a lease, make room for maintenance);
-        the caller checked it fits. Published like a change of state, with the same state
-        and ``reason`` saying what moved it, so a watcher never keeps the old end; with no
-        reason, the transition the caller makes next publishes it."""
-        for b in r.bookings:
-            tl = self.resources[b.resource].timeline
-            tl.remove(b)
-            b.end = end
-            tl.add(b)
-        r.end = end
-        self.touch(RESERVATION, r.id)
-        self._schedule_for(r)
         if reason is not None:
-            self._publish_status(r, r.state, reason, now)
+            self._publish_status(r, previous, reason, now)
+        if new == states.ENDED:
+            self._effects.append(Ended(r, now))
+        elif new != previous:
+            self._effects.append(Started(r, now))
 
     def went_down(self, names: list[str], reason: str, now: float, start: float | None = None,
                   end: float = float("inf")) -> None:
         """Tell the reservations booked on ``names`` over [start, end) (default: from now
         on) that those resources will not serve them."""
-        for hook in self.on_down:
-            hook(names, reason, now, now if start is None else start, end)
+        self._effects.append(WentDown(tuple(names), reason, now,
+                                      now if start is None else start, end))
+
+    def came_up(self, now: float) -> None:
+        """Resources can be booked again: whoever waits for one may get it."""
+        self._effects.append(CameUp(now))
+
+    # --- what changes set off ---
+
+    def settle(self) -> None:
+        """Do what the changes so far set off (effects.py), and what that sets off in
+        turn, until nothing is left. A command ends through here (``settles``); the
+        clock settles after each timer. Called while settling, it returns: the drain
+        under way goes on."""
+        if self._settling:
+            return
+        self._settling = True
+        try:
+            while self._effects:
+                self._react(self._effects.popleft())
+        finally:
+            self._settling = False
+
+    def _react(self, effect: Effect) -> None:
+        """Every consequence of a change, in one place and in this order."""
+        match effect:
+            case Ended(r, now):
+                # slots came back: waiting checkouts first, in their queue's order; then
+                # a revocation that waited for this holder may be complete; then
+                # degraded selector reservations may find a free match
+                if self.pool is not None:
+                    self.pool.freed(r, now)
+                if self.revocations is not None:
+                    self.revocations.holder_ended(r, now)
+                if self.selection is not None:
+                    self.selection.retry(now)
+            case Started(r, now):
+                if self.calendar is not None:       # the holder gets the config it booked
+                    self.calendar.apply_config(r)
+            case WentDown(names, reason, now, start, end):
+                if self.selection is not None:      # degraded; repaired if by selector
+                    self.selection.went_down(list(names), reason, now, start, end)
+            case CameUp(now):
+                if self.selection is not None:
+                    self.selection.retry(now)
+                if self.pool is not None:
+                    self.pool.serve(now)
+            case Forgotten(rid):
+                if self.batch is not None:          # its jobs are kept as long as it is
+                    self.batch.forget_jobs(rid)
 
     def _index_request(self, r: Reservation) -> None:
         if r.extra.get("request_id") is not None:
@@ -317,43 +390,47 @@ class Lab:
     def touch(self, kind: str, key: str) -> None:
         self._dirty.add((kind, key))
 
-    def emit(self, topic: str, **payload) -> None:
-        self._events.append(Event(topic, payload))
+    def emit(self, event: Event) -> None:
+        self._events.append(event)
 
     def _publish_status(self, r: Reservation, previous: str | None, reason: str,
                         now: float) -> None:
-        self.emit(RESERVATION_STATUS, reservation_id=r.id, reservation_status=r.state,
-                  previous=previous, reason=reason, owner=r.owner, resources=r.resources,
-                  kind=r.kind, start_time=r.start, end_time=r.real_end)
+        self.emit(ReservationStatus(r.id, r.state, previous, reason, r.owner, r.resources,
+                                    r.kind, r.start, r.real_end))
 
     # --- the clock ---
 
-    def schedule(self, due: float, cause: str, key: str) -> None:
+    def schedule(self, due: float, fire: Callable[[str, float, float], None], key: str) -> None:
+        """Call ``fire(key, due, now)`` from the first ``advance`` at or after ``due``. A timer
+        is never taken back: ``fire`` checks that its reason still holds."""
         self._timer_count += 1
-        heapq.heappush(self._timers, (due, self._timer_count, cause, key))
+        heapq.heappush(self._timers, (due, self._timer_count, fire, key))
 
     def _schedule_for(self, r: Reservation) -> None:
         """The timers a live reservation needs in its current state. Old ones are not
         removed: each handler checks that its reason still holds when it fires."""
         if r.state == states.GRANTED and r.expire_time is not None:
-            self.schedule(r.expire_time, "lapse", r.id)
+            self.schedule(r.expire_time, self._on_lapse, r.id)
         elif r.state == states.GRANTED:
-            self.schedule(r.start, "start", r.id)
+            self.schedule(r.start, self._on_start, r.id)
         if r.state == states.ACTIVE:
-            self.schedule(r.end, "expire", r.id)
+            self.schedule(r.end, self._on_expire, r.id)
             if r.end - self.expiring_notice_s > r.start:
-                self.schedule(r.end - self.expiring_notice_s, "expiring", r.id)
+                self.schedule(r.end - self.expiring_notice_s, self._on_expiring, r.id)
 
     def next_deadline(self) -> float | None:
         return self._timers[0][0] if self._timers else None
 
     def advance(self, now: float, limit: int | None = None) -> None:
         """Do what fell due by ``now``, in due order: all of it, or only the first ``limit``
-        timers (the rest stays due, and ``next_deadline`` says so)."""
+        timers (the rest stays due, and ``next_deadline`` says so). Each timer's effects
+        are settled before the next fires."""
+        self.settle()
         done = 0
         while self._timers and self._timers[0][0] <= now and (limit is None or done < limit):
-            due, _, cause, key = heapq.heappop(self._timers)
-            self.timer_handlers[cause](key, due, now)
+            due, _, fire, key = heapq.heappop(self._timers)
+            fire(key, due, now)
+            self.settle()
             done += 1
 
     def _live(self, key: str) -> Reservation | None:
@@ -381,16 +458,14 @@ class Lab:
                 and r.extra.get("warned_end") != r.end):    # once, also across a restart
             r.extra["warned_end"] = r.end
             self.touch(RESERVATION, r.id)
-            self.emit(RESERVATION_EXPIRING, reservation_id=r.id, owner=r.owner,
-                      resources=r.resources, end_time=r.end, remaining=r.end - now)
+            self.emit(ReservationExpiring(r.id, r.owner, r.resources, r.end, r.end - now))
 
     def _on_forget(self, key: str, due: float, now: float) -> None:
         r = self.reservations.get(key)
         if r is not None and r.state == states.ENDED and r.ended_at + self.history_s <= now:
             del self.reservations[key]
             self.touch(RESERVATION, key)
-            for hook in self.on_forget:
-                hook(key)
+            self._effects.append(Forgotten(key))
 
     # --- what the server takes out ---
 
@@ -404,6 +479,25 @@ class Lab:
         return [(kind, key, self.tables[kind][0](key)) for kind, key in sorted(dirty)]
 
     # --- persistence ---
+
+    @property
+    def tables(self) -> dict[str, tuple[Callable, Callable, Callable]]:
+        """Record kind -> (snapshot(key) -> record | None, restore(records, now),
+        unload(key): forget it in memory, as if it had never been stored): the lab's own
+        kinds, then those of the features over it that keep records, restored in this
+        order."""
+        tables = {
+            RESERVATION: (self._snapshot_reservation, self._restore_reservations,
+                          self._unload_reservation),
+            RESOURCE: (self._snapshot_resource, self._restore_resources,
+                       self._unload_resource)}
+        if self.revocations is not None:
+            rv = self.revocations
+            tables[REVOCATION] = (rv.snapshot, rv.restore_records, rv.unload)
+        if self.batch is not None:
+            tables[JOB] = (self.batch.snapshot_job, self.batch.restore_jobs,
+                           self.batch.unload_job)
+        return tables
 
     def _snapshot_reservation(self, key: str) -> dict | None:
         r = self.reservations.get(key)
@@ -438,7 +532,7 @@ class Lab:
             r = Reservation.from_record(rec)
             self.reservations[r.id] = r
             if r.state == states.ENDED:
-                self.schedule(r.ended_at + self.history_s, "forget", r.id)
+                self.schedule(r.ended_at + self.history_s, self._on_forget, r.id)
                 continue
             self._count(r, 1)
             for b in r.bookings:

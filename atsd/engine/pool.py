@@ -21,9 +21,10 @@ Waiting
 A checkout with ``wait_s`` that cannot be granted now becomes a ``Waiter``; a request that
 can never fit (a missing type, more slots than exist, sizes no instance can hold) is
 refused at once instead. Waiters are ordered by priority (higher first), then arrival.
-Whenever slots of the pool are freed (``lab.on_freed``), the waiters are tried in that
-order and each one that fits now is granted. A waiter whose ``wait_s`` runs out is tried
-once more, alone, and else answered ``unavailable`` with the reason it still does not fit.
+Whenever slots of the pool are freed (a reservation on it ended, or resources came back:
+``Lab._react``), the waiters are tried in that order and each one that fits now is
+granted. A waiter whose ``wait_s`` runs out is tried once more, alone, and else answered
+``unavailable`` with the reason it still does not fit.
 
 Waits end in O(log n) each, however many wait: each deadline is a timer on the lab's heap,
 the queue is a sorted list (removal by binary search), and a waiter that leaves it is
@@ -62,14 +63,12 @@ from sortedcontainers import SortedKeyList
 
 from . import placement, states
 from .errors import Conflict, EngineError, Unavailable
-from .lab import Caller, Lab, Reservation, Resource, new_id
+from .lab import Caller, Lab, Reservation, Resource, new_id, settles
 from .timeline import Booking
 
 # How often a waiter may be overtaken by later requests for a type it wants before it
 # holds them back (see the module docstring).
 MAX_BYPASS = 8
-
-WAIT_END = "pool_wait"      # timer cause: a waiter's wait_s ran out
 
 Request = list[tuple[str, int]]
 
@@ -113,8 +112,7 @@ class Pool:
         self._waiting: dict[str, Waiter] = {}                       # id -> queued waiter
         self._starving = SortedKeyList(key=attrgetter("order"))     # bypassed MAX_BYPASS
         self._arrivals = 0
-        lab.on_freed.append(self._freed)
-        lab.timer_handlers[WAIT_END] = self._on_wait_end
+        lab.pool = self
 
     # --- what is free ---
 
@@ -189,6 +187,7 @@ class Pool:
 
     # --- changing ---
 
+    @settles
     def checkout(self, caller: Caller, request: Request, lease_s: float, now: float,
                  wait_s: float = 0.0, priority: int = 0,
                  request_id: str | None = None,
@@ -215,7 +214,7 @@ class Pool:
         self.waiters.add(w)
         self._waiting[w.id] = w
         self.lab.hold(w.owner, 1)
-        self.lab.schedule(w.deadline, WAIT_END, w.id)
+        self.lab.schedule(w.deadline, self._on_wait_end, w.id)
         return w
 
     def _dequeue(self, w: Waiter) -> None:
@@ -253,6 +252,7 @@ class Pool:
                     self._starving.add(w)
         return self.lab.add(r, now)
 
+    @settles
     def cancel(self, owner: str, request_id: str, reason: str, now: float) -> bool:
         """Stop ``owner``'s request ``request_id``: take its waiter out of the queue, or
         release what it booked (an allocation, a calendar reservation). False when neither
@@ -271,6 +271,7 @@ class Pool:
         self.lab.transition(booked, "release", now)
         return True
 
+    @settles
     def checkin(self, caller: Caller, allocation_id: str, now: float) -> Reservation:
         """End an allocation now (its owner or an admin) and give its slots back."""
         r = self.lab.owned(allocation_id, caller)
@@ -282,8 +283,8 @@ class Pool:
         return r
 
     def serve(self, now: float) -> None:
-        """Grant every waiter that fits now, in service order. Called whenever slots may
-        have come back: a reservation of the pool ended, nodes were restored, a starving
+        """Grant every waiter that fits now, in service order. Done whenever slots may
+        have come back: a reservation of the pool ended, resources came back, a starving
         waiter left."""
         for w in list(self.waiters):
             # past its deadline (the clock jumped, or the daemon was down): its own timer,
@@ -296,7 +297,8 @@ class Pool:
                 self._resolve(w, self._grant(w.owner, w.request, placed, w.lease_s, now,
                                              w.order, w.request_id))
 
-    def _freed(self, r: Reservation, now: float) -> None:
+    def freed(self, r: Reservation, now: float) -> None:
+        """A reservation ended: if it held slots of the pool, serve the queue."""
         if any(b.resource in self._pooled for b in r.bookings):
             self.serve(now)
 
@@ -306,8 +308,9 @@ class Pool:
         for w in self.waiters:
             w.since += seconds
             w.deadline += seconds
-            self.lab.schedule(w.deadline, WAIT_END, w.id)
+            self.lab.schedule(w.deadline, self._on_wait_end, w.id)
 
+    @settles
     def adopt(self, old: Pool, now: float) -> None:
         """Take over the waiters of the pool this one replaces (a config reload), in their
         order, with their deadlines; serve those the new inventory fits at once."""
@@ -317,7 +320,7 @@ class Pool:
             if w.bypassed >= MAX_BYPASS:
                 self._starving.add(w)
             self.lab.hold(w.owner, 1)
-            self.lab.schedule(w.deadline, WAIT_END, w.id)
+            self.lab.schedule(w.deadline, self._on_wait_end, w.id)
         self._arrivals = old._arrivals
         self.serve(now)
 

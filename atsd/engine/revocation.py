@@ -38,14 +38,9 @@ from dataclasses import dataclass, field
 
 from . import states
 from .errors import BadRequest, Conflict, Forbidden
-from .events import DELETE_COMPLETE, DELETE_PENDING, RESOURCE_VALUES
-from .lab import RESOURCE, Caller, Lab, Reservation, new_id
+from .events import DeleteComplete, DeletePending, ResourceValues
+from .lab import RESOURCE, REVOCATION, Caller, Lab, Reservation, new_id, settles
 from .timeline import Booking
-
-REVOCATION = "revocation"      # record kinds in the store
-
-NOTICE = "revocation_notice"    # timer causes
-DEADLINE = "revocation_deadline"
 
 
 @dataclass(slots=True, eq=False)
@@ -94,14 +89,11 @@ class Revocations:
         self.lab = lab
         self.interval = countdown_interval_s
         self.revocations: dict[str, Revocation] = {}
-        self._taking = False
-        lab.timer_handlers[NOTICE] = self._on_notice
-        lab.timer_handlers[DEADLINE] = self._on_deadline
-        lab.tables[REVOCATION] = (self._snapshot, self._restore, self._unload)
-        lab.on_freed.append(self._freed)
+        lab.revocations = self
 
     # --- commands ---
 
+    @settles
     def revoke(self, caller: Caller, nodes: list[str], max_wait_time: float,
                reason: str | None, now: float) -> Revocation:
         self._admin(caller, "revoke")
@@ -114,10 +106,12 @@ class Revocations:
             self.lab.resources[node].in_service = False
             self.lab.touch(RESOURCE, node)
         self.lab.went_down(list(nodes), reason or "revoked", now)
+        self.lab.settle()       # a selector reservation moved off them is no holder
         rev = self._start(Revocation(new_id(), list(nodes), now + max_wait_time, reason))
         self._notice(rev, now)
         return rev
 
+    @settles
     def ack(self, caller: Caller, nodes: list[str], now: float,
             only: dict[str, str] | None = None) -> list[str]:
         """End now what ``caller`` holds on ``nodes`` under pending revocations (an admin
@@ -146,6 +140,7 @@ class Revocations:
                 gone += [n for n, _ in pairs if n not in gone]
         return gone
 
+    @settles
     def restore(self, caller: Caller, nodes: list[str], now: float) -> list[str]:
         """Put nodes back in service; returns those that were out of it."""
         self._admin(caller, "restore")
@@ -159,6 +154,8 @@ class Revocations:
         for node in restored:
             self.lab.resources[node].in_service = True
             self.lab.touch(RESOURCE, node)
+        if restored:
+            self.lab.came_up(now)
         return restored
 
     def set_values(self, caller: Caller, values: list[tuple[str, float]],
@@ -171,13 +168,13 @@ class Revocations:
         for node, value in values:
             self.lab.resources[node].value = value
             self.lab.touch(RESOURCE, node)
-        self.lab.emit(RESOURCE_VALUES, nodelist=[{"node_id": n, "value": v}
-                                                 for n, v in values])
+        self.lab.emit(ResourceValues([{"node_id": n, "value": v} for n, v in values]))
         return [n for n, _ in values]
 
     def values(self) -> list[dict]:
         return [{"node_id": r.name, "value": r.value} for r in self.lab.resources.values()]
 
+    @settles
     def maintenance(self, caller: Caller, nodes: list[str], start: float, duration: float,
                     now: float) -> Reservation:
         """Book an exclusive maintenance window on ``nodes`` even where others hold them,
@@ -187,6 +184,7 @@ class Revocations:
         start = max(start, now)
         end = start + duration
         self.lab.went_down(list(nodes), "maintenance", now, start, end)
+        self.lab.settle()       # a selector reservation moved off the window is no target
         targets: dict[str, list[str]] = {}
         for node in nodes:
             for b in self.lab.resources[node].timeline.overlapping(start, end):
@@ -205,9 +203,8 @@ class Revocations:
         holders = self._holders(rev)
         keep = {r.id for _, r in holders if _usable_before(r, start)}
         for r in {r.id: r for _, r in holders if r.id in keep}.values():
-            if r.expire_time is not None:
-                r.expire_time = min(r.expire_time, start)
-            self.lab.set_end(r, start, "shortened", now)
+            self.lab.transition(r, "shorten", now, end=start, expire_time=None
+                                if r.expire_time is None else min(r.expire_time, start))
         # the window is booked before anything is taken, so nobody waiting for slots (a
         # pool checkout served when a holder ends) can be given a piece of it
         self.lab.add(m, now)
@@ -224,7 +221,7 @@ class Revocations:
         is shortened to end at the deadline, so at that instant it ends as ``revoked``."""
         self.revocations[rev.id] = rev
         self.lab.touch(REVOCATION, rev.id)
-        self.lab.schedule(rev.deadline, DEADLINE, rev.id)
+        self.lab.schedule(rev.deadline, self._on_deadline, rev.id)
         return rev
 
     def _holders(self, rev: Revocation) -> list[tuple[str, Reservation]]:
@@ -244,38 +241,28 @@ class Revocations:
     def _notice(self, rev: Revocation, now: float) -> None:
         holders = self._holders(rev)
         remaining = max(0.0, rev.deadline - now)
-        self.lab.emit(DELETE_PENDING, revocation_id=rev.id, reason=rev.reason,
-                      max_wait_time=remaining, deadline=rev.deadline,
-                      nodelist=_nodelist(rev, holders, True, remaining))
+        self.lab.emit(DeletePending(rev.id, rev.reason, remaining, rev.deadline,
+                                    _nodelist(rev, holders, True, remaining)))
         if not holders or remaining == 0:
             self._take(rev, holders, now)
             return
         rev.next_notice = now + self.interval
         if rev.next_notice < rev.deadline:
-            self.lab.schedule(rev.next_notice, NOTICE, rev.id)
+            self.lab.schedule(rev.next_notice, self._on_notice, rev.id)
 
     def _take(self, rev: Revocation, pairs: list[tuple[str, Reservation]], now: float) -> None:
         """End the reservations in ``pairs`` and publish which nodes went; when that leaves
-        the revocation with no holder (or it is due), it is complete."""
-        if rev.id not in self.revocations:      # completed already, by a nested take
-            return
-        self._taking = True
-        try:
-            for r in {r.id: r for _, r in pairs}.values():
-                if r.state != states.ENDED:
-                    self.lab.transition(r, "revoke", now)
-        finally:
-            self._taking = False
+        the revocation with no holder (or it is due), it is complete. Another revocation
+        these ends leave with no holder completes when they are settled (``holder_ended``)."""
+        for r in {r.id: r for _, r in pairs}.values():
+            if r.state != states.ENDED:
+                self.lab.transition(r, "revoke", now)
         final = now >= rev.deadline or not self._holders(rev)
         if final:
             del self.revocations[rev.id]
             self.lab.touch(REVOCATION, rev.id)
-        self.lab.emit(DELETE_COMPLETE, revocation_id=rev.id, reason=rev.reason, final=final,
-                      nodelist=_nodelist(rev, pairs, final, 0.0))
-        # a reservation on the nodes of two revocations may have been the other's last
-        for other in list(self.revocations.values()):
-            if not self._holders(other):
-                self._take(other, [], now)
+        self.lab.emit(DeleteComplete(rev.id, rev.reason, final,
+                                     _nodelist(rev, pairs, final, 0.0)))
 
     def _on_notice(self, key: str, due: float, now: float) -> None:
         rev = self.revocations.get(key)
@@ -287,10 +274,9 @@ class Revocations:
         if rev is not None and rev.deadline == due:
             self._take(rev, self._holders(rev), now)
 
-    def _freed(self, r: Reservation, now: float) -> None:
-        """A holder that released (or whose reservation expired) has answered too."""
-        if self._taking:
-            return
+    def holder_ended(self, r: Reservation, now: float) -> None:
+        """A holder that released (or whose reservation expired or was revoked by another
+        revocation) has answered too."""
         for rev in list(self.revocations.values()):
             if set(r.resources) & set(rev.nodes) and not self._holders(rev):
                 self._take(rev, [], now)
@@ -316,14 +302,14 @@ class Revocations:
 
     # --- persistence ---
 
-    def _snapshot(self, key: str) -> dict | None:
+    def snapshot(self, key: str) -> dict | None:
         rev = self.revocations.get(key)
         return rev.to_record() if rev is not None else None
 
-    def _unload(self, key: str) -> None:
+    def unload(self, key: str) -> None:
         self.revocations.pop(key, None)
 
-    def _restore(self, records: list[dict], now: float) -> None:
+    def restore_records(self, records: list[dict], now: float) -> None:
         """Resume each countdown with a notice at once; one whose nodes left the inventory
         is dropped (and deleted from the store)."""
         for rec in records:
@@ -333,9 +319,9 @@ class Revocations:
                 self.lab.touch(REVOCATION, rev.id)
                 continue
             self.revocations[rev.id] = rev
-            self.lab.schedule(rev.deadline, DEADLINE, rev.id)
+            self.lab.schedule(rev.deadline, self._on_deadline, rev.id)
             rev.next_notice = now
-            self.lab.schedule(now, NOTICE, rev.id)
+            self.lab.schedule(now, self._on_notice, rev.id)
 
 
 def _usable_before(r: Reservation, start: float) -> bool:

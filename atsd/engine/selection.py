@@ -26,8 +26,8 @@ from __future__ import annotations
 from . import states
 from .calendar import MAX_SEARCH_STEPS, Calendar
 from .errors import Unavailable
-from .events import RESERVATION_DEGRADED, RESERVATION_REPLACED
-from .lab import RESERVATION, Caller, Lab, Reservation, Resource
+from .events import ReservationDegraded
+from .lab import RESERVATION, Caller, Lab, Reservation, Resource, settles
 from .selector import parse
 from .timeline import Booking
 
@@ -37,8 +37,7 @@ class Selection:
         self.lab = lab
         self.calendar = calendar
         self._waiting: set[str] | None = None      # ids of degraded selector reservations
-        lab.on_down.append(self._went_down)
-        lab.on_freed.append(lambda r, now: self.retry(now))
+        lab.selection = self
 
     def matching(self, selector: str) -> list[Resource]:
         """Resources whose tags match, up or not, in inventory order."""
@@ -96,6 +95,7 @@ class Selection:
         return {"available": t == start, "avail_start": t, "avail_end": t + (end - start),
                 "resources": [res.name for res, _ in picks]}
 
+    @settles
     def request(self, caller: Caller, selector: str, count: int, time_needed: float,
                 duration: float, config: dict | None, mode: str, next_available: bool,
                 slots: int | None, now: float) -> Reservation:
@@ -118,16 +118,17 @@ class Selection:
 
     # --- repair ---
 
-    def _went_down(self, names: list[str], reason: str, now: float, start: float,
-                   end: float) -> None:
+    def went_down(self, names: list[str], reason: str, now: float, start: float,
+                  end: float) -> None:
+        """Tell the live reservations booked on ``names`` over [start, end), and repair
+        those made by selector."""
         affected: dict[str, Reservation] = {}
         for name in names:
             for b in self.lab.resources[name].timeline.overlapping(max(start, now), end):
                 r = self.lab.reservations.get(b.reservation_id)
                 if r is not None and r.state != states.ENDED:
                     affected.setdefault(r.id, r)
-                    self.lab.emit(RESERVATION_DEGRADED, reservation_id=r.id, resource=name,
-                                  reason=reason, owner=r.owner)
+                    self.lab.emit(ReservationDegraded(r.id, name, reason, r.owner))
         for r in affected.values():
             if "selector" not in r.extra:
                 continue
@@ -189,11 +190,6 @@ class Selection:
                                                           old.config):
                 continue
             new = Booking(r.id, res.name, start, old.end, slots, old.exclusive, old.config)
-            self.lab.resources[old.resource].timeline.remove(old)
-            res.timeline.add(new)
-            r.bookings[r.bookings.index(old)] = new
-            self.lab.touch(RESERVATION, r.id)
-            self.lab.emit(RESERVATION_REPLACED, reservation_id=r.id, old=old.resource,
-                          new=res.name, owner=r.owner, start_time=start, end_time=old.end)
+            self.lab.transition(r, "replace", now, replace=(old, new))
             return True
         return False

@@ -30,7 +30,7 @@ from dateutil.rrule import rrulestr
 from . import states
 from .calendar import Calendar
 from .errors import BadRequest, Conflict, NotFound, Unavailable
-from .lab import Caller, Lab, Reservation, new_id
+from .lab import Caller, Lab, Reservation, new_id, settles
 from .selection import Selection
 from .timeline import Booking
 
@@ -82,6 +82,7 @@ class Series:
 
     # --- booking ---
 
+    @settles
     def request(self, caller: Caller, names: list[str] | None, selector: str | None,
                 count: int, first: float, duration: float, config: dict | None, mode: str,
                 slots: int | None, rule: str, partial: bool, now: float) -> dict:
@@ -145,6 +146,7 @@ class Series:
 
     # --- ending ---
 
+    @settles
     def release(self, caller: Caller, sid: str, now: float) -> list[str]:
         """End every occurrence of the series not yet ended; returns their ids."""
         members = [r for r in self.lab.reservations.values()

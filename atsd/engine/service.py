@@ -11,8 +11,8 @@ what a health check took down: an admin's ``down`` stays until an admin says ``u
 from __future__ import annotations
 
 from .errors import Conflict
-from .events import RESOURCE_STATE
-from .lab import RESOURCE, Lab, Resource
+from .events import ResourceState
+from .lab import RESOURCE, Lab, Resource, settles
 from .revocation import Revocations
 
 ADMIN = "admin"
@@ -23,8 +23,6 @@ class Service:
     def __init__(self, lab: Lab, revocations: Revocations) -> None:
         self.lab = lab
         self.revocations = revocations
-        # called with ``now`` after a resource came up: whoever waits for one may get it
-        self.on_up: list = []
 
     def state(self, res: Resource) -> tuple[str, str | None]:
         """(service, reason) as list_resources shows them."""
@@ -39,6 +37,7 @@ class Service:
             return "down", res.down
         return "up", None
 
+    @settles
     def set_state(self, name: str, up: bool, reason: str, by: str, now: float) -> bool:
         """Take ``name`` down or bring it up; returns whether anything changed. ``by`` is
         ADMIN or HEALTH (see the module docstring)."""
@@ -56,11 +55,9 @@ class Service:
             res.down, res.down_by = reason, by
         self.lab.touch(RESOURCE, name)
         service, why = self.state(res)
-        self.lab.emit(RESOURCE_STATE, resource=name, service=service, reason=why or reason,
-                      by=by)
+        self.lab.emit(ResourceState(name, service, why or reason, by))
         if up:
-            for hook in self.on_up:
-                hook(now)
+            self.lab.came_up(now)
         elif was_up and res.in_service:
             self.lab.went_down([name], reason, now)
         return True
