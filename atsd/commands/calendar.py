@@ -71,7 +71,8 @@ def request_reservation(call: Call, resource: str | None, resources: list[str] |
     if claim and (selector is not None or count is not None or recurrence is not None):
         raise BadRequest("claim is for named resources; a recurrence's occurrences are "
                          "confirmed already")
-    if resource_config is not None and configuration is not None and resource_config != configuration:
+    if (resource_config is not None and configuration is not None
+            and resource_config != configuration):
         raise BadRequest("resource_config and configuration differ")
     config = resource_config if resource_config is not None else configuration
     start = call.now if time_needed is None else time_needed
