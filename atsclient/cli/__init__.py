@@ -29,6 +29,7 @@ from ..client import DEFAULT_SERVER, ATSClient
 from ..errors import ATSError
 from ..events import default_events_endpoint
 from ..security import curve_keys, from_environment
+from .summaries import HELP
 
 FEATURES = ("calendar", "batch", "keygen", "pool", "revocation", "service", "audit",
             "operations")
@@ -377,6 +378,16 @@ def positive(kind):
         return value
     check.__name__ = kind.__name__
     return check
+
+
+def add_command(sub, common, name: str, wire: str, more: str | None = None):
+    """The parser of the subcommand ``name``, which sends the wire command ``wire``: its help
+    is that command's (``HELP``: the first line of its doc in atsd's command table), and its
+    description (``atsclient NAME --help``) that help and ``more``, what the command line
+    adds to the wire command."""
+    summary = HELP[wire]
+    return sub.add_parser(name, parents=[common], help=summary,
+                          description=f"{summary}. {more}" if more else f"{summary}.")
 
 
 def build_parser() -> argparse.ArgumentParser:
