@@ -399,7 +399,8 @@ def _layout() -> tuple[dict[str, set[str]], dict[str, list[str]]]:
         parts = key.split(".")
         for i, part in enumerate(parts):
             known.setdefault(".".join(parts[:i]), set()).add(part)
-        known.setdefault(key, set()).update(getattr(arg.kind, "section_keys", ()))
+        if hasattr(arg.kind, "section_keys"):
+            known.setdefault(key, set()).update(arg.kind.section_keys)
         if arg.required:
             needed.setdefault(key.rpartition(".")[0], []).append(parts[-1])
     return known, needed
