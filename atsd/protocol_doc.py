@@ -1,13 +1,17 @@
 """docs/protocol.md, written from the command table, atsclient.wire's topics and error codes,
-and the CLI's map of commands to subcommands, so the reference cannot drift from the code:
-tests/test_protocol_doc.py fails when the committed file differs from ``render()``.
+and the CLI's map of commands to subcommands; and the help of the CLI's subcommands, written
+from the same table (``atsclient`` cannot import it: it would load the daemon). So neither
+can drift from the code: tests/test_protocol_doc.py fails when a committed file differs from
+what is written here.
 
     python -m atsd.protocol_doc > docs/protocol.md
+    python -m atsd.protocol_doc --cli-help > atsclient/cli/summaries.py
 """
 
 from __future__ import annotations
 
 import inspect
+import json
 
 from atsclient.cli import EXIT_STATUS, cli_paths
 from atsclient.wire import ERROR_CODES, TOPICS
@@ -101,5 +105,28 @@ def render() -> str:
     return "\n".join(lines)
 
 
+def cli_help() -> dict[str, str]:
+    """The help of the subcommand that sends each command: the first line of its doc
+    without the full stop, and "(admin)" for an admin command."""
+    return {name: cmd.doc.splitlines()[0].rstrip(".") + (" (admin)" if cmd.admin else "")
+            for name, cmd in sorted(load_all().items())}
+
+
+def render_cli_help() -> str:
+    lines = [f'"""{CLI_HELP_DOC}"""', "", "HELP = {"]
+    for name, text in cli_help().items():
+        key, value = json.dumps(name), json.dumps(text)
+        one = f"    {key}: {value},"
+        lines.append(one if len(one) <= 100 else f"    {key}:\n        {value},")
+    return "\n".join(lines + ["}", ""])
+
+
+CLI_HELP_DOC = """The help of each ``atsclient`` subcommand that sends a wire command, by
+the command: the first line of its doc in atsd's command table (atsd/commands), "(admin)"
+added for an admin command. Written by ``python -m atsd.protocol_doc --cli-help``, not by
+hand: tests/test_protocol_doc.py fails when this file is not what the table writes."""
+
+
 if __name__ == "__main__":
-    print(render(), end="")
+    import sys
+    print(render_cli_help() if sys.argv[1:] == ["--cli-help"] else render(), end="")

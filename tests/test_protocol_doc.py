@@ -1,5 +1,6 @@
 """The command table is the one schema: every command has a doc, declared reply keys, a client
-method and a command-line path, and docs/protocol.md is exactly what the table writes."""
+method and a command-line path whose help is its doc's summary, and docs/protocol.md and the
+CLI's help are exactly what the table writes."""
 
 import asyncio
 import re
@@ -8,11 +9,12 @@ from pathlib import Path
 import pytest
 
 from atsclient.cli import build_parser, cli_paths
+from atsclient.cli.summaries import HELP
 from atsclient.errors import BY_CODE
 from atsclient.wire import ERROR_CODES, TOPICS
 from atsd.commands import EVERY_COMMAND_ERRORS, load_all
 from atsd.engine.events import TOPICS as ENGINE_TOPICS
-from atsd.protocol_doc import render
+from atsd.protocol_doc import render, render_cli_help
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = load_all()
@@ -23,10 +25,19 @@ def test_protocol_md_is_what_the_table_writes():
         "docs/protocol.md is stale: python -m atsd.protocol_doc > docs/protocol.md"
 
 
+def test_the_cli_help_is_what_the_table_writes():
+    assert (ROOT / "atsclient" / "cli" / "summaries.py").read_text() == render_cli_help(), \
+        ("atsclient/cli/summaries.py is stale: "
+         "python -m atsd.protocol_doc --cli-help > atsclient/cli/summaries.py")
+
+
 @pytest.mark.parametrize("name", sorted(COMMANDS))
 def test_every_command_has_doc_replies_errors_client_method_and_cli_path(name):
     cmd = COMMANDS[name]
     assert cmd.doc, f"{name} has no docstring"
+    lines = cmd.doc.splitlines()
+    assert len(lines) == 1 or not lines[1].strip(), \
+        f"{name}'s doc does not start with a summary line (the CLI's help) and a blank line"
     assert cmd.replies, f"{name} declares no reply keys (@command(..., replies=...))"
     assert "bad_request" in cmd.errors, f"{name} does not declare bad_request (errors=...)"
     assert set(cmd.errors) <= set(ERROR_CODES), f"{name} declares unknown error codes"
@@ -36,22 +47,32 @@ def test_every_command_has_doc_replies_errors_client_method_and_cli_path(name):
     assert f'"command": "{name}"' in client, f"atsclient.client has no method sending {name}"
     path = cli_paths().get(name)
     assert path, f"no atsclient subcommand sends {name} (a feature module's WIRE)"
-    _subcommand(path)
+    parser, summary = _subcommand(path)
+    sent_there = {HELP[w] for w, p in cli_paths().items() if _words(p) == _words(path)}
+    assert summary in sent_there and parser.description.startswith(summary), \
+        f"'atsclient {path}' does not take its help from the command table (add_command)"
+
+
+def _words(path: str) -> list[str]:
+    """The subcommand's words of a CLI path: ``batch create --deadline``: batch, create."""
+    return re.findall(r"[a-z][a-z-]*", path.split(" --")[0])
 
 
 def _subcommand(path: str):
-    """The parser ``atsclient <path>`` reaches; fails when a word names no subcommand."""
-    parser = build_parser()
-    for word in re.findall(r"[a-z][a-z-]*", path.split(" --")[0]):
+    """The parser ``atsclient <path>`` reaches and its help; fails when a word names no
+    subcommand."""
+    parser, summary = build_parser(), None
+    for word in _words(path):
         subs = [a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"]
         if not subs:
             break
         assert word in subs[0].choices, f"'atsclient {path}': no subcommand {word}"
+        summary = next(a.help for a in subs[0]._choices_actions if a.dest == word)
         parser = subs[0].choices[word]
     option = re.search(r"(--[a-z-]+)", path)
     if option:
         assert option.group(1) in parser._option_string_actions, f"'atsclient {path}'"
-    return parser
+    return parser, summary
 
 
 def test_topics_and_error_codes_are_defined_once():

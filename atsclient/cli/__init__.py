@@ -29,6 +29,7 @@ from ..client import DEFAULT_SERVER, ATSClient
 from ..errors import ATSError
 from ..events import default_events_endpoint
 from ..security import curve_keys, from_environment
+from .summaries import HELP
 
 FEATURES = ("calendar", "batch", "keygen", "pool", "revocation", "service", "audit",
             "operations")
@@ -150,9 +151,9 @@ def print_table(rows: list[dict], columns: list[str]) -> None:
     """Aligned columns under a header for people; a header alone when there are no rows."""
     cells = [[str(r.get(c, "")) if r.get(c) is not None else "-" for c in columns] for r in rows]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
-    print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths)).rstrip())
+    print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
     for row in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
 
 
 @contextlib.contextmanager
@@ -377,6 +378,16 @@ def positive(kind):
         return value
     check.__name__ = kind.__name__
     return check
+
+
+def add_command(sub, common, name: str, wire: str, more: str | None = None):
+    """The parser of the subcommand ``name``, which sends the wire command ``wire``: its help
+    is that command's (``HELP``: the first line of its doc in atsd's command table), and its
+    description (``atsclient NAME --help``) that help and ``more``, what the command line
+    adds to the wire command."""
+    summary = HELP[wire]
+    return sub.add_parser(name, parents=[common], help=summary,
+                          description=f"{summary}. {more}" if more else f"{summary}.")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from . import client_from, fmt_time, output, parse_time, positive, print_table
+from . import add_command, client_from, fmt_time, output, parse_time, positive, print_table
 
 
 WIRE = {"get_audit": "audit"}
 
 
 def register(sub, common) -> None:
-    p = sub.add_parser("audit", parents=[common],
-                       help="who changed what, and who was refused (oldest first)")
+    p = add_command(sub, common, "audit", "get_audit")
     p.add_argument("--since", default="now-1d", help="from this time (default now-1d)")
     p.add_argument("--until", help="to this time (default: now)")
     p.add_argument("--actor", help="one user's entries (admins; yours without it)")

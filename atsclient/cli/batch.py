@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from . import (UsageError, client_from, fmt_time, output, parse_duration, parse_time, positive,
-               print_table)
+from . import (UsageError, add_command, client_from, fmt_time, output, parse_duration,
+               parse_time, positive, print_table)
 
 
 WIRE = {"create_reservation": "batch create", "create_deadline_reservation":
@@ -16,14 +16,14 @@ WIRE = {"create_reservation": "batch create", "create_deadline_reservation":
 
 
 def register(sub, common) -> None:
-    p = sub.add_parser("queues", parents=[common],
-                       help="batch queues, where job scripts must lie, where output goes")
+    p = add_command(sub, common, "queues", "list_queues")
     p.set_defaults(func=queues)
 
-    batch = sub.add_parser("batch", parents=[common], help="batch queue reservations and jobs")
+    batch = sub.add_parser("batch", parents=[common], help="Batch queue reservations and jobs")
     bsub = batch.add_subparsers(dest="batch_command", metavar="ACTION", required=True)
 
-    p = bsub.add_parser("create", parents=[common], help="reserve hosts of a queue")
+    p = add_command(bsub, common, "create", "create_reservation",
+                    "With --deadline instead of --start, as early as possible to end by then.")
     p.add_argument("--queue", "-q", required=True, help="the queue ('atsclient queues')")
     p.add_argument("--hosts", "-n", type=positive(int), default=1,
                    help="how many hosts (default 1)")
@@ -33,15 +33,14 @@ def register(sub, common) -> None:
     when.add_argument("--deadline", help="end by then, as early as possible")
     p.set_defaults(func=create)
 
-    p = bsub.add_parser("status", parents=[common], help="a batch reservation's state")
+    p = add_command(bsub, common, "status", "get_reservation_status")
     p.add_argument("id", help="the batch reservation id")
     p.set_defaults(func=status)
 
-    p = bsub.add_parser("submit", parents=[common],
-                        help="submit a job script into a reservation",
-                        description="The script path is resolved here (a relative one from "
-                                    "the current directory) and must lie in one of the "
-                                    "daemon's job directories ('atsclient queues').")
+    p = add_command(bsub, common, "submit", "submit_job_to_reservation",
+                    "The script path is resolved here (a relative one from the current "
+                    "directory) and must lie in one of the daemon's job directories "
+                    "('atsclient queues').")
     p.add_argument("id", help="the batch reservation id")
     p.add_argument("script", help="the job script, inside a job directory")
     p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS",
@@ -49,12 +48,12 @@ def register(sub, common) -> None:
                         "arguments to the script on a local queue")
     p.set_defaults(func=submit)
 
-    p = bsub.add_parser("jobs", parents=[common],
-                        help="the jobs of a reservation and where their output is")
+    p = add_command(bsub, common, "jobs", "get_job_status",
+                    "Of every job of the reservation, with where its output is.")
     p.add_argument("id", help="the batch reservation id")
     p.set_defaults(func=jobs)
 
-    p = bsub.add_parser("cancel", parents=[common], help="cancel a reservation not yet active")
+    p = add_command(bsub, common, "cancel", "cancel_reservation")
     p.add_argument("id", help="the batch reservation id")
     p.set_defaults(func=cancel)
 

@@ -10,8 +10,8 @@ import sys
 import time
 
 from ..errors import ATSError, ResourceUnavailable, TooEarly
-from . import (Failed, UsageError, client_from, each_id, fmt_duration, fmt_time, output,
-               parse_duration, parse_time, positive, print_table)
+from . import (Failed, UsageError, add_command, client_from, each_id, fmt_duration, fmt_time,
+               output, parse_duration, parse_time, positive, print_table)
 
 
 # wire command -> the subcommand that sends it (see cli_paths)
@@ -24,19 +24,19 @@ WIRE = {"list_resources": "resources", "get_config": "show NAME",
 
 
 def register(sub, common) -> None:
-    p = sub.add_parser("resources", parents=[common],
-                       help="every resource, its state, and who holds it until when")
+    p = add_command(sub, common, "resources", "list_resources")
     p.add_argument("--type", help="only this type")
     p.add_argument("--tag", action="append", default=[], metavar="K=V", help="only with tag")
     p.add_argument("--select", metavar="SELECTOR",
                    help="only those matching, like 'board=imx8 and usb'")
     p.set_defaults(func=resources)
 
-    p = sub.add_parser("show", parents=[common], help="one resource and its bookings")
+    p = add_command(sub, common, "show", "get_config",
+                    "With its type, state, free slots and tags, and its bookings.")
     p.add_argument("name", help="the resource")
     p.set_defaults(func=show)
 
-    p = sub.add_parser("when", parents=[common], help="when is a resource free")
+    p = add_command(sub, common, "when", "check_available")
     p.add_argument("name", nargs="?", help="the resource")
     p.add_argument("--select", metavar="SELECTOR",
                    help="when are --count resources whose tags match free together (not NAME)")
@@ -46,14 +46,12 @@ def register(sub, common) -> None:
     p.add_argument("--shared", action="store_true", help="free for a shared holder")
     p.set_defaults(func=when)
 
-    p = sub.add_parser("reserve", parents=[common],
-                       help="reserve one or more resources (together), confirmed at once",
-                       description="Book exactly --at (default now) for --for, confirmed at "
-                                   "once (it starts by itself); when that is taken, fail "
-                                   "naming the next free window, or take it with --next. "
-                                   "--wait waits for a later window to start (and so accepts "
-                                   "one); Ctrl-C or SIGTERM then releases it. --two-step only "
-                                   "pre-reserves, to be claimed in time (the kissats flow).")
+    p = add_command(sub, common, "reserve", "request_reservation",
+                    "Book exactly --at (default now) for --for, confirmed at once (it starts "
+                    "by itself); when that is taken, fail naming the next free window, or "
+                    "take it with --next. --wait waits for a later window to start (and so "
+                    "accepts one); Ctrl-C or SIGTERM then releases it. --two-step only "
+                    "pre-reserves, to be claimed in time (the kissats flow).")
     p.add_argument("names", nargs="*", metavar="NAME", help="resources, booked together")
     p.add_argument("--select", metavar="SELECTOR",
                    help="any resources whose tags match, like 'board=imx8 and usb' (not NAMEs)")
@@ -80,37 +78,36 @@ def register(sub, common) -> None:
                         "(the kissats flow)")
     p.set_defaults(func=reserve)
 
-    p = sub.add_parser("claim", parents=[common], help="claim a pre-reservation")
+    p = add_command(sub, common, "claim", "claim_reservation")
     p.add_argument("id", help="the pre-reservation id 'reserve' printed")
     p.set_defaults(func=claim)
 
-    p = sub.add_parser("release", parents=[common], help="release (pre-)reservations")
+    p = add_command(sub, common, "release", "release_reservation")
     p.add_argument("ids", nargs="+", metavar="ID", help="reservation ids; each is reported")
     p.set_defaults(func=release)
 
-    p = sub.add_parser("extend", parents=[common], help="extend a reservation or lease")
+    p = add_command(sub, common, "extend", "extend_reservation")
     p.add_argument("id", help="the reservation or allocation id")
     p.add_argument("--by", default="30m", help="how much longer (default 30m)")
     p.set_defaults(func=extend)
 
-    p = sub.add_parser("reservations", parents=[common], help="live reservations")
+    p = add_command(sub, common, "reservations", "list_reservations")
     p.add_argument("--resource", help="only on this resource")
     p.add_argument("--owner", help="only this user's")
     p.add_argument("--mine", action="store_true", help="only mine")
     p.set_defaults(func=reservations)
 
     p = sub.add_parser("calendar", parents=[common],
-                       help="text Gantt chart of bookings, with hour ticks and a legend")
+                       help="Text Gantt chart of bookings, with hour ticks and a legend")
     p.add_argument("--from", dest="start", default="now", help="start (default now)")
     p.add_argument("--to", dest="end", default="now+8h", help="end (default now+8h)")
     p.add_argument("--width", type=positive(int), default=64, help="columns (default 64)")
     p.set_defaults(func=calendar)
 
-    p = sub.add_parser("version", parents=[common], help="daemon and protocol version")
+    p = add_command(sub, common, "version", "get_version")
     p.set_defaults(func=version)
 
-    p = sub.add_parser("whoami", parents=[common],
-                       help="the user the daemon sees you as, and whether an admin")
+    p = add_command(sub, common, "whoami", "whoami")
     p.set_defaults(func=whoami)
 
 

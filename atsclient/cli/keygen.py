@@ -11,7 +11,7 @@ from . import UsageError
 
 def register(sub, common) -> None:
     p = sub.add_parser(
-        "keygen", help="write a CURVE key pair",
+        "keygen", help="Write a CURVE key pair",
         description="Write NAME.key (public: the lab admin puts it in the daemon's "
         "authorized_keys directory, where its file name becomes your user name) and "
         "NAME.key_secret (mode 0600, yours alone). In ~/.config/atsclient with your login "

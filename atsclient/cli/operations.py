@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from . import client_from, fmt_duration, fmt_time, output
+from . import add_command, client_from, fmt_duration, fmt_time, output
 
 
 WIRE = {"get_stats": "stats", "reload": "reload"}
 
 
 def register(sub, common) -> None:
-    p = sub.add_parser("stats", parents=[common], help="the daemon's health (admin)")
+    p = add_command(sub, common, "stats", "get_stats")
     p.set_defaults(func=stats)
-    p = sub.add_parser("reload", parents=[common],
-                       help="have the daemon apply its config file again (admin)")
+    p = add_command(sub, common, "reload", "reload")
     p.set_defaults(func=reload)
 
 

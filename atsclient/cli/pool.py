@@ -23,8 +23,8 @@ import uuid
 from ..errors import ATSError, Conflict
 from ..resource_groups import (allocation_by_group, ctest_environment, flatten_groups,
                                parse_resource_groups)
-from . import (UsageError, client_from, each_id, fmt_time, output, parse_duration, print_table,
-               waiting)
+from . import (UsageError, add_command, client_from, each_id, fmt_time, output, parse_duration,
+               print_table, waiting)
 
 
 WIRE = {"get_pool": "pool", "accommodates": "checkout --check", "checkout": "checkout",
@@ -32,11 +32,11 @@ WIRE = {"get_pool": "pool", "accommodates": "checkout --check", "checkout": "che
 
 
 def register(sub, common) -> None:
-    p = sub.add_parser("pool", parents=[common], help="free and total slots per instance")
+    p = add_command(sub, common, "pool", "get_pool")
     p.set_defaults(func=pool)
 
-    p = sub.add_parser("checkout", parents=[common],
-                       help="check out slots now, e.g. gpus:2,cpus:4 (CTest RESOURCE_GROUPS)")
+    p = add_command(sub, common, "checkout", "checkout",
+                    "GROUPS as CTest's RESOURCE_GROUPS write them, e.g. gpus:2,cpus:4.")
     p.add_argument("spec", metavar="GROUPS", help="what to check out, e.g. gpus:2,cpus:4 or "
                    "2,gpus:1 (two requirements of one gpu slot each)")
     _holding_options(p)
@@ -44,12 +44,12 @@ def register(sub, common) -> None:
                    help="only say whether it would be granted now (nothing is booked)")
     p.set_defaults(func=checkout)
 
-    p = sub.add_parser("checkin", parents=[common], help="give an allocation's slots back")
+    p = add_command(sub, common, "checkin", "checkin")
     p.add_argument("ids", nargs="+", metavar="ID", help="allocation ids; each is reported")
     p.set_defaults(func=checkin)
 
     p = sub.add_parser("run", parents=[common],
-                       help="run a command holding CTest resource groups, with CTest's "
+                       help="Run a command holding CTest resource groups, with CTest's "
                             "environment")
     p.add_argument("--resources", required=True, metavar="GROUPS",
                    help="CTest RESOURCE_GROUPS, e.g. '2,gpus:2;gpus:4,crypto_chips:2'")

@@ -13,8 +13,8 @@ from ..events import Subscriber
 from ..wire import (DELETE_COMPLETE, DELETE_PENDING, JOB_STATUS, RESERVATION_DEGRADED,
                     RESERVATION_EXPIRING, RESERVATION_REPLACED, RESERVATION_STATUS,
                     RESOURCE_STATE, RESOURCE_VALUES, TOPICS)
-from . import (UsageError, client_from, curve_from, events_endpoint, fmt_duration, fmt_time,
-               for_json, output, parse_duration, positive, print_table, retries_said)
+from . import (UsageError, add_command, client_from, curve_from, events_endpoint, fmt_duration,
+               fmt_time, for_json, output, parse_duration, positive, print_table, retries_said)
 
 
 WIRE = {"revoke": "revoke NODE", "ack_delete_pending": "ack NODE",
@@ -23,36 +23,33 @@ WIRE = {"revoke": "revoke NODE", "ack_delete_pending": "ack NODE",
 
 
 def register(sub, common) -> None:
-    p = sub.add_parser("revoke", parents=[common],
-                       help="take nodes back (admin): holders get a countdown")
+    p = add_command(sub, common, "revoke", "revoke")
     p.add_argument("nodes", nargs="+", metavar="NODE", help="resources to take back")
     p.add_argument("--max-wait", required=True,
                    help="how long holders have to let go (0: at once), e.g. 5m")
     p.add_argument("--reason", help="told to the holders")
     p.set_defaults(func=revoke)
 
-    p = sub.add_parser("ack", parents=[common],
-                       help="let nodes you hold that are being revoked go now")
+    p = add_command(sub, common, "ack", "ack_delete_pending")
     p.add_argument("nodes", nargs="+", metavar="NODE", help="nodes under a countdown")
     p.set_defaults(func=ack)
 
-    p = sub.add_parser("restore", parents=[common], help="put revoked nodes back (admin)")
+    p = add_command(sub, common, "restore", "restore")
     p.add_argument("nodes", nargs="+", metavar="NODE", help="revoked resources")
     p.set_defaults(func=restore)
 
-    p = sub.add_parser(
-        "values", parents=[common], help="show node values, or set them (admin)",
-        description="A node's value (0 to 1) says how much the lab wants it kept: elastic "
-                    "holders (elasticslice) give back the lowest-valued nodes first when "
-                    "asked to shrink. Without arguments, every node's value (- where none "
-                    "is set); with NODE=VALUE pairs, set them (admin), published on the "
+    p = add_command(sub, common, "values", "get_resource_values",
+                    "A node's value says how much the lab wants it kept: elastic holders "
+                    "(elasticslice) give back the lowest-valued nodes first when asked to "
+                    "shrink. Without arguments, every node's value (- where none is set); "
+                    "with NODE=VALUE pairs, set them (admin), published on the "
                     "resource.values topic.")
     p.add_argument("pairs", nargs="*", metavar="NODE=VALUE",
                    help="a node and its value from 0 (give it back first) to 1")
     p.set_defaults(func=values)
 
-    p = sub.add_parser("watch", parents=[common],
-                       help="print events as they arrive, none lost; revocations count down")
+    p = add_command(sub, common, "watch", "get_events",
+                    "Printed as they arrive, none lost; revocations count down.")
     p.add_argument("topics", nargs="*", metavar="TOPIC",
                    help="only these topics ('atsclient topics'; default all)")
     p.add_argument("--count", type=positive(int), help="stop after this many events")
@@ -61,7 +58,7 @@ def register(sub, common) -> None:
     p.set_defaults(func=watch)
 
     p = sub.add_parser("topics", parents=[common],
-                       help="the event topics and what each event carries")
+                       help="The event topics and what each event carries")
     p.set_defaults(func=topics)
 
 

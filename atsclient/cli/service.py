@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from . import client_from, output
+from . import add_command, client_from, output
 
 
 WIRE = {"set_resource_state": "set-state NAME"}
 
 
 def register(sub, common) -> None:
-    p = sub.add_parser("set-state", parents=[common],
-                       help="take a resource down or bring it up (admin)")
+    p = add_command(sub, common, "set-state", "set_resource_state")
     p.add_argument("name", help="the resource")
     p.add_argument("state", choices=("up", "down"), help="up or down")
     p.add_argument("--reason", help="why (required for down); told to its holders")

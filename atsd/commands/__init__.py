@@ -1,5 +1,7 @@
 """The command table: every wire command is one function, registered here with its argument
-schema. A command's docstring is its protocol documentation and the CLI's help for it.
+schema. A command's docstring is its protocol documentation; its first line, a summary, is
+also the help of the ``atsclient`` subcommand that sends it (atsclient/cli/summaries.py,
+written from this table: the client does not import the daemon).
 
 Each command also declares its reply's keys (``replies``) and the error codes it may answer
 (``errors``): docs/protocol.md is generated from this table (``python -m atsd.protocol_doc``),

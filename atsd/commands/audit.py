@@ -12,7 +12,9 @@ from . import Call, command
          actor=optional(TEXT), resource=optional(TEXT), limit=optional(count(1, 10_000), 1000))
 def get_audit(call: Call, since: float | None, until: float | None, actor: str | None,
               resource: str | None, limit: int) -> dict:
-    """Audit entries in [since, until), oldest first, at most limit: every accepted change
+    """Who changed what, and who was refused, oldest first.
+
+    Audit entries in [since, until), oldest first, at most limit: every accepted change
     and every forbidden attempt, each {seq, time, user, key (with CURVE), command, ids,
     outcome}. ``actor`` keeps one user's, ``resource`` those touching an id (a resource,
     reservation, job ...). Admins see everyone's; a user only their own (another

@@ -58,7 +58,9 @@ HOSTS = count(1, 100_000)
          wall_time=required(POSITIVE_DURATION), start_time=required(TIME))
 def create_reservation(call: Call, queue_id: str, host_count: int, wall_time: float,
                        start_time: float):
-    """host_count hosts of queue_id for [start_time, start_time + wall_time): all of them or
+    """Reserve hosts of a batch queue from a start time.
+
+    host_count hosts of queue_id for [start_time, start_time + wall_time): all of them or
     unavailable with the reason. RESERVATION_GRANTED until the start, then ACTIVE."""
     app, now = call.app, call.now
     start = max(start_time, now)
@@ -91,7 +93,9 @@ def create_reservation(call: Call, queue_id: str, host_count: int, wall_time: fl
          deadline_time=required(TIME))
 def create_deadline_reservation(call: Call, queue_id: str, host_count: int, wall_time: float,
                                 deadline_time: float):
-    """The earliest window of wall_time on host_count hosts that ends by deadline_time;
+    """Reserve hosts of a batch queue as early as possible, to end by a deadline.
+
+    The earliest window of wall_time on host_count hosts that ends by deadline_time;
     unavailable when none does."""
     app, now = call.app, call.now
     if deadline_time - wall_time < now:
@@ -119,7 +123,9 @@ def create_deadline_reservation(call: Call, queue_id: str, host_count: int, wall
 
 @command("list_queues", errors=("bad_request",), replies=("queues", "job_dirs", "output_dir"))
 def list_queues(call: Call) -> dict:
-    """Every batch queue (name, backend, its hosts or Slurm partition), the directories job
+    """The batch queues, where job scripts must lie and where their output goes.
+
+    Every batch queue (name, backend, its hosts or Slurm partition), the directories job
     scripts must lie in (``job_dirs``) and where job output goes (``output_dir``); clients
     check a script against job_dirs before submitting it."""
     config = call.app.config
@@ -134,7 +140,9 @@ def list_queues(call: Call) -> dict:
                   "owner", "jobs"),
          reservation_id=required(TEXT))
 def get_reservation_status(call: Call, reservation_id: str) -> dict:
-    """State (RESERVATION_GRANTED, _ACTIVE or _ENDED, with the reason it ended), window,
+    """A batch reservation's state, window, hosts and jobs.
+
+    State (RESERVATION_GRANTED, _ACTIVE or _ENDED, with the reason it ended), window,
     hosts, and the reservation's jobs."""
     status = call.app.batch.status(reservation_id)
     status["jobs"] = [{"job_id": j.id, "state": j.state, "exit_code": j.exit_code,
@@ -150,7 +158,9 @@ def get_reservation_status(call: Call, reservation_id: str) -> dict:
          job_script=required(TEXT), submit_args=optional(_submit_args, []))
 def submit_job_to_reservation(call: Call, reservation_id: str, job_script: str,
                               submit_args: list):
-    """Run job_script in the reservation: queued (PENDING) until it is ACTIVE, stopped when
+    """Submit a job script into a batch reservation.
+
+    Run job_script in the reservation: queued (PENDING) until it is ACTIVE, stopped when
     it ends. submit_args are [key, value] pairs or a {key: value} map: sbatch options on
     Slurm; on a local queue ["arg", value] and ["env", "NAME=value"] (allow-lists in the
     backends)."""
@@ -182,7 +192,9 @@ def submit_job_to_reservation(call: Call, reservation_id: str, job_script: str,
          replies=("state", "exit_code", "reservation_id", "output", "reason"),
          job_id=required(TEXT))
 def get_job_status(call: Call, job_id: str) -> dict:
-    """PENDING, RUNNING, COMPLETED, FAILED, TIMEOUT or CANCELLED, the exit code once it
+    """A batch job's state, exit code and output.
+
+    PENDING, RUNNING, COMPLETED, FAILED, TIMEOUT or CANCELLED, the exit code once it
     ended, and why it failed when it never ran to an exit code (``reason``)."""
     job = call.app.batch.job(job_id)
     return {"state": job.state, "exit_code": job.exit_code, "reservation_id": job.reservation_id,
@@ -195,7 +207,9 @@ def get_job_status(call: Call, job_id: str) -> dict:
          replies=("cancelled",),
          mutating=True, reservation_id=required(TEXT))
 def cancel_reservation(call: Call, reservation_id: str):
-    """Cancel a reservation that has not started (RESERVATION_GRANTED); conflict after."""
+    """Cancel a batch reservation that has not started.
+
+    It must still be RESERVATION_GRANTED; conflict after."""
     app = call.app
     r = app.batch.batch_reservation(reservation_id, call.caller)
     external = call.io.external_backend(r.extra["queue"])

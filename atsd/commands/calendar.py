@@ -21,7 +21,9 @@ COUNT = count(1, 64)
 def check_available(call: Call, resource: str | None, start_time: float | None,
                     end_time: float | None, reservation_mode: str, slots: int | None,
                     selector: str | None, count: int) -> dict:
-    """Whether the resource is free over [start_time, end_time) (default: now, for an hour);
+    """When a resource, or a number of matching ones, is free.
+
+    Whether the resource is free over [start_time, end_time) (default: now, for an hour);
     when not, avail_start/avail_end give the soonest window as long. With ``selector``
     (instead of resource): whether ``count`` matching resources are free together; the reply
     lists the ``resources`` that would be taken."""
@@ -56,7 +58,9 @@ def request_reservation(call: Call, resource: str | None, resources: list[str] |
                         reservation_mode: str, next_available: bool, slots: int | None,
                         maintenance: bool, selector: str | None, count: int | None,
                         recurrence: str | None, partial: bool, claim: bool) -> dict:
-    """Book [time_needed, +reservation_duration) as a pre-reservation, or the earliest window
+    """Reserve one or more resources together, for a window.
+
+    Book [time_needed, +reservation_duration) as a pre-reservation, or the earliest window
     after it that fits when next_available. ``resources`` (a list) books several together in
     one window under one id. Claim it between time_available and expire_time. With
     ``claim``, it is confirmed at once instead: the reply has ``reservation_id``, it becomes
@@ -71,7 +75,8 @@ def request_reservation(call: Call, resource: str | None, resources: list[str] |
     if claim and (selector is not None or count is not None or recurrence is not None):
         raise BadRequest("claim is for named resources; a recurrence's occurrences are "
                          "confirmed already")
-    if resource_config is not None and configuration is not None and resource_config != configuration:
+    if (resource_config is not None and configuration is not None
+            and resource_config != configuration):
         raise BadRequest("resource_config and configuration differ")
     config = resource_config if resource_config is not None else configuration
     start = call.now if time_needed is None else time_needed
@@ -105,7 +110,9 @@ def request_reservation(call: Call, resource: str | None, resources: list[str] |
          replies=("reservation_id", "reservation_ID", "expire_time", "resource_config"),
          mutating=True, pre_reservation_id=required(TEXT))
 def claim_reservation(call: Call, pre_reservation_id: str) -> dict:
-    """Turn a pre-reservation into a reservation held until its end. Before time_available:
+    """Claim a pre-reservation: hold it until its end.
+
+    Turn a pre-reservation into a reservation held until its end. Before time_available:
     too_early (with time_available). After expire_time: claim_late, with a fresh offer
     (pre_reservation_id, new_avail, new_expire) when one exists."""
     r = call.app.calendar.claim(call.caller, pre_reservation_id, call.now)
@@ -120,7 +127,9 @@ def claim_reservation(call: Call, pre_reservation_id: str) -> dict:
          replies=("release_status", "released"),
          mutating=True, reservation_id=required(TEXT))
 def release_reservation(call: Call, reservation_id: str):
-    """End a pre-reservation or a reservation now and free its slots (its owner or an
+    """End a (pre-)reservation now and free its slots.
+
+    End a pre-reservation or a reservation now and free its slots (its owner or an
     admin). An ACTIVE batch reservation ends too (its jobs are stopped, reason
     ``released``); one not yet started is cancel_reservation's. Given a series_id: every
     occurrence of the series not yet ended (``released`` lists them)."""
@@ -146,7 +155,9 @@ def release_reservation(call: Call, reservation_id: str):
          mutating=True, reservation_id=required(TEXT),
          extra_s=required(POSITIVE_DURATION))
 def extend_reservation(call: Call, reservation_id: str, extra_s: float) -> dict:
-    """Move the end of a reservation (or the lease of an allocation) later by extra_s, when
+    """Extend a reservation, or an allocation's lease.
+
+    Move the end of a reservation (or the lease of an allocation) later by extra_s, when
     that time is free; else unavailable with max_extension, the longest that fits."""
     r = call.app.calendar.extend(call.caller, reservation_id, extra_s, call.now)
     return {"expire_time": r.end}
@@ -157,8 +168,10 @@ def extend_reservation(call: Call, reservation_id: str, extra_s: float) -> dict:
          start_time=optional(TIME), end_time=optional(TIME))
 def list_reservations(call: Call, resource: str | None, owner: str | None,
                       start_time: float | None, end_time: float | None) -> dict:
-    """Live reservations, one row per resource booked, in start order; filtered by resource,
-    owner and a time window."""
+    """The live reservations.
+
+    One row per resource booked, in start order; filtered by resource, owner and a time
+    window."""
     if resource is not None:
         call.app.lab.resource(resource)
     if start_time is not None and end_time is not None and end_time <= start_time:

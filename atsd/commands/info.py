@@ -19,8 +19,9 @@ def get_version(call: Call) -> dict:
 
 @command("whoami", errors=("bad_request",), replies=("user", "admin"))
 def whoami(call: Call) -> dict:
-    """The user the daemon sees (the key's name under CURVE, else the name the request
-    gives) and whether that user is an admin."""
+    """Who the daemon sees you as, and whether you are an admin.
+
+    The key's name under CURVE, else the name the request gives."""
     return {"user": call.caller.user, "admin": call.caller.admin}
 
 
@@ -54,7 +55,9 @@ def resource_row(lab, res, now: float, service: tuple[str, str | None]) -> dict:
          selector=optional(SELECTOR))
 def list_resources(call: Call, type: str | None, tags: dict | None,
                    selector: str | None) -> dict:
-    """Every resource with its type, slots, config, tags and state now (free, partly_used,
+    """Every resource, its state, and who holds it until when.
+
+    Every resource with its type, slots, config, tags and state now (free, partly_used,
     full, out_of_service), its ``service`` (up, down, revoked, retired) with
     ``service_reason``, and its ``holders`` now: [{owner, reservation_id, end_time}];
     filtered by type, by tags (all given tags must match) and by a selector."""
@@ -78,7 +81,9 @@ def get_config(call: Call, resource: str) -> dict:
          since_seq=required(count(0, 2**62)),
          topics=optional(list_of(one_of(*TOPICS), 16)), limit=optional(count(1, 10_000), 1000))
 def get_events(call: Call, since_seq: int, topics: list[str] | None, limit: int) -> dict:
-    """Events with seq greater than since_seq, oldest first, at most limit. ``complete`` is
+    """The events since a sequence number, so that a follower misses none.
+
+    Events with seq greater than since_seq, oldest first, at most limit. ``complete`` is
     false when the log no longer reaches back to since_seq + 1 (events were dropped from it);
     ``first_seq`` says where it starts."""
     return call.app.events.since(since_seq, topics, limit)

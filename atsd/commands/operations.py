@@ -12,7 +12,9 @@ from . import Call, command
                                                "requests_in_flight", "waiting", "reservations",
                                                "events", "store"))
 def get_stats(call: Call) -> dict:
-    """Uptime; connections and event subscribers open now; requests in flight (commands
+    """The daemon's health: connections, requests, reservations, state file.
+
+    Uptime; connections and event subscribers open now; requests in flight (commands
     still running, such as waiting checkouts); pool checkouts waiting per slot type;
     reservations by state; the event log (last_seq, first_seq, events in it); the state
     file (bytes, free_bytes, wal_bytes, commits, commit latency percentiles in ms over the
@@ -23,7 +25,9 @@ def get_stats(call: Call) -> dict:
 @command("reload", errors=("bad_request", "forbidden", "conflict"),
          admin=True, replies=("reloaded", "changes"))
 async def reload(call: Call) -> dict:
-    """Read the config file again and apply it whole, as SIGHUP does: ``changes`` lists
+    """Apply the config file again, whole or not at all.
+
+    Read the config file again and apply it whole, as SIGHUP does: ``changes`` lists
     resources ``added``, ``removed``, ``resized`` ({name: [old, new] slots}) and ``changed``,
     and the ``settings`` that changed. A change that conflicts with live reservations (fewer
     slots than they hold, a resource they hold removed) or that needs a restart is refused

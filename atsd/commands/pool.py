@@ -34,7 +34,9 @@ def _granted(r: Reservation) -> dict:
 @command("accommodates", errors=("bad_request",),
          replies=("accommodates", "reason"), request=required(REQUEST))
 def accommodates(call: Call, request: list[dict]) -> dict:
-    """Whether a checkout of ``request`` (a list of {type, slots}) with the default lease
+    """Whether a checkout would be granted now, and why not.
+
+    Whether a checkout of ``request`` (a list of {type, slots}) with the default lease
     would be granted now; when not, ``reason`` says which types are missing or short
     (requested vs available) or that waiting requests go first. Always agrees with
     checkout: both run the same placement."""
@@ -50,7 +52,9 @@ def accommodates(call: Call, request: list[dict]) -> dict:
          priority=optional(PRIORITY, 0))
 def checkout(call: Call, request: list[dict], lease_s: float | None, wait_s: float,
              priority: int):
-    """Book slots of several types now, all or nothing, placed as CTest places them, until
+    """Check out slots of several types now, all or nothing, for a lease.
+
+    Book slots of several types now, all or nothing, placed as CTest places them, until
     the lease ends (``lease_s``, default from the config; renew with extend_reservation).
     Returns ``allocation_id``, ``resources`` ({type: [{id, slots}]}, one entry per
     requirement in request order) and ``expire_time``. With ``wait_s``, a request that does
@@ -84,7 +88,9 @@ async def _answer(future: asyncio.Future, wait_s: float) -> dict:
 @command("checkin", errors=("bad_request", "not_found", "forbidden", "conflict"),
          replies=("released",), mutating=True, allocation_id=required(TEXT))
 def checkin(call: Call, allocation_id: str) -> dict:
-    """End an allocation now and give its slots back (its owner or an admin)."""
+    """Give an allocation's slots back now.
+
+    Its owner or an admin may."""
     call.app.pool.checkin(call.caller, allocation_id, call.now)
     return {"released": True}
 
@@ -93,7 +99,9 @@ def checkin(call: Call, allocation_id: str) -> dict:
          replies=("cancelled",), mutating=True, cached=False,
          request_id=required(TEXT))
 def cancel_request(call: Call, request_id: str) -> dict:
-    """Stop the caller's request ``request_id``: a checkout waiting with wait_s leaves the
+    """Stop a request that still waits, and give back what it booked.
+
+    Stop the caller's request ``request_id``: a checkout waiting with wait_s leaves the
     queue, and what it booked (an allocation granted meanwhile, a request_reservation's
     booking) is released, for a client that gave up on the reply. ``cancelled`` is false
     when nothing of it waits or is held. The request_id is the cancelled request's, so this
@@ -104,7 +112,9 @@ def cancel_request(call: Call, request_id: str) -> dict:
 
 @command("get_pool", errors=("bad_request",), replies=("resource_pool", "waiting"))
 def get_pool(call: Call) -> dict:
-    """The pool in canary's shape: ``{additional_properties, resources: {type: [{id, slots,
+    """Free and total slots per instance, and the checkouts waiting.
+
+    The pool in canary's shape: ``{additional_properties, resources: {type: [{id, slots,
     total}]}}``, ``slots`` free now; ``waiting`` is the checkout queue in service order
     ([{owner, request, priority, since, wait_until, request_id}]; ``request_id`` is the
     checkout's own for the caller's requests, null for others')."""

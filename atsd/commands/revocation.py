@@ -26,13 +26,14 @@ def _names(nodelist: list[dict]) -> list[str]:
          max_wait_time=optional(DURATION), reason=optional(TEXT))
 def revoke(call: Call, nodelist: list[dict], max_wait_time: float | None,
            reason: str | None) -> dict:
-    """Take the nodes back: they stop taking new bookings now; their holders get
-    resource.delete_pending notices counting max_wait_time down and may answer with
-    ack_delete_pending; at zero the rest end (reason revoked), resource.delete_complete is
-    published and the nodes stay out of service until restore. 0 takes them at once.
-    max_wait_time may instead be given in the entries (the same in each: one revocation has
-    one deadline); an entry's client_id and component_urn change nothing (a revoked node is
-    taken from every holder)."""
+    """Take nodes back: their holders get a countdown.
+
+    They stop taking new bookings now; their holders get resource.delete_pending notices
+    counting max_wait_time down and may answer with ack_delete_pending; at zero the rest end
+    (reason revoked), resource.delete_complete is published and the nodes stay out of
+    service until restore. 0 takes them at once. max_wait_time may instead be given in the
+    entries (the same in each: one revocation has one deadline); an entry's client_id and
+    component_urn change nothing (a revoked node is taken from every holder)."""
     waits = {n["max_wait_time"] for n in nodelist if n["max_wait_time"] is not None}
     if max_wait_time is not None:
         waits.add(max_wait_time)
@@ -47,7 +48,9 @@ def revoke(call: Call, nodelist: list[dict], max_wait_time: float | None,
 @command("ack_delete_pending", errors=("bad_request", "forbidden"),
          replies=("acknowledged",), mutating=True, nodelist=required(NODES))
 def ack_delete_pending(call: Call, nodelist: list[dict]) -> dict:
-    """A holder's answer to delete_pending: the nodes listed may go now. Whole reservations
+    """Let nodes you hold that are being revoked go now.
+
+    A holder's answer to delete_pending: the nodes listed may go now. Whole reservations
     end at once (reason revoked); ``acknowledged`` lists the nodes that went. As in
     elasticslice's answer, an entry whose max_wait_time is above 0 stays to its deadline, and
     an entry with a client_id lets only that reservation go."""
@@ -61,7 +64,9 @@ def ack_delete_pending(call: Call, nodelist: list[dict]) -> dict:
 @command("restore", errors=("bad_request", "forbidden", "conflict"),
          replies=("restored",), mutating=True, admin=True, nodelist=required(NODES))
 def restore(call: Call, nodelist: list[dict]) -> dict:
-    """Put revoked nodes back in service; ``restored`` lists those that were out of it."""
+    """Put revoked nodes back in service.
+
+    ``restored`` lists those that were out of it."""
     restored = call.app.revocations.restore(call.caller, _names(nodelist), call.now)
     return {"restored": restored}
 
@@ -69,14 +74,17 @@ def restore(call: Call, nodelist: list[dict]) -> dict:
 @command("set_resource_values", errors=("bad_request", "forbidden"), replies=("updated",),
          mutating=True, admin=True, nodelist=required(NODE_VALUES))
 def set_resource_values(call: Call, nodelist: list[dict]) -> dict:
-    """Say what each node is worth, from 0 to 1; kept, and published on resource.values.
-    An entry's client_id, component_urn and max_wait_time change nothing (a value is the
-    node's, whoever holds it)."""
+    """Say what each node is worth, from 0 to 1.
+
+    Kept, and published on resource.values. An entry's client_id, component_urn and
+    max_wait_time change nothing (a value is the node's, whoever holds it)."""
     values = [(n["node_id"], n["value"]) for n in nodelist]
     return {"updated": call.app.revocations.set_values(call.caller, values, call.now)}
 
 
 @command("get_resource_values", errors=("bad_request",), replies=("nodelist",))
 def get_resource_values(call: Call) -> dict:
-    """Every node with its value (null where none was set)."""
+    """What each node is worth, from 0 to 1.
+
+    Every node, with null where no value was set."""
     return {"nodelist": call.app.revocations.values()}

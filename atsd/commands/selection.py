@@ -59,7 +59,9 @@ def release_series(call: Call, series_id: str) -> dict:
          mutating=True, admin=True, resource=required(TEXT),
          state=required(one_of("up", "down")), reason=optional(TEXT))
 def set_resource_state(call: Call, resource: str, state: str, reason: str | None) -> dict:
-    """Take a resource down (nothing new is booked on it; the reservations booked on it get
+    """Take a resource down or bring it back up.
+
+    Take a resource down (nothing new is booked on it; the reservations booked on it get
     reservation.degraded, and those made by selector are given a replacement) or bring it
     back up. Published on resource.state. ``changed`` is false when it already was so."""
     if state == "down" and reason is None:
