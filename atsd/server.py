@@ -434,7 +434,7 @@ class Server:
         with its request_id when it is answered). It decodes the reply again, which is why
         it runs only then."""
         fields = req.fields or {}
-        user = req.proof.get("User-Id") if self.security.curve else fields.get("user")
+        user = None if req.caller is None else req.caller.user     # None: not authenticated
         log.debug("request", command=str(fields.get("command"))[:64], user=str(user)[:64],
                   request_id=str(fields.get("request_id"))[:128],
                   latency_ms=round((time.perf_counter() - started) * 1e3, 3),
