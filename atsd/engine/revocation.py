@@ -258,7 +258,7 @@ class Revocations:
             if rev.next_notice is not None:
                 rev.next_notice += seconds
                 if rev.next_notice < rev.deadline:
-                    self.lab.schedule(rev.next_notice, NOTICE, rev.id)
+                    self.lab.schedule(rev.next_notice, self._on_notice, rev.id)
 
     def _take(self, rev: Revocation, pairs: list[tuple[str, Reservation]], now: float) -> None:
         """End the reservations in ``pairs`` and publish which nodes went; when that leaves
