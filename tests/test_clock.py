@@ -15,8 +15,10 @@ import yaml
 import zmq
 
 from atsd import config as configmod
+from atsd.commands.pool import ANSWER_MARGIN_S
 from atsd.engine.errors import Unavailable
 from atsd.engine.lab import Caller
+from atsd.monitor import ClockWatch
 from atsd.server import Server
 
 HOUR = 3600.0
@@ -144,5 +146,8 @@ def test_jump_back_keeps_durations_and_leaves_no_waiter_behind(server):
     server.step(rev.next_notice)
     assert [e["topic"] for e in published(server, seq)].count("resource.delete_pending") == 1
     assert server.replies.get(("alice", "r1")) is not None
+    # a checkout's own guard timer never answers before the engine: a step of the clock
+    # too small to be moved out of the waiter's deadline is smaller than its margin
+    assert ANSWER_MARGIN_S > ClockWatch.THRESHOLD_S
     server.replies.expire(now - HOUR + server.replies.ttl_s + 1)
     assert server.replies.get(("alice", "r1")) is None

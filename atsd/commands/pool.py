@@ -8,7 +8,6 @@ import asyncio
 from ..engine.errors import BadRequest, EngineError, Unavailable
 from ..engine.lab import Reservation
 from ..engine.pool import Waiter
-from ..monitor import ClockWatch
 from ..protocol import (DURATION, POSITIVE_DURATION, TEXT, count, list_of, map_of, optional,
                         required)
 from . import Call, command
@@ -20,9 +19,10 @@ PRIORITY = count(-1_000_000, 1_000_000)
 # engine answers at wait_s itself (and at once when a failed commit drops the waiters);
 # this is only a guard against a waiter the engine never answers, so it must never come
 # first: an answer from here leaves the waiter queued, to be granted slots nobody takes.
-# A step of the wall clock too small to count as a jump (ClockWatch) is not moved out of
-# the engine's deadline, so the guard waits longer than such a step.
-ANSWER_MARGIN_S = ClockWatch.THRESHOLD_S + 5.0
+# A step of the wall clock too small to count as a jump (monitor.ClockWatch.THRESHOLD_S,
+# 60 s) is not moved out of the engine's deadline, so the guard waits longer than such a
+# step.
+ANSWER_MARGIN_S = 65.0
 
 
 def _pairs(request: list[dict]) -> list[tuple[str, int]]:
