@@ -23,7 +23,8 @@ TOPICS: dict[str, dict[str, str]] = {
         "reservation_id": "the reservation",
         "reservation_status": "its state now (RESERVATION_GRANTED, _ACTIVE, _ENDED ...)",
         "previous": "its state before, null when it is new",
-        "reason": "why: requested, claimed, released, expired, revoked, cancelled ...",
+        "reason": "why: requested, claimed, released, expired, revoked, cancelled, "
+                  "extended, moved (a lease, by a jump of the clock) ...",
         "owner": "who holds it",
         "resources": "the resources (or hosts) it books",
         "kind": "calendar, allocation (a pool checkout) or batch",

@@ -80,6 +80,17 @@ class ReplyCache:
             return cutoff
         return None
 
+    def move(self, seconds: float, now: float) -> None:
+        """The wall clock jumped by ``seconds``: a reply's age is a duration, so each kept
+        reply's time moves with it. The state file keeps the times it was given (it is read
+        only at a start, where the wall clock is all there is), so after a forward jump its
+        pruning by time, which would drop replies still kept here, waits a TTL: by then
+        every reply kept before the jump has expired here too."""
+        for entry in self._entries.values():
+            entry.ts += seconds
+        self._last_prune = (now + self.ttl_s - PRUNE_EVERY_S if seconds > 0
+                            else self._last_prune + seconds)
+
     def take(self) -> tuple[list, list[Key]]:
         """The replies to write and the keys to delete since the last commit."""
         new, gone = self._new, list(self._gone)

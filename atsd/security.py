@@ -6,10 +6,12 @@ must know the daemon's public key and hold a key pair whose public half is on fi
 writes it): the file's name is the user's name, and the user has the admin role when that
 name is in ``security.admins``. pyzmq's AsyncioAuthenticator answers libzmq's ZAP requests
 with our credentials provider, so a client whose key is not on file fails the handshake and
-nothing it sends ever reaches the loop; a known one gets its user name as the ZAP User-Id,
-which libzmq stamps on each of its messages. The directory is read again at each handshake
-and at a config reload: adding a file takes effect from the next connection, and deleting
-one also refuses the requests of connections already open from then on.
+nothing it sends ever reaches the loop; a known one gets its public key (Z85) as the ZAP
+User-Id, which libzmq stamps on each of its messages. ZAP runs only at the handshake, so each
+request's key is looked up again in the keys on file: the directory is read again at each
+handshake and at a config reload, and adding a file takes effect from the next connection,
+while deleting or replacing one also refuses the requests of connections already open with
+the old key from then on.
 
 Without CURVE (the loopback development default) the client names itself in each request.
 """
@@ -21,7 +23,6 @@ from pathlib import Path
 import zmq
 import zmq.auth
 from zmq.auth.asyncio import AsyncioAuthenticator
-from zmq.utils import z85
 
 from atsclient.security import KEY_NAME
 
@@ -66,7 +67,6 @@ class _Provider:
 
     def refresh(self) -> None:
         self.users: dict[bytes, str] = authorized_keys(self.directory)
-        self.names = set(self.users.values())
 
     def callback(self, domain: str, key: bytes) -> bool:
         self.refresh()
@@ -75,24 +75,13 @@ class _Provider:
         return key in self.users
 
 
-class _Authenticator(AsyncioAuthenticator):
-    def __init__(self, context: zmq.Context, provider: _Provider) -> None:
-        super().__init__(context)
-        self.provider = provider
-
-    def curve_user_id(self, client_public_key: bytes) -> str:
-        """The User-Id libzmq attaches to the client's messages: its user name. Called
-        right after ``callback`` accepted the key, so the name is the one just read."""
-        return self.provider.users[z85.encode(client_public_key)]
-
-
 class Security:
     """The daemon's identity rules; a no-op when CURVE is off."""
 
     def __init__(self, config: Config, context: zmq.Context) -> None:
         self.curve = config.curve_secret_key is not None
         self.context = context
-        self.auth: _Authenticator | None = None
+        self.auth: AsyncioAuthenticator | None = None
         if self.curve:
             _, self.secret_key = zmq.auth.load_certificate(config.curve_secret_key)
             self.provider = _Provider(config.curve_authorized_keys)
@@ -112,7 +101,7 @@ class Security:
     def start(self) -> None:
         """Answer handshakes; needs the running event loop."""
         if self.curve:
-            self.auth = _Authenticator(self.context, self.provider)
+            self.auth = AsyncioAuthenticator(self.context)
             self.auth.start()
             self.auth.configure_curve_callback(DOMAIN, credentials_provider=self.provider)
             log.info("curve_on", authorized=len(authorized_keys(self.provider.directory)))
@@ -124,8 +113,8 @@ class Security:
 
     def key(self, user: str) -> str | None:
         """The public key (Z85) the user is on file with, for the audit trail; None
-        without CURVE. It is the key of the user's latest handshake: a key file is read
-        at each one."""
+        without CURVE. It is the key the user's requests come with: a request with any
+        other key is refused (``user``)."""
         if not self.curve:
             return None
         return next((k.decode() for k, u in self.provider.users.items() if u == user), None)
@@ -138,12 +127,16 @@ class Security:
             self.provider.refresh()
 
     def user(self, frame: zmq.Frame, declared: str | None) -> str:
-        """With CURVE the key's user (the request's ``user`` is ignored), while that user's
-        key is on file: a connection opened before the key was removed is refused from the
-        next reload or handshake on. Without CURVE, whoever the client says it is."""
-        if self.curve:
-            user = frame.get("User-Id")
-            if user not in self.provider.names:
-                raise Forbidden(f"the key of {user} is no longer authorized")
-            return user
-        return declared or "anonymous"
+        """With CURVE the user the connection's key is on file for now (the request's
+        ``user`` is ignored): a connection opened with a key that was removed or replaced
+        since is refused from the next reload or handshake on. Without CURVE, whoever the
+        client says it is."""
+        if not self.curve:
+            return declared or "anonymous"
+        key = frame.get("User-Id")
+        user = self.provider.users.get(key.encode())
+        if user is None:
+            raise Forbidden(f"the key of this connection ({key}) is no longer authorized: "
+                            "it was removed or replaced in authorized_keys; connect again "
+                            "with a key on file")
+        return user

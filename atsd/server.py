@@ -234,6 +234,10 @@ class Server:
         out: list[Outgoing] = []
         self._received.clear()
         frames_left = MAX_STEP_FRAMES
+        jumped = self.clock.jump(now)
+        if jumped:          # before this wake-up's requests start durations on the new clock
+            log.warning("clock_jump", seconds=round(jumped, 3))
+            self._caused_by_jump(jumped, lambda: self._move_durations(jumped, now))
         self._peers_gone(now)
         for _ in range(MAX_BATCH):
             if frames_left <= 0:        # replies to others wait no longer for a storm
@@ -254,9 +258,8 @@ class Server:
                 out.append(reply)
         out.extend(self._finished)
         self._finished = []
-        jumped = self.clock.jump(now)
         if jumped:
-            self._advance_after_jump(now, jumped)
+            self._caused_by_jump(jumped, lambda: self.app.lab.advance(now, MAX_TIMERS))
         else:
             self.app.lab.advance(now, MAX_TIMERS)
         self.flush(out, now)
@@ -282,20 +285,26 @@ class Server:
         if learn and len(frames) > 1:
             self._peer_fd[frames[0]] = frames[-1].get(zmq.SRCFD)
         return frames, len(frames)
-    def _advance_after_jump(self, now: float, jumped: float) -> None:
-        """Calendar times follow the wall clock, so what a jump brought due happens now;
-        its events say so (``clock_jump_s``), and the log says by how much. Checkout waits
-        are durations: they move with the jump, so the client's wait (timed by the
-        monotonic clock) and the engine's end together."""
-        log.warning("clock_jump", seconds=round(jumped, 3))
-        self.app.pool.move_waits(jumped)
+
+    def _move_durations(self, jumped: float, now: float) -> None:
+        """Calendar times follow the wall clock; durations (waits, leases, the countdown
+        between revocation notices, the reply cache's ages) follow the monotonic one, so
+        they move with the jump and last as long as they were asked to: a client waiting
+        10 minutes is answered after 10 minutes, by the engine and its own timer alike."""
+        self.app.pool.move_durations(jumped, now)
+        self.app.revocations.move_notices(jumped)
+        self.replies.move(jumped, now)
+
+    def _caused_by_jump(self, jumped: float, act: Callable[[], None]) -> None:
+        """Run ``act``; the events it causes say the jump caused them (``clock_jump_s``),
+        those before it (of requests) stay as they were, in order."""
         lab = self.app.lab
-        pending = lab.take_events()             # from this wake-up's requests
-        lab.advance(now, MAX_TIMERS)
+        before = lab.take_events()
+        act()
         caused = lab.take_events()
         for event in caused:
             event.clock_jump_s = round(jumped, 3)
-        for event in pending + caused:
+        for event in before + caused:
             lab.emit(event)
 
     def _peers_gone(self, now: float) -> None:
@@ -434,7 +443,7 @@ class Server:
         with its request_id when it is answered). It decodes the reply again, which is why
         it runs only then."""
         fields = req.fields or {}
-        user = req.proof.get("User-Id") if self.security.curve else fields.get("user")
+        user = None if req.caller is None else req.caller.user     # None: not authenticated
         log.debug("request", command=str(fields.get("command"))[:64], user=str(user)[:64],
                   request_id=str(fields.get("request_id"))[:128],
                   latency_ms=round((time.perf_counter() - started) * 1e3, 3),

@@ -1,57 +1,153 @@
-"""A wall-clock jump: logged with its size, and the expiries it brings due published as
-such. The daemon reads the wall clock once per wake-up and hands it to ``step``; the test
-hands it a reading an hour ahead, as a clock set forward would give."""
+"""A wall-clock jump: logged with its size, the expiries it brings due published as such,
+and durations (waits, leases, the countdown between revocation notices, the reply cache's
+ages) kept as long as they were asked to be. The daemon reads the wall clock once per
+wake-up and hands it to ``step``; the tests hand it a reading an hour ahead or behind, as
+a clock set forward or back would give (the machine's own clock is not ours to set)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 
+import msgpack
+import pytest
 import yaml
+import zmq
 
 from atsd import config as configmod
+from atsd.commands.pool import ANSWER_MARGIN_S
+from atsd.engine.errors import Unavailable
 from atsd.engine.lab import Caller
+from atsd.monitor import ClockWatch
 from atsd.server import Server
 
+HOUR = 3600.0
+ADMIN = Caller("labadmin", admin=True)
 
-def test_jump_forward_expires_what_fell_due_and_says_so(tmp_path):
+
+@pytest.fixture
+def server(tmp_path):
+    """A Server on free ports, not running its loop: the test calls ``step`` itself."""
     path = tmp_path / "atsd.yaml"
-    path.write_text(yaml.safe_dump({"resources": [{"name": "dut-1"}, {"name": "dut-2"},
-                                                  {"name": "gpus/0", "type": "gpus"}],
-                                    "listen": "tcp://127.0.0.1:*",
-                                    "events": "tcp://127.0.0.1:*", "claim_window_s": 300}))
+    path.write_text(yaml.safe_dump({
+        "resources": [{"name": "dut-1"}, {"name": "dut-2"}, {"name": "gpus/0", "type": "gpus"},
+                      {"name": "fpga/0", "type": "fpga"}, {"name": "nic/0", "type": "nic"},
+                      {"name": "scope/0", "type": "scope"}],
+        "listen": "tcp://127.0.0.1:*", "events": "tcp://127.0.0.1:*",
+        "claim_window_s": 300, "countdown_interval_s": 30,
+        "security": {"admins": ["labadmin"]}}))
     cfg = configmod.load(path)
     configmod.resolve_job_user(cfg)
     server = Server(cfg)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    server.bind()
+    yield server
+    server.vitals.detach()
+    for sock in (server.monitor_socket, server.router, server.pub):
+        sock.close(0)
+    server.ctx.term()
+    server.store.close()
+    asyncio.set_event_loop(None)
+    loop.close()
 
-    async def run():
-        server.bind()
-        now = time.time()
-        lapsing = server.app.calendar.request(Caller("alice"), ["dut-1"], now, 600, None,
-                                              "exclusive", False, None, now)
-        later = server.app.calendar.request(Caller("alice"), ["dut-2"], now + 7200, 600,
-                                            None, "exclusive", False, None, now)
-        held = server.app.pool.checkout(Caller("alice"), [("gpus", 1)], 7200, now)
-        waiter = server.app.pool.checkout(Caller("bob"), [("gpus", 1)], 60, now, wait_s=30)
-        server.step(now)
-        seq = server.app.events.last_seq
-        server.step(time.time() + 3600)         # the wall clock, set an hour forward
-        events = server.app.events.since(seq, None, 100)["events"]
-        assert [(e["reservation_id"], e["reservation_status"]) for e in events] == \
-            [(lapsing.id, "RESERVATION_ENDED")]
-        assert events[0]["reason"] == "lapsed"
-        assert abs(events[0]["clock_jump_s"] - 3600) < 5
-        assert server.app.lab.reservations[later.id].state == "RESERVATION_GRANTED"
-        # a wait is a duration: still waiting after the jump, to the same monotonic end
-        assert server.app.pool.waiters == [waiter] and waiter.result is None
-        assert waiter.deadline - time.time() > 3600 + 20
-        assert held.state == "RESERVATION_ACTIVE"
-        seq = server.app.events.last_seq
-        server.step(time.time() + 3600)         # still an hour ahead: no new jump
-        assert server.app.events.last_seq == seq
-        server.vitals.detach()
-        for sock in (server.monitor_socket, server.router, server.pub):
-            sock.close(0)
-        server.ctx.term()
-        server.store.close()
-    asyncio.run(run())
+
+def published(server, since: int) -> list[dict]:
+    return server.app.events.since(since, None, 100)["events"]
+
+
+def test_jump_forward_expires_what_fell_due_and_keeps_durations(server):
+    app = server.app
+    now = time.time()
+    lapsing = app.calendar.request(Caller("alice"), ["dut-1"], now, 600, None, "exclusive",
+                                   False, None, now)
+    later = app.calendar.request(Caller("alice"), ["dut-2"], now + 2 * HOUR, 600, None,
+                                 "exclusive", False, None, now)
+    held = app.pool.checkout(Caller("alice"), [("gpus", 1)], 600, now)
+    waiter = app.pool.checkout(Caller("bob"), [("gpus", 1)], 60, now, wait_s=30)
+    # leases whose moved time the calendar gave away: fpga/0 from half an hour after the
+    # jump, nic/0 from before it (half an hour from now by the old clock)
+    cut = app.pool.checkout(Caller("alice"), [("fpga", 1)], 600, now)
+    app.calendar.request(Caller("carol"), ["fpga/0"], now + HOUR + 300, 600, None,
+                         "exclusive", False, None, now, claim=True)
+    taken = app.pool.checkout(Caller("alice"), [("nic", 1)], 600, now)
+    app.calendar.request(Caller("carol"), ["nic/0"], now + 1800, 3 * HOUR, None, "exclusive",
+                         False, None, now, claim=True)
+    server.replies.put(("alice", "r1"), now, b"digest", b"first reply")
+    server.step(now)
+    seq = app.events.last_seq
+    # a checkout answered in the wake-up that finds the jump is on the new clock already
+    client = server.ctx.socket(zmq.DEALER)
+    client.connect(server.endpoints["listen"])
+    zmq.Socket.shadow(client.underlying).send_multipart([b"", msgpack.packb({
+        "command": "checkout", "user": "dave", "request": [{"type": "scope", "slots": 1}],
+        "lease_s": 600})])
+    assert server.router_sync.poll(10_000), "the checkout never reached the daemon"
+    ahead = time.time() + HOUR          # the wall clock, set an hour forward
+    server.step(ahead)
+    dealer = zmq.Socket.shadow(client.underlying)
+    assert dealer.poll(10_000), "no reply to the checkout"
+    _, reply = dealer.recv_multipart()
+    client.close(0)
+    assert msgpack.unpackb(reply)["expire_time"] == ahead + 600
+    events = {e["reservation_id"]: e for e in published(server, seq)
+              if e["topic"] == "reservation.status"}
+    assert [e["owner"] for e in events.values() if "clock_jump_s" not in e] == ["dave"]
+    assert all(abs(e["clock_jump_s"] - HOUR) < 5 for e in events.values() if "clock_jump_s" in e)
+    # calendar times follow the wall clock: what fell due happened, and says why
+    assert (events[lapsing.id]["reservation_status"], events[lapsing.id]["reason"]) == \
+        ("RESERVATION_ENDED", "lapsed")
+    assert app.lab.reservations[later.id].state == "RESERVATION_GRANTED"
+    # a lease is a duration: still held, to the same monotonic end, published as moved
+    assert held.state == "RESERVATION_ACTIVE" and events[held.id]["reason"] == "moved"
+    assert 590 - 5 < held.end - ahead <= 600
+    assert held.bookings[0].end == held.end and held.end - held.start == 600
+    # ... unless the calendar gave the time away: it keeps what is left, or ends at once
+    assert cut.state == "RESERVATION_ACTIVE" and cut.end == now + HOUR + 300
+    assert (events[taken.id]["reservation_status"], events[taken.id]["reason"]) == \
+        ("RESERVATION_ENDED", "expired")
+    # a wait is a duration: still waiting after the jump, to the same monotonic end
+    assert app.pool.waiters == [waiter] and waiter.result is None
+    assert 20 < waiter.deadline - ahead <= 30
+    assert server.replies.get(("alice", "r1")).data == b"first reply"
+    seq = app.events.last_seq
+    server.step(time.time() + HOUR)         # still an hour ahead: no new jump
+    assert app.events.last_seq == seq
+
+
+def test_jump_back_keeps_durations_and_leaves_no_waiter_behind(server):
+    """The issue's example: after a backward jump, the waiter must leave the queue when
+    its client is told "unavailable", not an hour later (when slots it is then granted
+    would be held by nobody); a lease must not hold its slots an hour longer, nor look
+    free for that hour; revocation notices keep their interval."""
+    app = server.app
+    now = time.time()
+    held = app.pool.checkout(Caller("alice"), [("gpus", 1)], 600, now)
+    waiter = app.pool.checkout(Caller("bob"), [("gpus", 1)], 60, now, wait_s=2)
+    app.calendar.request(Caller("carol"), ["dut-1"], now, 2 * HOUR, None, "exclusive", False,
+                         None, now, claim=True)
+    rev = app.revocations.revoke(ADMIN, ["dut-1"], 2 * HOUR, "rewiring", now)
+    server.replies.put(("alice", "r1"), now, b"digest", b"first reply")
+    server.step(now)
+    behind = time.time() - HOUR         # the wall clock, set an hour back
+    server.step(behind)
+    assert 0 < waiter.deadline - behind <= 2
+    assert 590 < held.end - behind <= 600 and held.start < behind
+    # the lease holds its slots now, by the new clock too: nothing else is granted them
+    assert app.pool.accommodates([("gpus", 1)], 60, behind)[0] is False
+    assert 0 < rev.next_notice - behind <= 30 and rev.deadline == now + 2 * HOUR
+    seq = app.events.last_seq
+    server.step(waiter.deadline)        # when its 2 s are up, by the monotonic clock
+    assert app.pool.waiters == [] and isinstance(waiter.result, Unavailable)
+    app.pool.checkin(Caller("alice"), held.id, time.time() - HOUR)
+    server.step(time.time() - HOUR)
+    assert [r for r in app.lab.reservations.values() if r.owner == "bob"] == []
+    # the countdown and the reply cache's ages run on as before the jump
+    server.step(rev.next_notice)
+    assert [e["topic"] for e in published(server, seq)].count("resource.delete_pending") == 1
+    assert server.replies.get(("alice", "r1")) is not None
+    # a checkout's own guard timer never answers before the engine: a step of the clock
+    # too small to be moved out of the waiter's deadline is smaller than its margin
+    assert ANSWER_MARGIN_S > ClockWatch.THRESHOLD_S
+    server.replies.expire(now - HOUR + server.replies.ttl_s + 1)
+    assert server.replies.get(("alice", "r1")) is None

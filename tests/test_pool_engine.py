@@ -331,6 +331,8 @@ class PoolMachine(RuleBasedStateMachine):
 
     def _note(self, w):
         self.answers.setdefault(w.id, []).append(w.result)
+        if not isinstance(w.result, EngineError):     # granted within its wait (a lease
+            assert w.since <= w.result.start <= w.deadline    # moves after, with jumps)
 
     @rule(req=st.lists(st.tuples(st.sampled_from(["gpus", "cpus"]), st.integers(1, 4)),
                        min_size=1, max_size=3),
@@ -405,6 +407,27 @@ class PoolMachine(RuleBasedStateMachine):
     def set_state(self, name, up):
         self.service.set_state(name, up, "test", BY_ADMIN, self.now)
 
+    @rule(jump=st.sampled_from([-50.0, -8.0, 8.0, 50.0]))
+    def clock_jumps(self, jump):
+        """The wall clock is set forward or back: waits and leases move with it, keep their
+        length, and a lease keeps all of it where nothing else is booked on its instances."""
+        leases = {r.id: (r.start, r.end) for r in self.lab.reservations.values()
+                  if r.kind == "allocation" and r.state == states.ACTIVE}
+        waits = {w.id: w.deadline for w in self.pool.waiters}
+        self.now += jump
+        self.pool.move_durations(jump, self.now)
+        self.lab.advance(self.now)
+        for rid, (start, end) in leases.items():
+            r = self.lab.reservations[rid]
+            if r.state == states.ENDED:
+                continue
+            assert r.start == start + jump and self.now < r.end <= end + jump
+            alone = all(b.reservation_id == rid for name in r.resources
+                        for b in self.lab.resources[name].timeline)
+            assert r.end == end + jump or not alone
+        for w in self.pool.waiters:
+            assert w.deadline == waits[w.id] + jump
+
     @invariant()
     def never_over_allocated(self):
         assert over_allocated(self.lab) == []
@@ -434,8 +457,6 @@ class PoolMachine(RuleBasedStateMachine):
                 assert w not in self.pool.waiters and len(self.answers[w.id]) == 1
                 if isinstance(w.result, Conflict):
                     assert w.request_id in self.cancelled
-                elif not isinstance(w.result, Unavailable):
-                    assert w.since <= w.result.start <= w.deadline
         for r in self.allocations + [w.result for w in self.waiters]:
             if r is not None and not isinstance(r, EngineError) and r.state != states.ENDED:
                 assert r.end > self.now

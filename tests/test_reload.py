@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 import signal
 import threading
 
 import pytest
 import yaml
 
-from atsclient import Conflict, Forbidden
+from atsclient import ATSClient, Conflict, Forbidden
+from atsclient.security import write_keypair
 from daemon import wait_for
 from test_security import CurveLab
 
@@ -120,9 +122,31 @@ def test_removed_key_is_refused_on_an_open_connection_after_reload(daemon_factor
         assert bob.get_version()["ok"]          # bob's connection is open
         (lab.authorized / "bob.key").unlink()
         assert admin.reload()["added"] == []
-        with pytest.raises(Forbidden, match="key of bob is no longer authorized"):
+        with pytest.raises(Forbidden, match="no longer authorized: it was removed or replaced"):
             bob.get_version()
         assert admin.get_version()["ok"]
+    finally:
+        lab.close()
+
+
+def test_replaced_key_is_refused_on_an_open_connection_after_reload(daemon_factory, tmp_path):
+    """bob.key now holds a new key: the connection opened with the old one is refused,
+    though the user name is still on file; the new key works."""
+    lab = CurveLab(daemon_factory, tmp_path)
+    try:
+        bob, admin = lab.client("bob"), lab.client("labadmin")
+        assert bob.get_version()["ok"]          # bob's connection is open, with the old key
+        write_keypair(tmp_path / "new", "bob")
+        shutil.copy(tmp_path / "new" / "bob.key", lab.authorized / "bob.key")
+        assert admin.reload()["added"] == []
+        with pytest.raises(Forbidden, match="no longer authorized: it was removed or replaced"):
+            bob.call("request_reservation", resource="dut-1", reservation_duration=60)
+        assert admin.list_reservations() == []
+        renewed = ATSClient(lab.daemon.listen, user="bob", server_public_key=lab.server_key,
+                            secret_key=tmp_path / "new" / "bob.key_secret")
+        lab.clients.append(renewed)
+        rid = renewed.request_reservation("dut-1", reservation_duration=60)[0]
+        assert [(r["id"], r["owner"]) for r in admin.list_reservations()] == [(rid, "bob")]
     finally:
         lab.close()
 

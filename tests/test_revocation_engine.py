@@ -77,6 +77,23 @@ def test_countdown_answers_and_deadline():
     assert held(cal, BOB, ["n1"], 130, 10, now=130).state == states.ACTIVE
 
 
+@pytest.mark.parametrize("jump", [-3600.0, 3600.0])
+def test_a_clock_jump_moves_the_next_notice_not_the_deadline(jump):
+    """Notices come every countdown_interval_s of real time, whichever way the wall clock
+    was set; the deadline is a time on the calendar, told to holders as one."""
+    lab, cal, rv = make_lab()
+    held(cal, ALICE, ["n1"], 0, 10_000, now=0)
+    rev = rv.revoke(ADMIN, ["n1"], 5000, "repairs", now=100)
+    lab.take_events()
+    now = 104 + jump                    # 4 s later, by a clock set an hour forward or back
+    rv.move_notices(jump)
+    lab.advance(now)
+    assert events(lab, DELETE_PENDING) == [] and rev.deadline == 5100
+    lab.advance(110 + jump)             # 10 s after the first notice
+    [notice] = events(lab, DELETE_PENDING)
+    assert notice["max_wait_time"] == 4990 - jump and notice["deadline"] == 5100
+
+
 def test_no_grace_and_idle_nodes_are_taken_at_once():
     lab, cal, rv = make_lab()
     a = held(cal, ALICE, ["n1", "n2"], 0, 1000, now=0)    # one id on two nodes: taken whole

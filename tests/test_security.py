@@ -203,6 +203,21 @@ def test_keys_are_read_at_each_handshake(lab):
         late.get_version()
 
 
+def test_replaced_key_is_refused_on_an_open_connection_from_the_next_handshake(lab, tmp_path):
+    """bob's key file now holds a new key: once any client's handshake has read the
+    directory again, the connection opened with the old key is refused."""
+    bob = lab.client("bob")
+    assert bob.get_version()["ok"]
+    write_keypair(tmp_path / "new", "bob")
+    shutil.copy(tmp_path / "new" / "bob.key", lab.authorized / "bob.key")
+    renewed = ATSClient(lab.daemon.listen, user="bob", server_public_key=lab.server_key,
+                        secret_key=tmp_path / "new" / "bob.key_secret")
+    lab.clients.append(renewed)
+    assert renewed.get_version()["ok"]
+    with pytest.raises(Forbidden, match="no longer authorized: it was removed or replaced"):
+        bob.get_version()
+
+
 def _cli(*args, env):
     return subprocess.run([sys.executable, "-m", "atsclient", *args], capture_output=True,
                           text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT),

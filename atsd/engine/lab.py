@@ -283,24 +283,28 @@ class Lab:
 
     def transition(self, r: Reservation, cause: str, now: float, *, end: float | None = None,
                    kind: str | None = None, expire_time: float | None = None,
-                   replace: tuple[Booking, Booking] | None = None) -> None:
+                   replace: tuple[Booking, Booking] | None = None,
+                   start: float | None = None) -> None:
         """Make the change ``cause`` names (states.py's table), with what it carries: a new
-        ``end``, ``kind`` or ``expire_time``, or a booking ``replace``d by another (the
-        caller checked that it fits), and everything that follows from it. Refused with
-        ``conflict`` before anything changes when the table has no such step."""
+        ``end``, ``start``, ``kind`` or ``expire_time``, or a booking ``replace``d by
+        another (the caller checked that it fits), and everything that follows from it.
+        Refused with ``conflict`` before anything changes when the table has no such step."""
         new, reason = states.next_state(r.state, cause)
         previous = r.state
         if kind is not None:
             r.kind = kind
         if expire_time is not None:
             r.expire_time = expire_time
-        if end is not None:
+        if end is not None or start is not None:
+            moved = 0.0 if start is None else start - r.start
+            r.start += moved
+            r.end = r.end if end is None else end
             for b in r.bookings:
                 tl = self.resources[b.resource].timeline
                 tl.remove(b)
-                b.end = end
+                b.start += moved
+                b.end = r.end
                 tl.add(b)
-            r.end = end
         if replace is not None:
             old, booking = replace
             self.resources[old.resource].timeline.remove(old)
@@ -318,7 +322,7 @@ class Lab:
                 self.resources[b.resource].timeline.remove(b)
             self._count(r, -1)
             self.schedule(now + self.history_s, self._on_forget, r.id)
-        elif new != previous or end is not None or expire_time is not None:
+        elif new != previous or end is not None or start is not None or expire_time is not None:
             self._schedule_for(r)
         self.touch(RESERVATION, r.id)
         if reason is not None:

@@ -302,13 +302,28 @@ class Pool:
         if any(b.resource in self._pooled for b in r.bookings):
             self.serve(now)
 
-    def move_waits(self, seconds: float) -> None:
-        """The wall clock jumped by ``seconds``: a wait is a duration, so each waiter's
-        deadline moves with it and the wait lasts as long as it was asked to."""
+    @settles
+    def move_durations(self, seconds: float, now: float) -> None:
+        """The wall clock jumped by ``seconds``. Waits and leases are durations, so they
+        move with it and last as long as they were asked to: each waiter's deadline, and
+        each live allocation's booking, start and end (a lease is neither ended by a
+        forward jump nor stretched by a backward one). The calendar keeps its times, so a
+        lease keeps only as much of its moved time as no other booking was given; one left
+        with nothing after ``now`` ends now. Waiters are then served: bookings that stayed
+        where they were may leave room now."""
         for w in self.waiters:
             w.since += seconds
             w.deadline += seconds
             self.lab.schedule(w.deadline, self._on_wait_end, w.id)
+        for r in [r for r in self.lab.reservations.values()
+                  if r.kind == "allocation" and r.state == states.ACTIVE]:
+            start = r.start + seconds
+            end = _room(self.lab, r, start, r.end + seconds)
+            if end <= now:
+                self.lab.transition(r, "expire", now)
+            else:
+                self.lab.transition(r, "move", now, start=start, end=end)
+        self.serve(now)         # the calendar's times stayed: a jump back may free slots now
 
     @settles
     def adopt(self, old: Pool, now: float) -> None:
@@ -350,3 +365,21 @@ class Pool:
         w.result = result
         if w.notify is not None:
             w.notify(w)
+
+
+def _room(lab: Lab, r: Reservation, start: float, end: float) -> float:
+    """The latest end, up to ``end``, that ``r``'s bookings moved to ``start`` can have
+    without taking time that other bookings hold: where the first booking they cannot
+    share starts (``start`` when that is at once)."""
+    def fits(until: float) -> bool:
+        return all(lab.resources[b.resource].timeline.fits(
+            start, until, b.slots, b.exclusive, b.config, ignore=r.id) for b in r.bookings)
+    if fits(end):
+        return end
+    room = start
+    for other in sorted({o.start for b in r.bookings for o in lab.resources[
+            b.resource].timeline.overlapping(start, end, ignore=r.id) if o.start > start}):
+        if not fits(other):
+            break
+        room = other
+    return room

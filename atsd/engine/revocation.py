@@ -250,6 +250,16 @@ class Revocations:
         if rev.next_notice < rev.deadline:
             self.lab.schedule(rev.next_notice, self._on_notice, rev.id)
 
+    def move_notices(self, seconds: float) -> None:
+        """The wall clock jumped by ``seconds``: the interval between notices is a duration,
+        so the next notice moves with it. The deadline is a time on the calendar (holders
+        are told it as one) and stays: a forward jump past it takes the rest at once."""
+        for rev in self.revocations.values():
+            if rev.next_notice is not None:
+                rev.next_notice += seconds
+                if rev.next_notice < rev.deadline:
+                    self.lab.schedule(rev.next_notice, self._on_notice, rev.id)
+
     def _take(self, rev: Revocation, pairs: list[tuple[str, Reservation]], now: float) -> None:
         """End the reservations in ``pairs`` and publish which nodes went; when that leaves
         the revocation with no holder (or it is due), it is complete. Another revocation

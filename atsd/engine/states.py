@@ -14,17 +14,19 @@ reservation, a maintenance window), lives in one of three states:
              until the history retention drops it.
 
 A transition is caused by a command of the holder (claim, release, cancel, extend), by the
-clock (start, lapse, expire), by an admin (revoke, a maintenance window that shortens it)
-or by the repair of a selector booking (replace). The table below is the whole state
+clock (start, lapse, expire; move: a lease moved by a jump of the wall clock), by an
+admin (revoke, a maintenance window that shortens it) or by the repair of a selector
+booking (replace). The table below is the whole state
 machine: a (state, cause) pair that is not in it is refused with ``conflict``. Each entry
 names the ``reason`` published with the change; the steps that keep the state (extend,
-shorten, replace) change what the reservation is instead: its end or a resource.
+shorten, replace, move) change what the reservation is instead: its end, a resource, or
+when it is (a lease moved whole by a jump of the wall clock).
 
 Every change to a live reservation goes through ``Lab.transition``, the only code that
 changes its state, kind, end, expire_time or bookings. What follows from one, in order:
 
-    1. what the step carries: a new kind (a claimed pre-reservation), expire_time, end
-       (its bookings move on their timelines), or one booking replaced by another
+    1. what the step carries: a new kind (a claimed pre-reservation), expire_time, end or
+       start (its bookings move on their timelines), or one booking replaced by another
        (published on ``reservation.replaced``);
     2. the new state; into ENDED its bookings leave the timelines, it stops counting
        against its owner's quota and is forgotten after the history retention;
@@ -65,6 +67,7 @@ TRANSITIONS: dict[tuple[str, str], tuple[str, str | None]] = {
     (ACTIVE, "shorten"): (ACTIVE, "shortened"),
     (GRANTED, "replace"): (GRANTED, None),
     (ACTIVE, "replace"): (ACTIVE, None),
+    (ACTIVE, "move"): (ACTIVE, "moved"),       # a lease, by a jump of the wall clock
 }
 
 
