@@ -99,7 +99,11 @@ def _state_parser(prog: str, description: str) -> argparse.ArgumentParser:
 def _state_path(args) -> Path:
     if args.state is not None:
         return args.state.resolve()
-    return configmod.load(args.config).state
+    state = configmod.load(args.config).state
+    if isinstance(state, str):
+        raise configmod.ConfigError(args.config, "state", "is a PostgreSQL database: back it "
+                                    "up with pg_dump; atsd migrates it when it takes the lead")
+    return state
 
 
 def state_command(name: str, argv: list[str]) -> int:

@@ -73,7 +73,17 @@ class Daemon:
     def state(self) -> Path:
         return self.dir / self.config["state"]
 
-    def start(self, timeout: float = 15.0) -> Daemon:
+    @property
+    def on_pg(self) -> bool:
+        return str(self.config["state"]).startswith("postgresql://")
+
+    def role(self) -> str:
+        with self.client(timeout=2.0, retries=1) as c:
+            return c.get_version()["role"]
+
+    def start(self, timeout: float = 15.0, role: str | None = "leader") -> Daemon:
+        """Start, and return when it listens; on PostgreSQL, when it is also the ``role``
+        given (None: either; atsd/leader.py)."""
         self.endpoints_file.unlink(missing_ok=True)
         if self.web:     # a restart keeps the web port too, so open pages reconnect
             self.config["web"] = {**self.config["web"], "listen": urlsplit(self.web).netloc}
@@ -100,6 +110,8 @@ class Daemon:
             raise
         self.listen, self.events = ep["listen"], ep["events"]
         self.web = ep.get("web")
+        if self.on_pg and role is not None:
+            wait_for(lambda: self.role() == role, timeout, what=f"atsd to be the {role}")
         return self
 
     def log(self) -> str:
