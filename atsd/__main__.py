@@ -183,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception:
         log.exception("crashed")
         return 1
+    if server.failure is not None:
+        print(f"atsd: {server.failure}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -111,6 +111,7 @@ class Leadership:
                 self.leader = await self.store.leader()
         except StoreError as exc:       # not our database, or a newer schema
             log.error("cannot_lead", error=str(exc))
+            self.server.failure = str(exc)
             self.server.stop()
             return
         except Exception as exc:

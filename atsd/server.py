@@ -108,6 +108,7 @@ class Server:
         self._waits: dict[bytes, set[tuple[str, str]]] = {}  # identity -> (user, request_id)
         self.log_requests = logmod.debug_enabled()
         self.stopping = False
+        self.failure: str | None = None     # why it stopped by itself (atsd/leader.py)
         self._wakeup: asyncio.Future | None = None
         self.endpoints: dict[str, str] = {}
         self.web = None

@@ -77,6 +77,10 @@ def shown_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc[0].split(":", 1)[0] + ":***@" + netloc[1]))
 
 
+class SessionLost(Exception):
+    """The session (and so the lock) is gone; only ``try_lead`` opens another."""
+
+
 class Snapshot:
     """The state as the new leader read it, for the engine to be built from."""
 
@@ -103,10 +107,14 @@ class PgStore:
 
     # --- the session and the lead ---
 
-    async def _op(self, work):
+    async def _op(self, work, connect: bool = False):
         """Run ``work(conn)`` alone on the session, within OP_TIMEOUT_S. Whatever fails
-        ends the session (and the lock with it): its state is not known any more."""
+        ends the session (and the lock with it): its state is not known any more. Only
+        trying for the lead opens a new session: a write on any other than the one that
+        took the lock would be a write without it."""
         async with self._busy:
+            if self.conn is None and not connect:
+                raise SessionLost("the database session that held the lead is gone")
             try:
                 if self.conn is None:
                     self.conn = await psycopg.AsyncConnection.connect(
@@ -139,7 +147,7 @@ class PgStore:
                                             time.time()))
             self.snapshot = await self._read(conn)
             return True
-        return await self._op(attempt)
+        return await self._op(attempt, connect=True)
 
     async def leader(self) -> str | None:
         """The listen endpoint of the atsd that took the lead last, when one did."""
@@ -149,7 +157,7 @@ class PgStore:
                 return None
             row = await (await conn.execute("SELECT endpoint FROM leader")).fetchone()
             return row and row[0]
-        return await self._op(read)
+        return await self._op(read, connect=True)
 
     async def check(self) -> None:
         """Raise unless the session (and so the lock) is still there; the database's size

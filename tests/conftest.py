@@ -14,10 +14,10 @@ def daemon_factory(tmp_path):
     """Start daemons with a given config; every one is stopped (by PID) after the test."""
     started = []
 
-    def start(config=None, name="atsd", **kw):
+    def start(config=None, name="atsd", role="leader", **kw):
         d = Daemon(tmp_path / name, config or BASE_CONFIG, **kw)
         started.append(d)
-        return d.start()
+        return d.start(role=role)
 
     yield start
     for d in started:
