@@ -4,8 +4,8 @@
 (see ``.ci/pg-deps``) with ``listen_addresses=''``, so no TCP port is used at all; clients
 reach it through the socket in ``base_dir``. initdb and postgres refuse to run as root, so
 as root they run as the ``postgres`` user (the directory is handed to it; the process is
-postgres itself, no wrapper). The server is started and stopped here, by PID; ``stop`` and ``start`` may be called again (a test that
-takes the database away).
+postgres itself, no wrapper). The server is started and stopped here, by PID; ``stop``
+and ``start`` may be called again (a test that takes the database away).
 
     cluster = PgCluster(tmp_dir).init().start()
     url = cluster.create_database("t1")      # postgresql:///t1?host=...&user=postgres
@@ -80,7 +80,8 @@ class PgCluster:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     self.stop()
                     raise RuntimeError("postgres did not start:\n" + (
-                        self.base / "postgres.log").read_text(errors="replace")[-3000:])
+                        self.base / "postgres.log").read_text(errors="replace")[-3000:]) \
+                        from None
                 time.sleep(0.05)
 
     def url(self, db: str) -> str:
