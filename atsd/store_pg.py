@@ -34,10 +34,16 @@ from .store import RECORD_ERRORS, NotMsgpack, StoreError, _unpack_stored, _why, 
 SCHEMA_VERSION = 1
 LOCK_KEY = 0x61747364           # "atsd": the advisory lock whose holder leads
 OP_TIMEOUT_S = 5.0              # a database that answers nothing for this long is lost
-# PostgreSQL ends a session idle this long (PostgreSQL 14 and newer): a leader cut off from
-# the database, or frozen, loses its lock within it, while a live one is never that idle
-# (it checks its session twice a second)
-IDLE_SESSION_TIMEOUT_MS = 3000
+# TCP keepalives on both ends of the session: when the leader's host dies or is cut off,
+# PostgreSQL ends its session (and lets go of the lock) within about 3 s, and the leader
+# finds its session dead as soon; an idle but live leader keeps its lock however long it
+# is busy (building a large state, say). Over a Unix socket a dead peer is seen at once.
+KEEPALIVE = {"keepalives": 1, "keepalives_idle": 1, "keepalives_interval": 1,
+             "keepalives_count": 2, "tcp_user_timeout": 3000}
+SERVER_KEEPALIVE = ("SELECT set_config('tcp_keepalives_idle', '1', false),"
+                    " set_config('tcp_keepalives_interval', '1', false),"
+                    " set_config('tcp_keepalives_count', '2', false),"
+                    " set_config('tcp_user_timeout', '3000', false)")
 
 V1 = """
 CREATE TABLE records (kind TEXT, key TEXT, data BYTEA NOT NULL, PRIMARY KEY (kind, key));
@@ -118,9 +124,9 @@ class PgStore:
             try:
                 if self.conn is None:
                     self.conn = await psycopg.AsyncConnection.connect(
-                        self.url, autocommit=True, connect_timeout=int(OP_TIMEOUT_S))
-                    await self.conn.execute(
-                        f"SET idle_session_timeout = {IDLE_SESSION_TIMEOUT_MS}")
+                        self.url, autocommit=True, connect_timeout=int(OP_TIMEOUT_S),
+                        **KEEPALIVE)
+                    await self.conn.execute(SERVER_KEEPALIVE)
                 return await asyncio.wait_for(work(self.conn), OP_TIMEOUT_S)
             except BaseException:
                 await self._close()
