@@ -35,15 +35,18 @@ SCHEMA_VERSION = 1
 LOCK_KEY = 0x61747364           # "atsd": the advisory lock whose holder leads
 OP_TIMEOUT_S = 5.0              # a database that answers nothing for this long is lost
 # TCP keepalives on both ends of the session: when the leader's host dies or is cut off,
-# PostgreSQL ends its session (and lets go of the lock) within about 3 s, and the leader
-# finds its session dead as soon; an idle but live leader keeps its lock however long it
-# is busy (building a large state, say). Over a Unix socket a dead peer is seen at once.
+# PostgreSQL ends its session (and lets go of the lock) about 4 s after its last word, so a
+# standby leads within 5 s; an idle but live leader keeps its lock however long it is busy
+# (building a large state, say). Over a Unix socket a dead peer is seen at once.
 KEEPALIVE = {"keepalives": 1, "keepalives_idle": 1, "keepalives_interval": 1,
              "keepalives_count": 2, "tcp_user_timeout": 3000}
 SERVER_KEEPALIVE = ("SELECT set_config('tcp_keepalives_idle', '1', false),"
                     " set_config('tcp_keepalives_interval', '1', false),"
-                    " set_config('tcp_keepalives_count', '2', false),"
-                    " set_config('tcp_user_timeout', '3000', false)")
+                    " set_config('tcp_keepalives_count', '3', false),"
+                    " set_config('tcp_user_timeout', '4000', false)")
+# the leader's session check gives up sooner (within 2.5 s of its last word): a cut-off
+# leader has stopped answering before PostgreSQL lets another atsd take the lock
+CHECK_TIMEOUT_S = 2.0
 
 V1 = """
 CREATE TABLE records (kind TEXT, key TEXT, data BYTEA NOT NULL, PRIMARY KEY (kind, key));
@@ -113,8 +116,8 @@ class PgStore:
 
     # --- the session and the lead ---
 
-    async def _op(self, work, connect: bool = False):
-        """Run ``work(conn)`` alone on the session, within OP_TIMEOUT_S. Whatever fails
+    async def _op(self, work, connect: bool = False, timeout: float = OP_TIMEOUT_S):
+        """Run ``work(conn)`` alone on the session, within ``timeout``. Whatever fails
         ends the session (and the lock with it): its state is not known any more. Only
         trying for the lead opens a new session: a write on any other than the one that
         took the lock would be a write without it."""
@@ -127,7 +130,7 @@ class PgStore:
                         self.url, autocommit=True, connect_timeout=int(OP_TIMEOUT_S),
                         **KEEPALIVE)
                     await self.conn.execute(SERVER_KEEPALIVE)
-                return await asyncio.wait_for(work(self.conn), OP_TIMEOUT_S)
+                return await asyncio.wait_for(work(self.conn), timeout)
             except BaseException:
                 await self._close()
                 raise
@@ -171,7 +174,7 @@ class PgStore:
         async def size(conn):
             cur = await conn.execute("SELECT pg_database_size(current_database())")
             self._size = {"bytes": (await cur.fetchone())[0], "free_bytes": 0, "wal_bytes": 0}
-        await self._op(size)
+        await self._op(size, timeout=CHECK_TIMEOUT_S)
 
     async def drop(self) -> None:
         """End the session (and with it the lock, if held); the next operation opens one."""
