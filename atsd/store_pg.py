@@ -308,7 +308,8 @@ class PgStore:
         deletes = [(k, key) for k, key, rec in records if rec is None]
 
         async def commit(conn):
-            async with conn.transaction():
+            # one pipeline: the whole group goes out, and its answer comes back, at once
+            async with conn.pipeline(), conn.transaction():
                 cur = conn.cursor()
                 if upserts:
                     await cur.executemany(

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from atsclient import ATSClient
+from atsclient import ATSClient, Unreachable
 
 # Tests run their jobs as whoever runs the tests, said explicitly: atsd refuses to run jobs
 # as root unless the config names root (tests/test_job_limits.py runs them as nobody).
@@ -77,9 +77,13 @@ class Daemon:
     def on_pg(self) -> bool:
         return str(self.config["state"]).startswith("postgresql://")
 
-    def role(self) -> str:
+    def role(self) -> str | None:
+        """``leader`` or ``standby`` (PostgreSQL state); None while it does not answer."""
         with self.client(timeout=2.0, retries=1) as c:
-            return c.get_version()["role"]
+            try:
+                return c.get_version()["role"]
+            except Unreachable:
+                return None
 
     def start(self, timeout: float = 15.0, role: str | None = "leader") -> Daemon:
         """Start, and return when it listens; on PostgreSQL, when it is also the ``role``
