@@ -148,6 +148,7 @@ class Server:
         log.error("lead_lost", error=f"{type(exc).__name__}: {exc}"[:500])
         for task in self._tasks:
             task.cancel()
+        self.runner.stop_local()
         for pending in (self._in_flight, self._waiting, self._waits):
             pending.clear()
         self._finished = []

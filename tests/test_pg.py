@@ -6,6 +6,7 @@ daemons, real sockets, a real (private) PostgreSQL server (tests/pg_cluster.py).
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import time
@@ -16,7 +17,7 @@ import pytest
 import zmq
 
 from atsclient import ResourceUnavailable
-from daemon import BASE_CONFIG, Daemon, cli_env, wait_for
+from daemon import BASE_CONFIG, JOB_USER, Daemon, cli_env, wait_for
 from atsd.store_pg import LOCK_KEY, SCHEMA_VERSION, PgStore, SessionLost
 
 TAKEOVER_S = 5.0        # issue 19: a standby leads within this of the leader's death
@@ -208,6 +209,47 @@ def test_timers_run_on_after_a_takeover(pg_url, daemon_factory):
 
 
 # --- fencing ---
+
+PIDFILE_JOB = "#!/bin/sh\necho $$ > \"$ATS_JOB_ID.pid\"\nexec sleep 60\n"
+
+
+def test_leader_that_loses_its_session_stops_its_jobs(pg_cluster, pg_url, daemon_factory,
+                                                      tmp_path):
+    """Its reservations may be another leader's now: a local job it runs is stopped at
+    once (while the database is away, so nobody leads), and recorded as lost when the lead
+    is taken again."""
+    jobs = tmp_path / "atsd" / "jobs"
+    jobs.mkdir(parents=True)
+    (jobs / "hold.sh").write_text(PIDFILE_JOB)
+    (jobs / "hold.sh").chmod(0o755)
+    d = daemon_factory(pg_config(pg_url, queues={"q": {"backend": "local", "hosts": ["h1"]}},
+                                 jobs={"allowed_dirs": ["jobs"], "output_dir": "out",
+                                       "run_as": JOB_USER}))
+    with d.client() as c:
+        rid = c.create_reservation("q", 1, 60)["reservation_id"]
+        job = c.submit_job_to_reservation(rid, str(jobs / "hold.sh"))
+        pidfile = tmp_path / "atsd" / "out" / f"{job}.pid"
+        pid = int(wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(),
+                           what="the job to run"))
+        # a reply comes after the commit of its group: RUNNING is in the database now
+        wait_for(lambda: c.get_job_status(job)["state"] == "RUNNING", what="RUNNING saved")
+        pg_cluster.stop()
+        try:
+            wait_for(lambda: not alive(pid), what="the job to be stopped")
+            assert d.role() == "standby"
+        finally:
+            pg_cluster.start()
+        wait_for(lambda: d.role() == "leader", 15, what="the lead to be taken again")
+        status = c.get_job_status(job)
+        assert status["state"] == "FAILED" and "lost" in status["reason"]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 def test_database_gone_refuses_changes_with_unavailable_and_serves_again_when_back(
         pg_cluster, pg_url, daemon_factory):
