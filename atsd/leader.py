@@ -84,6 +84,7 @@ class Leadership:
     def lost(self, exc: BaseException) -> None:
         """A commit failed: the session is gone (store_pg ends it on any failure)."""
         self.reachable = False
+        self._lost = None           # the session check may have seen it too: once is enough
         self.server.lose_lead(exc)
 
     async def _run(self) -> None:
@@ -108,7 +109,9 @@ class Leadership:
         try:
             self._taken = await self.store.try_lead(endpoint)
             if not self._taken:
-                self.leader = await self.store.leader()
+                named = await self.store.leader()
+                # our own name there is stale (we led before): nobody is known to lead
+                self.leader = None if named == endpoint else named
         except StoreError as exc:       # not our database, or a newer schema
             log.error("cannot_lead", error=str(exc))
             self.server.failure = str(exc)
