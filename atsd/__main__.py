@@ -25,7 +25,7 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--listen", help="command endpoint (ROUTER), e.g. tcp://127.0.0.1:5555; "
                    "port * picks a free one")
     p.add_argument("--events", help="event endpoint (PUB), e.g. tcp://127.0.0.1:5556")
-    p.add_argument("--state", help="SQLite state file")
+    p.add_argument("--state", help="SQLite state file, or a PostgreSQL URL (docs/ha.md)")
     p.add_argument("--endpoints-file", type=Path,
                    help="write the bound endpoints here as JSON once listening")
     p.add_argument("--log-format", choices=("console", "json"), default="console")

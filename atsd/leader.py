@@ -72,11 +72,12 @@ class Leadership:
                        leader=self.leader)
 
     def settle(self) -> None:
-        """In the server's loop, before a wake-up's requests: take or give up the lead."""
+        """In the server's loop, before a wake-up's requests: take or give up the lead
+        (a daemon that is stopping takes none)."""
         if self._lost is not None:
             lost, self._lost = self._lost, None
             self.server.lose_lead(lost)
-        elif self._taken:
+        elif self._taken and not self.server.stopping:
             self._taken = False
             self.leader = advertised(self.server.endpoints["listen"])
             self.server.take_lead()

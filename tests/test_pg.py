@@ -192,6 +192,18 @@ def test_standby_takes_over_a_killed_leader_with_everything_it_acknowledged(pg_u
         assert reservation_ids(s) == booked
 
 
+def test_a_stopped_leader_hands_over_what_it_had(pg_url, daemon_factory):
+    """SIGTERM: the leader commits what it has, ends its session, and the standby leads."""
+    leader = daemon_factory(pg_config(pg_url), name="a")
+    standby = daemon_factory(pg_config(pg_url), name="b", role="standby")
+    with leader.client() as c:
+        booked = {book(c, i, time.time()) for i in range(3)}
+    assert leader.stop() == 0
+    wait_for(lambda: standby.role() == "leader", TAKEOVER_S, what="the standby to lead")
+    with standby.client() as s:
+        assert reservation_ids(s) == booked
+
+
 def test_timers_run_on_after_a_takeover(pg_url, daemon_factory):
     """A pre-reservation lapses at its expire_time on whichever atsd leads then."""
     leader = daemon_factory(pg_config(pg_url, claim_window_s=1.0), name="a")
