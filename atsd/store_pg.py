@@ -176,11 +176,6 @@ class PgStore:
             self._size = {"bytes": (await cur.fetchone())[0], "free_bytes": 0, "wal_bytes": 0}
         await self._op(size, timeout=CHECK_TIMEOUT_S)
 
-    async def drop(self) -> None:
-        """End the session (and with it the lock, if held); the next operation opens one."""
-        async with self._busy:
-            await self._close()
-
     async def _migrate(self, conn) -> None:
         cur = await conn.execute(
             "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
@@ -350,7 +345,9 @@ class PgStore:
         await self._op(commit)
 
     async def close(self) -> None:
-        await self.drop()
+        """End the session, and with it the lock if held."""
+        async with self._busy:
+            await self._close()
 
 
 async def _trim_audit(cur, oldest: float, keep: int) -> None:

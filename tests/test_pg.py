@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ import zmq
 
 from atsclient import ResourceUnavailable
 from daemon import BASE_CONFIG, JOB_USER, Daemon, cli_env, wait_for
+from atsd.leader import advertised
 from atsd.store_pg import LOCK_KEY, SCHEMA_VERSION, PgStore, SessionLost
 
 TAKEOVER_S = 5.0        # issue 19: a standby leads within this of the leader's death
@@ -150,6 +152,13 @@ def test_state_takes_only_sqlite_files_and_postgresql_urls(tmp_path):
 
 
 # --- leader and standby ---
+
+def test_a_wildcard_listen_address_is_advertised_by_the_host_name():
+    host = socket.getfqdn()
+    assert advertised("tcp://0.0.0.0:5555") == f"tcp://{host}:5555"
+    assert advertised("tcp://[::]:5555") == f"tcp://{host}:5555"
+    assert advertised("tcp://10.0.0.11:5555") == "tcp://10.0.0.11:5555"
+
 
 def test_standby_names_the_leader_and_serves_nothing_else(pg_url, daemon_factory):
     leader = daemon_factory(pg_config(pg_url), name="a")
