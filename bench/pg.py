@@ -55,11 +55,11 @@ def _booked(daemon) -> bool:
 
 def failover(url: str, kills: int) -> list[float]:
     """Seconds from each kill -9 of the leader until the standby booked."""
-    pair = [start_daemon({**LAB, "state": url}, "pg-a"),
-            Daemon(Path(tempfile.mkdtemp(prefix="atsd-bench-pg-b-")),
-                   {**LAB, "state": url}).start(role="standby")]
+    pair = [start_daemon({**LAB, "state": url}, "pg-a")]
     times = []
     try:
+        pair.append(Daemon(Path(tempfile.mkdtemp(prefix="atsd-bench-pg-b-")),
+                           {**LAB, "state": url}).start(role="standby"))
         for _ in range(kills):
             leader, standby = pair
             assert _booked(leader)

@@ -109,13 +109,13 @@ class Daemon:
                 return json.loads(self.endpoints_file.read_text())
         try:
             ep = wait_for(ready, timeout, what="atsd to listen")
+            self.listen, self.events = ep["listen"], ep["events"]
+            self.web = ep.get("web")
+            if self.on_pg and role is not None:
+                wait_for(lambda: self.role() == role, timeout, what=f"atsd to be the {role}")
         except BaseException:
             self.kill()          # a daemon that did not come up is not left running
             raise
-        self.listen, self.events = ep["listen"], ep["events"]
-        self.web = ep.get("web")
-        if self.on_pg and role is not None:
-            wait_for(lambda: self.role() == role, timeout, what=f"atsd to be the {role}")
         return self
 
     def log(self) -> str:
