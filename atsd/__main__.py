@@ -25,7 +25,7 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--listen", help="command endpoint (ROUTER), e.g. tcp://127.0.0.1:5555; "
                    "port * picks a free one")
     p.add_argument("--events", help="event endpoint (PUB), e.g. tcp://127.0.0.1:5556")
-    p.add_argument("--state", help="SQLite state file")
+    p.add_argument("--state", help="SQLite state file, or a PostgreSQL URL (docs/ha.md)")
     p.add_argument("--endpoints-file", type=Path,
                    help="write the bound endpoints here as JSON once listening")
     p.add_argument("--log-format", choices=("console", "json"), default="console")
@@ -99,7 +99,11 @@ def _state_parser(prog: str, description: str) -> argparse.ArgumentParser:
 def _state_path(args) -> Path:
     if args.state is not None:
         return args.state.resolve()
-    return configmod.load(args.config).state
+    state = configmod.load(args.config).state
+    if isinstance(state, str):
+        raise configmod.ConfigError(args.config, "state", "is a PostgreSQL database: back it "
+                                    "up with pg_dump; atsd migrates it when it takes the lead")
+    return state
 
 
 def state_command(name: str, argv: list[str]) -> int:
@@ -179,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception:
         log.exception("crashed")
         return 1
+    if server.failure is not None:
+        print(f"atsd: {server.failure}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -23,10 +23,10 @@ MODES = {READ: os.R_OK, WRITE: os.W_OK | os.X_OK, LIST: os.R_OK | os.X_OK}
 
 def needed(cfg: Config) -> list[tuple[str, Path, tuple[str, ...]]]:
     """(config key, path, how it is used) for each path the daemon touches."""
-    paths = [("(file)", cfg.path, (READ,)),
-             ("state", cfg.state, (READ, WRITE) if cfg.state.exists() else (WRITE,)),
-             ("state", cfg.state.parent, (WRITE,)),       # its WAL, shared memory, lock
-             ("jobs.output_dir", cfg.job_output_dir, (WRITE,))]
+    paths = [("(file)", cfg.path, (READ,)), ("jobs.output_dir", cfg.job_output_dir, (WRITE,))]
+    if isinstance(cfg.state, Path):     # not a PostgreSQL URL
+        paths += [("state", cfg.state, (READ, WRITE) if cfg.state.exists() else (WRITE,)),
+                  ("state", cfg.state.parent, (WRITE,))]      # its WAL, shared memory, lock
     if cfg.resource_spec is not None:
         paths.append(("resource_spec", cfg.resource_spec, (READ,)))
     paths += [(f"jobs.allowed_dirs[{i}]", d, (LIST,)) for i, d in enumerate(cfg.job_dirs)]

@@ -84,10 +84,10 @@ class AuditTrail:
         self._last_prune, self._pruned_seq = now, self.last_seq
         return now - self.retention_s, self.max_entries
 
-    def query(self, since: float | None, until: float | None, actor: str | None,
-              resource: str | None, limit: int) -> list[dict]:
+    async def query(self, since: float | None, until: float | None, actor: str | None,
+                    resource: str | None, limit: int) -> list[dict]:
         """Committed entries only: one still in the open group may yet be undone."""
-        return self.store.audit(since, until, actor, resource, limit)
+        return await self.store.read_audit(since, until, actor, resource, limit)
 
     @staticmethod
     def committed(entries: list[dict]) -> None:

@@ -116,9 +116,19 @@ def PATH(value: Any, key: str) -> Path:
     return Path(TEXT(value, key))
 
 
-def STATE(value: Any, key: str) -> Path:
-    """The state file (a number is a file name too)."""
-    return PATH(str(value), key)
+PG_SCHEMES = ("postgresql://", "postgres://")
+
+
+def STATE(value: Any, key: str) -> Path | str:
+    """The state file (a number is a file name too), or a PostgreSQL URL (a str:
+    atsd/store_pg.py)."""
+    text = TEXT(str(value), key)
+    if text.startswith(PG_SCHEMES):
+        return text
+    if "://" in text:
+        raise Invalid(key, f"{text.split('://')[0][:20]!r} URLs are not a state atsd can "
+                           "use: give a SQLite file or a postgresql:// URL")
+    return Path(text)
 
 
 def ENDPOINT(value: Any, key: str) -> str:
@@ -328,7 +338,7 @@ class Config:
     path: Path | None = None
     listen: str = setting(ENDPOINT, "tcp://127.0.0.1:5555")
     events: str = setting(ENDPOINT, "tcp://127.0.0.1:5556")
-    state: Path = setting(STATE, Path("atsd.db"))
+    state: Path | str = setting(STATE, Path("atsd.db"))   # str: a PostgreSQL URL
     fsync: bool = setting(BOOLEAN, False)   # also survive power loss, at one fsync per commit
     claim_window_s: float = setting(POSITIVE, 300.0)
     expiring_notice_s: float = setting(POSITIVE, 300.0)
@@ -504,7 +514,8 @@ def _place(cfg: Config) -> None:
     read-only, as /etc is under ProtectSystem=strict)."""
     base = cfg.path.parent
     state_base = Path(os.environ.get("STATE_DIRECTORY", "").split(":")[0] or base)
-    cfg.state = state_base / cfg.state
+    if isinstance(cfg.state, Path):         # not a PostgreSQL URL
+        cfg.state = state_base / cfg.state
     cfg.job_output_dir = state_base / cfg.job_output_dir
     cfg.job_dirs = [(base / d).resolve() for d in cfg.job_dirs]
     for name in ("resource_spec", "curve_secret_key", "curve_authorized_keys"):

@@ -31,6 +31,10 @@ class HealthChecks:
         self._running = asyncio.Semaphore(MAX_RUNNING)
         self._tasks: list[asyncio.Task] = []
 
+    @property
+    def started(self) -> bool:
+        return bool(self._tasks)
+
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._watch(name, check))

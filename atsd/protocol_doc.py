@@ -53,7 +53,9 @@ subscriber connects to every events endpoint and fills a gap from `get_events`.
 
 Every command may answer `bad_request` (with the key and the reason), `overloaded`,
 `unauthenticated` and `internal`, and `conflict` to a `request_id` sent before with a
-different request; an admin command answers `forbidden` to others. The errors of each
+different request; an admin command answers `forbidden` to others. With a PostgreSQL
+state (docs/ha.md), every command but `get_version` may answer `standby` (this atsd does
+not serve now) and `unavailable` (the database cannot be reached). The errors of each
 command's own are listed with it: a command on a reservation answers `not_found` for an
 unknown id and `forbidden` for someone else's.
 """

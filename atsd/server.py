@@ -84,21 +84,21 @@ class Server:
             self.metrics = Metrics(self)
             self.commands = self.metrics.instrument(self.commands)
         self.limits = config.limits
-        self.store = Store(config.state, config.fsync)
+        self.leadership = None    # with PostgreSQL: which atsd on the database serves
+        self.role = "leader"
+        if isinstance(config.state, str):      # a postgresql:// URL
+            from .leader import Leadership
+            from .store_pg import PgStore
+            self.store = PgStore(config.state, config.event_log_size)
+            self.leadership, self.role = Leadership(self, self.store), "standby"
+        else:
+            self.store = Store(config.state, config.fsync)
         self.runner = JobRunner(config, lambda: self.app.batch, time.time, self.wake)
         self.health = HealthChecks(self, config)
         self.vitals = Monitor()
         self.clock = ClockWatch()
         self.notifier = Notifier(lambda: summary(self.app, self.vitals))
-        now = time.time()
-        self.audit = AuditTrail(self.store, config.audit_retention_s, config.audit_max_entries)
-        self.app = self._build_app(self.config)
-        self.io = DaemonIO(time.time, self.runner.backends, self.audit,
-                           lambda: stats(self.app, self.store, self.vitals, len(self._tasks)),
-                           self.reload)
-        self.replies = ReplyCache(REPLY_TTL_S, MAX_CACHED_REPLIES, config.reply_cache_bytes, now,
-                                  self.store.load_replies(now - REPLY_TTL_S))
-        self.retries = Retries(self.replies)
+        self._load(time.time())
         self._finished: list[Outgoing] = []
         self._in_flight: Counter[bytes] = Counter()
         self._waiting: Counter[str] = Counter()        # per user, on every connection
@@ -108,12 +108,52 @@ class Server:
         self._waits: dict[bytes, set[tuple[str, str]]] = {}  # identity -> (user, request_id)
         self.log_requests = logmod.debug_enabled()
         self.stopping = False
+        self.failure: str | None = None     # why it stopped by itself (atsd/leader.py)
         self._wakeup: asyncio.Future | None = None
         self.endpoints: dict[str, str] = {}
         self.web = None
         if config.web_listen is not None:
             from .web import WebServer
             self.web = WebServer(self)
+
+    def _load(self, now: float) -> None:
+        """The state as the store has it: at the start, and when the lead changes."""
+        self.audit = AuditTrail(self.store, self.config.audit_retention_s,
+                                self.config.audit_max_entries)
+        self.app = self._build_app(self.config)
+        self.io = DaemonIO(time.time, self.runner.backends, self.audit,
+                           lambda: stats(self.app, self.store, self.vitals, len(self._tasks)),
+                           self.reload, self.role)
+        self.replies = ReplyCache(REPLY_TTL_S, MAX_CACHED_REPLIES, self.config.reply_cache_bytes,
+                                  now, self.store.load_replies(now - REPLY_TTL_S))
+        self.retries = Retries(self.replies)
+
+    def take_lead(self) -> None:
+        """The lock is ours and the store has read the state: serve it, as after a restart
+        (what fell due while nobody led happens now, and is published with the next
+        commit)."""
+        self.role = "leader"
+        self._load(time.time())
+        self.store.built()
+        log.info("leading", listen=self.endpoints["listen"], last_seq=self.app.events.last_seq)
+        self.runner.recover()
+        if not self.health.started:
+            self.health.start()
+
+    def lose_lead(self, exc: BaseException) -> None:
+        """The database session is gone, and the lock with it: another atsd may lead by now,
+        so nothing in memory is served again. Running requests are dropped unanswered
+        (their clients retry elsewhere, with the same request_id); the lead comes back only
+        with the lock and the state read anew."""
+        log.error("lead_lost", error=f"{type(exc).__name__}: {exc}"[:500])
+        for task in self._tasks:
+            task.cancel()
+        self.runner.stop_local()
+        for pending in (self._in_flight, self._waiting, self._waits):
+            pending.clear()
+        self._finished = []
+        self.role = "standby"
+        self._load(time.time())     # the store holds nothing now: an empty lab
 
     def _build_app(self, cfg: Config) -> App:
         """Build the engine from the state file; what fell due while down happens at start
@@ -165,7 +205,8 @@ class Server:
             tmp = self.endpoints_file.with_suffix(".tmp")
             tmp.write_text(json.dumps({**self.endpoints, "pid": os.getpid()}))
             tmp.replace(self.endpoints_file)
-        log.info("ready", **self.endpoints, state=str(self.config.state),
+        log.info("ready", **self.endpoints, role=self.role,
+                 state=str(self.config.state) if self.leadership is None else self.store.name,
                  resources=len(self.app.lab.resources))
 
     def wake(self) -> None:
@@ -208,13 +249,16 @@ class Server:
         fd = self.router_sync.get(zmq.FD)
         loop.add_reader(fd, self.wake)
         loop.add_reader(self.monitor.get(zmq.FD), self.wake)
-        self.flush([], time.time())          # publish what recovery did
-        self.runner.recover()
-        self.health.start()
+        if self.leadership is None:
+            await self.flush([], time.time())          # publish what recovery did
+            self.runner.recover()
+            self.health.start()
+        else:
+            await self.leadership.start()
         self.notifier.ready()
         while not self.stopping:
             await self._sleep()
-            self.step(time.time())
+            await self.step(time.time())
         loop.remove_reader(fd)
         loop.remove_reader(self.monitor.get(zmq.FD))
         counting.cancel()
@@ -229,8 +273,10 @@ class Server:
         self.stopping = True
         self.wake()
 
-    def step(self, now: float) -> None:
+    async def step(self, now: float) -> None:
         """One wake-up: answer what is ready, advance the clock, commit, send."""
+        if self.leadership is not None:
+            self.leadership.settle()
         out: list[Outgoing] = []
         self._received.clear()
         frames_left = MAX_STEP_FRAMES
@@ -258,11 +304,15 @@ class Server:
                 out.append(reply)
         out.extend(self._finished)
         self._finished = []
+        if self.role != "leader":       # a standby has nothing to commit
+            for o in out:
+                self.router_sync.send_multipart(o.envelope + [o.data])
+            return
         if jumped:
             self._caused_by_jump(jumped, lambda: self.app.lab.advance(now, MAX_TIMERS))
         else:
             self.app.lab.advance(now, MAX_TIMERS)
-        self.flush(out, now)
+        await self.flush(out, now)
 
     def _receive(self) -> tuple[list | None, int]:
         """One message's frames, or None for one of more than MAX_FRAMES: the rest of it is
@@ -321,7 +371,7 @@ class Server:
                 log.info("client_gone", user=user, request_id=request_id)
                 self.app.pool.cancel(user, request_id, "its client went away", now)
 
-    def flush(self, out: list[Outgoing], now: float) -> None:
+    async def flush(self, out: list[Outgoing], now: float) -> None:
         lab = self.app.lab
         records = lab.take_dirty()
         numbered = self.app.events.number(lab.take_events(), now)
@@ -331,12 +381,17 @@ class Server:
         if records or numbered or replies or dropped or forget or audit or trim_audit:
             started = time.perf_counter()
             try:
-                self.store.commit(records, numbered, replies, self.config.event_log_size, forget,
-                                  dropped_replies=dropped, audit=audit, trim_audit=trim_audit)
+                await self.store.write(records, numbered, replies, self.config.event_log_size,
+                                       forget, dropped_replies=dropped, audit=audit,
+                                       trim_audit=trim_audit)
             except Exception as exc:
                 self.vitals.commit_failed(exc, now)
                 self.replies.not_written(replies, dropped)
-                self._commit_failed(exc, out, records, now)
+                if self.leadership is None:
+                    self._commit_failed(exc, out, records, now)
+                else:
+                    self._refuse_unsaved(out, "unavailable", exc)
+                    self.leadership.lost(exc)
                 numbered = []
             else:
                 self.vitals.committed(time.perf_counter() - started)
@@ -367,29 +422,39 @@ class Server:
         each: the cost of the group, not of the lab), so memory and disk agree again.
         What fell due meanwhile (such as a lease that ended) happens again at once and
         stays pending, as at start-up, to be committed and published with the next group."""
-        log.error("commit_failed", error=str(exc), exc_type=type(exc).__name__)
-        changed = False
-        for o in out:
-            changed = changed or o.mutating
-            if changed:
-                o.data = protocol.encode(protocol.error_reply(
-                    "internal", f"state could not be saved ({exc}); nothing was changed",
-                    o.request_id))
+        self._refuse_unsaved(out, "internal", exc)
         self.app.revert([(kind, key, self.store.load_record(kind, key))
                          for kind, key, _ in records], now)
         # what fell due is done again now and waits for the next group: left due, each
         # wake-up would try (and fail) to commit it at once, again and again
         self.app.lab.advance(now)
 
+    @staticmethod
+    def _refuse_unsaved(out: list[Outgoing], code: str, exc: Exception) -> None:
+        """The group's mutating requests, and the reads after the first of them (they may
+        have seen its change), are answered ``code``: their changes were not saved."""
+        log.error("commit_failed", error=str(exc), exc_type=type(exc).__name__)
+        changed = False
+        for o in out:
+            changed = changed or o.mutating
+            if changed:
+                o.data = protocol.encode(protocol.error_reply(
+                    code, f"state could not be saved ({exc}); nothing was changed",
+                    o.request_id))
+
     # --- reload ---
 
     def _reload_on_signal(self) -> None:
-        try:
-            self.reload()
-        except ReloadRefused:
-            pass                # logged; the old config stays
+        async def reload():
+            try:
+                await self.reload()
+            except ReloadRefused:
+                pass                # logged; the old config stays
+        task = asyncio.get_running_loop().create_task(reload())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
-    def reload(self) -> dict:
+    async def reload(self) -> dict:
         """Apply the config file as it is now, whole, or refuse and keep the old one
         (reload.py says what is refused). Between two wake-ups, so nothing is half done:
         what the old state had pending is committed first, and the new state is built from
@@ -398,7 +463,7 @@ class Server:
         self.notifier.reloading()
         try:
             new, found = self._check_reload(now)
-            self.flush([], now)
+            await self.flush([], now)     # SQLite only: it returns without yielding
             try:
                 app = self._build_app(new)
             except Exception as exc:    # e.g. a stored record the new inventory cannot hold
@@ -424,6 +489,9 @@ class Server:
     def _check_reload(self, now: float) -> tuple[Config, dict]:
         if self.load_config is None:
             raise ReloadRefused("this daemon was started without a config file to reload")
+        if self.leadership is not None:
+            raise ReloadRefused("a daemon on PostgreSQL reloads by a restart: restart the "
+                                "standby, then the leader (the standby takes over)")
         try:
             new = self.load_config()
         except ConfigError as exc:
@@ -456,6 +524,8 @@ class Server:
         a retry of a running request gets that one's reply."""
         try:
             self._decode(req)
+            if self.role != "leader" and req.cmd.name != "get_version":
+                raise self.leadership.refusal()     # atsd/leader.py: another atsd serves
             self._authenticate(req)
             if self._overloaded(req):
                 return self._refuse(req, "overloaded",
@@ -645,13 +715,16 @@ class Server:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        self.step(time.time())
+        await self.step(time.time())
         self.router.disable_monitor()
         for sock in (self.monitor_socket, self.router, self.pub):
             sock.close()
         self.security.stop()
         self.ctx.term()
-        self.store.close()
+        if self.leadership is None:
+            self.store.close()
+        else:
+            await self.leadership.close()
         log.info("stopped")
 
 

@@ -13,7 +13,7 @@ import time
 
 from common import RESULTS, save
 
-NAMES = ("ceiling", "cycles", "scaling", "fanout", "restart", "fuzz_long", "waiters")
+NAMES = ("ceiling", "cycles", "scaling", "fanout", "restart", "fuzz_long", "waiters", "pg")
 
 
 def plot() -> None:
@@ -70,6 +70,7 @@ def main() -> None:
     import cycles
     import fanout
     import fuzz_long
+    import pg
     import restart
     import scaling
     import waiters
@@ -81,6 +82,7 @@ def main() -> None:
         "restart": restart.run(20_000 if args.quick else 100_000),
         "fuzz_long": fuzz_long.run(20_000 if args.quick else 100_000, seed=1, window=32),
         "waiters": waiters.run(*((3000, 300) if args.quick else (10_000, 1000))),
+        "pg": pg.run(duration, 5 if args.quick else 20),
     }
     for name, data in results.items():
         save(name, data)

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from atsclient import ATSClient
+from atsclient import ATSClient, Unreachable
 
 # Tests run their jobs as whoever runs the tests, said explicitly: atsd refuses to run jobs
 # as root unless the config names root (tests/test_job_limits.py runs them as nobody).
@@ -73,7 +73,21 @@ class Daemon:
     def state(self) -> Path:
         return self.dir / self.config["state"]
 
-    def start(self, timeout: float = 15.0) -> Daemon:
+    @property
+    def on_pg(self) -> bool:
+        return str(self.config["state"]).startswith("postgresql://")
+
+    def role(self) -> str | None:
+        """``leader`` or ``standby`` (PostgreSQL state); None while it does not answer."""
+        with self.client(timeout=2.0, retries=1) as c:
+            try:
+                return c.get_version()["role"]
+            except Unreachable:
+                return None
+
+    def start(self, timeout: float = 15.0, role: str | None = "leader") -> Daemon:
+        """Start, and return when it listens; on PostgreSQL, when it is also the ``role``
+        given (None: either; atsd/leader.py)."""
         self.endpoints_file.unlink(missing_ok=True)
         if self.web:     # a restart keeps the web port too, so open pages reconnect
             self.config["web"] = {**self.config["web"], "listen": urlsplit(self.web).netloc}
@@ -95,11 +109,13 @@ class Daemon:
                 return json.loads(self.endpoints_file.read_text())
         try:
             ep = wait_for(ready, timeout, what="atsd to listen")
+            self.listen, self.events = ep["listen"], ep["events"]
+            self.web = ep.get("web")
+            if self.on_pg and role is not None:
+                wait_for(lambda: self.role() == role, timeout, what=f"atsd to be the {role}")
         except BaseException:
             self.kill()          # a daemon that did not come up is not left running
             raise
-        self.listen, self.events = ep["listen"], ep["events"]
-        self.web = ep.get("web")
         return self
 
     def log(self) -> str:

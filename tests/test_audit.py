@@ -43,7 +43,9 @@ STORY = [("alice", "request_reservation", "ok"), ("alice", "claim_reservation", 
          ("labadmin", "revoke", "ok"), ("labadmin", "restore", "ok")]
 
 
-def test_changes_and_forbidden_attempts_are_audited_and_survive_a_crash(daemon):
+def test_changes_and_forbidden_attempts_are_audited_and_survive_a_crash(daemon_factory,
+                                                                        store_config):
+    daemon = daemon_factory({**BASE_CONFIG, **store_config})
     t0 = time.time()
     rid = _story(daemon)
     with daemon.client("labadmin") as admin:
@@ -77,8 +79,8 @@ def test_changes_and_forbidden_attempts_are_audited_and_survive_a_crash(daemon):
         assert after[:8] == everything and _rows(after[8:]) == refused
 
 
-def test_audit_is_trimmed_by_age_and_by_count(daemon_factory):
-    d = daemon_factory({**BASE_CONFIG, "audit_max_entries": 3})
+def test_audit_is_trimmed_by_age_and_by_count(daemon_factory, store_config):
+    d = daemon_factory({**BASE_CONFIG, **store_config, "audit_max_entries": 3})
     with d.client("alice") as alice:
         for _ in range(6):
             pre, _, _ = alice.request_reservation("build-1", reservation_duration=60)

@@ -174,7 +174,7 @@ def test_calendar_commands_in_json(lab):
     assert as_json(lab, "when", "dut-2", "--for", "1h")["available"] is False
     assert as_json(lab, "calendar")[0]["reservation_id"] == rid
     assert as_json(lab, "whoami") == {"user": "alice", "admin": False}
-    assert set(as_json(lab, "version")) == {"version", "protocol"}
+    assert set(as_json(lab, "version")) == {"version", "protocol", "role"}
     topics = json.loads(run(lab, "--json", "topics").stdout)     # a reference, not data
     assert "remaining" in topics["reservation.expiring"]
     assert as_json(lab, "release", rid) == [{"reservation_id": rid, "released": True}]

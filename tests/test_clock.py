@@ -52,6 +52,11 @@ def server(tmp_path):
     loop.close()
 
 
+def step(server, now: float) -> None:
+    """One wake-up of the server at ``now`` (the fixture's loop runs it)."""
+    asyncio.get_event_loop().run_until_complete(server.step(now))
+
+
 def published(server, since: int) -> list[dict]:
     return server.app.events.since(since, None, 100)["events"]
 
@@ -74,7 +79,7 @@ def test_jump_forward_expires_what_fell_due_and_keeps_durations(server):
     app.calendar.request(Caller("carol"), ["nic/0"], now + 1800, 3 * HOUR, None, "exclusive",
                          False, None, now, claim=True)
     server.replies.put(("alice", "r1"), now, b"digest", b"first reply")
-    server.step(now)
+    step(server, now)
     seq = app.events.last_seq
     # a checkout answered in the wake-up that finds the jump is on the new clock already
     client = server.ctx.socket(zmq.DEALER)
@@ -84,7 +89,7 @@ def test_jump_forward_expires_what_fell_due_and_keeps_durations(server):
         "lease_s": 600})])
     assert server.router_sync.poll(10_000), "the checkout never reached the daemon"
     ahead = time.time() + HOUR          # the wall clock, set an hour forward
-    server.step(ahead)
+    step(server, ahead)
     dealer = zmq.Socket.shadow(client.underlying)
     assert dealer.poll(10_000), "no reply to the checkout"
     _, reply = dealer.recv_multipart()
@@ -111,7 +116,7 @@ def test_jump_forward_expires_what_fell_due_and_keeps_durations(server):
     assert 20 < waiter.deadline - ahead <= 30
     assert server.replies.get(("alice", "r1")).data == b"first reply"
     seq = app.events.last_seq
-    server.step(time.time() + HOUR)         # still an hour ahead: no new jump
+    step(server, time.time() + HOUR)         # still an hour ahead: no new jump
     assert app.events.last_seq == seq
 
 
@@ -128,22 +133,22 @@ def test_jump_back_keeps_durations_and_leaves_no_waiter_behind(server):
                          None, now, claim=True)
     rev = app.revocations.revoke(ADMIN, ["dut-1"], 2 * HOUR, "rewiring", now)
     server.replies.put(("alice", "r1"), now, b"digest", b"first reply")
-    server.step(now)
+    step(server, now)
     behind = time.time() - HOUR         # the wall clock, set an hour back
-    server.step(behind)
+    step(server, behind)
     assert 0 < waiter.deadline - behind <= 2
     assert 590 < held.end - behind <= 600 and held.start < behind
     # the lease holds its slots now, by the new clock too: nothing else is granted them
     assert app.pool.accommodates([("gpus", 1)], 60, behind)[0] is False
     assert 0 < rev.next_notice - behind <= 30 and rev.deadline == now + 2 * HOUR
     seq = app.events.last_seq
-    server.step(waiter.deadline)        # when its 2 s are up, by the monotonic clock
+    step(server, waiter.deadline)        # when its 2 s are up, by the monotonic clock
     assert app.pool.waiters == [] and isinstance(waiter.result, Unavailable)
     app.pool.checkin(Caller("alice"), held.id, time.time() - HOUR)
-    server.step(time.time() - HOUR)
+    step(server, time.time() - HOUR)
     assert [r for r in app.lab.reservations.values() if r.owner == "bob"] == []
     # the countdown and the reply cache's ages run on as before the jump
-    server.step(rev.next_notice)
+    step(server, rev.next_notice)
     assert [e["topic"] for e in published(server, seq)].count("resource.delete_pending") == 1
     assert server.replies.get(("alice", "r1")) is not None
     # a checkout's own guard timer never answers before the engine: a step of the clock

@@ -376,11 +376,12 @@ def test_client_killed_while_holding_gets_nothing_past_its_lease_or_end(tmp_path
         d.kill()
 
 
-def test_call_in_flight_when_the_daemon_is_killed_is_answered_by_the_next_one(tmp_path):
+def test_call_in_flight_when_the_daemon_is_killed_is_answered_by_the_next_one(tmp_path,
+                                                                              store_config):
     """Lazy Pirate across a restart: the request reaches a daemon that dies without
     answering it; the same request (same request_id) is answered by the restarted one, and
     books once."""
-    d = Daemon(tmp_path / "atsd").start()
+    d = Daemon(tmp_path / "atsd", {**BASE_CONFIG, **store_config}).start()
     try:
         c = d.client("alice", timeout=1.0, retries=10)
         c.get_version()

@@ -27,13 +27,17 @@ SPEC = {"version": {"major": 1, "minor": 0},
 TOTALS = {"gpus/0": 2, "gpus/1": 4, "gpus/2": 2, "gpus/3": 1, "crypto_chips/card0": 4}
 
 
-@pytest.fixture
-def pool_daemon(daemon_factory, tmp_path):
+def pool_config(tmp_path) -> dict:
     (tmp_path / "atsd").mkdir()
     (tmp_path / "atsd" / "spec.json").write_text(json.dumps(SPEC))
-    return daemon_factory({"resource_spec": "spec.json", "default_lease_s": 60,
-                           "resources": [{"name": "scope-1", "type": "scope"}],
-                           "security": {"admins": ["labadmin"]}})
+    return {"resource_spec": "spec.json", "default_lease_s": 60,
+            "resources": [{"name": "scope-1", "type": "scope"}],
+            "security": {"admins": ["labadmin"]}}
+
+
+@pytest.fixture
+def pool_daemon(daemon_factory, tmp_path):
+    return daemon_factory(pool_config(tmp_path))
 
 
 @pytest.fixture
@@ -184,8 +188,10 @@ async def test_wait_queue_is_served_by_priority_when_slots_come_back(pool_daemon
         assert "waited 1.5s" in err.value.message and "gpus" in err.value.message
 
 
-def test_allocations_survive_a_restart(pool_daemon, alice):
-    got = alice.checkout([{"type": "crypto_chips", "slots": 3}], lease_s=60)
+def test_allocations_survive_a_restart(daemon_factory, tmp_path, store_config):
+    pool_daemon = daemon_factory({**pool_config(tmp_path), **store_config})
+    with pool_daemon.client("alice") as alice:
+        got = alice.checkout([{"type": "crypto_chips", "slots": 3}], lease_s=60)
     pool_daemon.restart()
     with pool_daemon.client("alice") as c:
         assert free(c)["crypto_chips/card0"] == 1

@@ -26,7 +26,7 @@ HELP = {
     "get_reservation_status": "A batch reservation's state, window, hosts and jobs",
     "get_resource_values": "What each node is worth, from 0 to 1",
     "get_stats": "The daemon's health: connections, requests, reservations, state file (admin)",
-    "get_version": "The daemon's version and the wire protocol version it speaks",
+    "get_version": "The daemon's version, the wire protocol version it speaks, and its role",
     "list_queues": "The batch queues, where job scripts must lie and where their output goes",
     "list_reservations": "The live reservations",
     "list_resources": "Every resource, its state, and who holds it until when",

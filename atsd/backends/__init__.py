@@ -89,6 +89,14 @@ class JobRunner:
             elif r.state != states.ENDED or job.state == PENDING:
                 self._follow(job, r)
 
+    def stop_local(self) -> None:
+        """This daemon no longer leads (atsd/leader.py): the jobs it runs stop, as its
+        reservations are another daemon's now, which records them lost as after a restart.
+        (An external scheduler's jobs are not ours to stop.)"""
+        for backend in set(self.backends.values()):
+            if not backend.external:
+                backend.stop_all()
+
     async def close(self) -> None:
         for backend in set(self.backends.values()):
             await backend.close()

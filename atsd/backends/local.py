@@ -23,6 +23,7 @@ import os
 import pwd
 import re
 import signal
+import socket
 from pathlib import Path
 from typing import Callable
 
@@ -37,6 +38,7 @@ ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 PATH = "/usr/local/bin:/usr/bin:/bin"
 
 log = logmod.get("atsd.backends.local")
+HOST = socket.gethostname()     # where a job's pid means something
 
 
 class LocalBackend:
@@ -120,7 +122,7 @@ class LocalBackend:
                                        f"{exc.strerror or exc}")
             return
         self._procs[job.id] = proc
-        self.report(job.id, RUNNING, output=str(out_path), extra={"pid": proc.pid})
+        self.report(job.id, RUNNING, output=str(out_path), extra={"pid": proc.pid, "host": HOST})
         code = await proc.wait()
         del self._procs[job.id]
         stopped_as = self._stopping.pop(job.id, None)
@@ -145,15 +147,19 @@ class LocalBackend:
 
     def forget_lost(self, job: Job) -> None:
         """A job that was RUNNING when the daemon died: its process is not ours any more.
-        Make sure it is gone, and record it as failed."""
+        Make sure it is gone, and record it as failed. Only on the host that ran it: with
+        a PostgreSQL state the daemon that ran it may have been on another (docs/ha.md)."""
         pid = job.extra.get("pid")
-        if pid:
+        if pid and job.extra.get("host", HOST) == HOST:
             _signal_group(pid, signal.SIGKILL)
         self.report(job.id, FAILED, extra={**job.extra, "error": "lost in a daemon restart"})
 
-    async def close(self) -> None:
+    def stop_all(self) -> None:
         for job_id in list(self._procs):
             self.stop(job_id)
+
+    async def close(self) -> None:
+        self.stop_all()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=STOP_GRACE_S + 1)
 

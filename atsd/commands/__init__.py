@@ -32,13 +32,14 @@ from ..protocol import Arg
 class DaemonIO:
     """What a command may use beyond the engine's state, handed in by the server so that
     nothing doing I/O hangs off App: the clock (for the time after an await; ``Call.now``
-    is from before it), the batch backends, the audit trail, the daemon's own stats and its
-    config reload."""
+    is from before it), the batch backends, the audit trail, the daemon's own stats, its
+    config reload, and whether it serves (its role)."""
     clock: Callable[[], float]
     backends: dict[str, Any]            # queue name -> where its jobs run
     audit: Any                          # atsd.audit.AuditTrail
     stats: Callable[[], dict]           # get_stats' reply
-    reload: Callable[[], dict]          # apply the config file again: what changed
+    reload: Callable[[], Any]           # apply the config file again: (awaited) what changed
+    role: str = "leader"                # or "standby" (atsd/leader.py)
 
     def external_backend(self, queue: str):
         """The backend of a queue whose scheduler grants reservations itself (Slurm)."""

@@ -10,7 +10,7 @@ from . import Call, command
 @command("get_audit", errors=("bad_request", "forbidden"),
          replies=("entries",), since=optional(TIME), until=optional(TIME),
          actor=optional(TEXT), resource=optional(TEXT), limit=optional(count(1, 10_000), 1000))
-def get_audit(call: Call, since: float | None, until: float | None, actor: str | None,
+async def get_audit(call: Call, since: float | None, until: float | None, actor: str | None,
               resource: str | None, limit: int) -> dict:
     """Who changed what, and who was refused, oldest first.
 
@@ -26,4 +26,4 @@ def get_audit(call: Call, since: float | None, until: float | None, actor: str |
             raise Forbidden(f"only admins see the audit entries of others, such as "
                             f"{shown(actor)}; leave actor out for your own")
         actor = call.caller.user
-    return {"entries": call.io.audit.query(since, until, actor, resource, limit)}
+    return {"entries": await call.io.audit.query(since, until, actor, resource, limit)}

@@ -11,10 +11,14 @@ from . import Call, command
 from .selection import SELECTOR
 
 
-@command("get_version", errors=("bad_request",), replies=("version", "protocol"))
+@command("get_version", errors=("bad_request",), replies=("version", "protocol", "role"))
 def get_version(call: Call) -> dict:
-    """The daemon's version and the wire protocol version it speaks."""
-    return {"version": __version__, "protocol": PROTOCOL_VERSION}
+    """The daemon's version, the wire protocol version it speaks, and its role.
+
+    ``role`` is ``leader``, or ``standby`` for one of several atsd on one PostgreSQL
+    database that does not serve now (every other command answers ``standby`` there, see
+    docs/ha.md)."""
+    return {"version": __version__, "protocol": PROTOCOL_VERSION, "role": call.io.role}
 
 
 @command("whoami", errors=("bad_request",), replies=("user", "admin"))

@@ -34,6 +34,6 @@ async def reload(call: Call) -> dict:
     with ``conflict`` naming them, and the old config stays. Runs between two wake-ups,
     so no request sees half of it."""
     try:
-        return {"reloaded": True, "changes": call.io.reload()}
+        return {"reloaded": True, "changes": await call.io.reload()}
     except ReloadRefused as exc:
         raise Conflict(f"config not reloaded: {exc}") from None

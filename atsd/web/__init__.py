@@ -10,6 +10,7 @@ rest, or ``Authorization: Bearer``. TLS belongs in a reverse proxy in front (doc
 
 from __future__ import annotations
 
+import inspect
 import hmac
 import socket
 import time
@@ -125,10 +126,15 @@ class WebServer:
         """A JSON endpoint: ``rows(call, query)`` with the log's seq at that moment, so the
         page can open /events?since=seq and miss nothing that happened after."""
         async def handler(request: web.Request) -> web.Response:
+            if self.server.role != "leader":    # its lab is empty (atsd/leader.py)
+                raise web.HTTPServiceUnavailable(text="this atsd is a standby: see the leader's "
+                                                      "page")
             app = self.server.app
             query = {k: v for k, v in request.query.items() if k != "token"}
             try:
                 body = rows(Call(app, READER, time.time(), self.server.io), query)
+                if inspect.iscoroutine(body):
+                    body = await body
             except EngineError as exc:
                 cls = web.HTTPNotFound if isinstance(exc, NotFound) else web.HTTPBadRequest
                 raise cls(text=exc.message) from None
@@ -196,7 +202,7 @@ HISTORY_S = 7 * 86400       # how far back a resource page looks in the audit tr
 HISTORY_ROWS = 100          # and how many of the newest entries it shows
 
 
-def _history(call: Call, query: dict) -> dict:
+async def _history(call: Call, query: dict) -> dict:
     """What happened to one resource lately, from the audit trail: who booked, released or
     took it back, and who was refused. Only what the page shows anyway (users, commands,
     times); no keys."""
@@ -204,7 +210,7 @@ def _history(call: Call, query: dict) -> dict:
     if set(query) != {"resource"} or not name:
         raise BadRequest("give resource=NAME and nothing else")
     call.app.lab.resource(name)                 # NotFound for a name that is not a resource
-    entries = call.io.audit.query(call.now - HISTORY_S, None, None, name, 10_000)
+    entries = await call.io.audit.query(call.now - HISTORY_S, None, None, name, 10_000)
     return {"resource": name, "entries": [
         {"time": e["time"], "user": e["user"], "command": e["command"],
          "outcome": e["outcome"], "ids": e["ids"]} for e in reversed(entries[-HISTORY_ROWS:])]}
