@@ -94,6 +94,46 @@ def test_profile_next_fit_matches_a_scan(chunk, spans, dropped, rebuild, queries
         profile.CHUNK = 32
 
 
+@settings(max_examples=200, deadline=None)
+@given(chunk=st.sampled_from([1, 2, 8]),
+       spans=st.lists(st.tuples(st.integers(0, 3), st.integers(1, 40)), min_size=1,
+                      max_size=120),
+       changes=st.lists(st.tuples(st.integers(0, 2500), st.integers(1, 40), st.booleans(),
+                                  st.floats(-5, 2500), st.sampled_from([2, 4, 6, 50])),
+                        max_size=15))
+def test_profile_crowded_next_fit_matches_a_scan(chunk, spans, changes):
+    """A crowded calendar (gaps shorter than the window asked), answered from the whole
+    profile's staircase, stays right as bookings come and go anywhere in it (each change
+    rebuilds the staircases on its path only)."""
+    profile.CHUNK = chunk
+    try:
+        steps: dict = {}
+        t = 0
+        for gap, length in spans:
+            for x, d in ((t + gap, 2), (t + gap + length, -2)):
+                steps[x] = steps.get(x, 0) + d
+            t += gap + length
+        steps = {x: d for x, d in steps.items() if d}
+        p = profile.Profile()
+        p.build(steps)
+        made = []
+        for s, length, remove, after, window in changes:
+            if remove and made:
+                s, length = made.pop()
+                pair = [(s, -2), (s + length, 2)]
+            else:
+                made.append((s, length))
+                pair = [(s, 2), (s + length, -2)]
+            p.add(pair)
+            for x, d in pair:
+                steps[x] = steps.get(x, 0) + d
+            steps = {x: d for x, d in steps.items() if d}
+            assert p.next_fit(after, window, 0) == scan_next_fit(steps, after, window, 0)
+            assert p.next_fit(after, window, 2) == scan_next_fit(steps, after, window, 2)
+    finally:
+        profile.CHUNK = 32
+
+
 class TimelineMachine(RuleBasedStateMachine):
     @initialize(capacity=st.sampled_from([1, 3]), chunk=st.sampled_from([1, 2, 32]))
     def setup(self, capacity, chunk):

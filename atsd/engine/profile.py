@@ -131,12 +131,13 @@ class _Node:
     a booking made and released before the next search costs one recomputation, not two)."""
 
     __slots__ = ("xs", "ds", "prio", "left", "right", "chunk_total", "first", "total",
-                 "_own", "_all")
+                 "_own", "_all", "_head", "_head_of")
 
     def __init__(self, xs: list, ds: list, prio: float) -> None:
         self.xs, self.ds, self.prio = xs, ds, prio
         self.left = self.right = None
-        self._own = self._all = None
+        self._own = self._all = self._head = None
+        self._head_of = (None, None)
         self.chunk_total = sum(ds)
         if xs:
             self.pull()
@@ -163,10 +164,16 @@ class _Node:
 
     @property
     def all(self) -> Steps:
+        """The subtree's staircase. The left subtree joined with this chunk (``_head``) is
+        kept apart, for the staircases it was made from: a change on the right (where new
+        bookings go) then costs one join here, not two."""
         if self._all is None:
             left, right = self.left, self.right
-            self._all = _join(_join(left.all if left is not None else None, self.own),
-                              right.all if right is not None else None)
+            of = (left.all if left is not None else None, self.own)
+            head_of = self._head_of
+            if head_of[0] is not of[0] or head_of[1] is not of[1]:
+                self._head, self._head_of = _join(*of), of
+            self._all = _join(self._head, right.all if right is not None else None)
         return self._all
 
 
@@ -200,6 +207,17 @@ def _rotate_left(n: _Node) -> _Node:
     top.left = n
     top.pull()
     return top
+
+
+def _settle(n: _Node) -> _Node:
+    """``n`` after a change below it: a chunk split off below may belong above it, so it
+    is rotated up (treap order); the subtree's new head."""
+    if n.left is not None and n.left.prio > n.prio:
+        return _rotate_right(n)
+    if n.right is not None and n.right.prio > n.prio:
+        return _rotate_left(n)
+    n.pull()
+    return n
 
 
 def _put_first(t: _Node | None, n: _Node) -> _Node:
@@ -245,10 +263,11 @@ def _apply(n: _Node, changes: list) -> None:
 class Profile:
     """The load of one resource over time (0 before the first step and after the last)."""
 
-    __slots__ = ("_root",)
+    __slots__ = ("_root", "_crowded")
 
     def __init__(self) -> None:
         self._root: _Node | None = None
+        self._crowded = True      # whether the last search was answered by the whole staircase
 
     def _nodes(self, n):
         if n is not None:
@@ -284,6 +303,28 @@ class Profile:
             self._root = self._add(self._root, changes)
 
     def _add(self, n: _Node | None, changes: list) -> _Node | None:
+        """Apply ``changes`` in subtree ``n``; its new head. The way down to where the
+        changes part (often a chunk holding them all) is a loop, not one call per level."""
+        path = []
+        while n is not None:
+            if n.left is not None and changes[-1][0] < n.xs[0]:
+                path.append((n, True))
+                n = n.left
+            elif n.right is not None and changes[0][0] >= n.right.first:
+                path.append((n, False))
+                n = n.right
+            else:
+                break
+        n = self._add_here(n, changes)
+        for parent, went_left in reversed(path):
+            if went_left:
+                parent.left = n
+            else:
+                parent.right = n
+            n = _settle(parent)
+        return n
+
+    def _add_here(self, n: _Node | None, changes: list) -> _Node | None:
         if n is None:
             n = _Node([], [], _RNG.random())
         lo, hi = 0, len(changes)
@@ -311,17 +352,25 @@ class Profile:
                 n.chunk_total -= tail.chunk_total
                 n.right = _put_first(n.right, tail)
             n._own = None
-        # a chunk split off below may belong above: rotate it up (treap order)
-        if n.left is not None and n.left.prio > n.prio:
-            return _rotate_right(n)
-        if n.right is not None and n.right.prio > n.prio:
-            return _rotate_left(n)
-        n.pull()
-        return n
+        return _settle(n)
 
     def next_fit(self, after: float, length: float, limit: int) -> float | None:
         """The earliest ``t >= after`` with the load at most ``limit`` throughout
-        ``[t, t + length)``; None only if the load never comes down to ``limit``."""
+        ``[t, t + length)``; None only if the load never comes down to ``limit``.
+
+        When no low run between two too-high steps is long enough anywhere (a crowded
+        calendar), the whole profile's staircase answers at once: the window is at
+        ``after`` if the load stays low long enough from there, else after the last
+        too-high step. That staircase costs a join per node a change passed since it was
+        last worked out, so it is asked only while it is known or was of use last time."""
+        root = self._root
+        if root is not None and (self._crowded or root._all is not None):
+            pre, suf, best = root.all.at(limit)
+            self._crowded = best < length - ROUNDING and suf is not None
+            if self._crowded:
+                if pre is None or after >= suf or (after < pre and pre >= after + length):
+                    return after
+                return suf
         return self._sweep(_Search(length, limit, False), after)
 
     def low_throughout(self, start: float, length: float, limit: int) -> bool:
