@@ -5,6 +5,9 @@ from hypothesis import given, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from atsd.engine import profile
+from atsd.engine.batch import Batch
+from atsd.engine.errors import Unavailable
+from atsd.engine.lab import Lab, ResourceDef
 from atsd.engine.timeline import Booking, Timeline
 
 CONFIGS = st.sampled_from([None, None, {"fw": "a"}, {"fw": "b"}])
@@ -225,3 +228,38 @@ class TimelineMachine(RuleBasedStateMachine):
 TestTimelineMachine = TimelineMachine.TestCase
 TestTimelineMachine.settings = settings(max_examples=200, stateful_step_count=40,
                                         deadline=None)
+
+
+@settings(max_examples=200, deadline=None)
+@given(hosts=st.integers(1, 4), count=st.integers(1, 4),
+       spans=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 200), st.integers(1, 60)),
+                      max_size=40),
+       now=st.integers(0, 150), wall=st.sampled_from([1.0, 10.0, 30.0, 100.0]),
+       deadline=st.integers(0, 400))
+def test_batch_earliest_matches_a_scan_of_booking_ends(hosts, count, spans, now, wall,
+                                                       deadline):
+    """The batch search by each host's next fit finds what trying every booking end does."""
+    names = [f"h{i}" for i in range(hosts)]
+    lab = Lab([ResourceDef(n, "host") for n in names])
+    batch = Batch(lab, {"q": names}, set())
+    booked = {n: [] for n in names}
+    for i, (h, s, length) in enumerate(spans):
+        name = names[h % hosts]
+        b = Booking(f"b{i}", name, float(s), float(s + length), 1, True)
+        if naive_fits(booked[name], 1, b.start, b.end, 1, True, None):
+            lab.resources[name].timeline.add(b)
+            booked[name].append(b)
+    expect = None
+    latest = deadline - wall
+    for t in sorted({float(now)} | {b.end for bs in booked.values() for b in bs}):
+        free = [n for n in names if naive_fits(booked[n], 1, t, t + wall, 1, True, None)]
+        if t >= now and t <= latest and len(free) >= count:
+            expect = (t, free[:count])
+            break
+    if count > hosts:
+        return
+    try:
+        found = batch.earliest("q", count, wall, float(now), float(deadline))
+    except Unavailable:
+        found = None
+    assert found == expect
