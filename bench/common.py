@@ -153,6 +153,12 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def table(title: str, rows: list[dict], columns: list[str]) -> None:
     print(f"\n{title}")
     cells = [[_fmt(r.get(c)) for c in columns] for r in rows]
