@@ -43,6 +43,41 @@ def start_old_daemon(commit: str, config: dict, name: str = "atsd") -> Daemon:
         os.chdir(here)
 
 
+def _bare_router(replies: dict[str, bytes], endpoint_out: mp.Queue) -> None:
+    """The echo ceiling: a bare asyncio pyzmq ROUTER that decodes each msgpack request and
+    answers at once with ``replies[command]``, draining every ready message per wake-up (the
+    fastest plain Python does here)."""
+    import asyncio
+
+    import zmq.asyncio
+
+    async def serve():
+        ctx = zmq.asyncio.Context()
+        router = ctx.socket(zmq.ROUTER)
+        router.bind("tcp://127.0.0.1:*")
+        endpoint_out.put(router.getsockopt_string(zmq.LAST_ENDPOINT))
+        plain = zmq.Socket.shadow(router.underlying)
+        while True:
+            await router.poll()
+            while True:
+                try:
+                    frames = plain.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                command = msgpack.unpackb(frames[-1]).get("command")
+                plain.send_multipart(frames[:-1] + [replies[command]])
+    asyncio.run(serve())
+
+
+def start_bare_router(replies: dict[str, dict]) -> tuple[mp.Process, str]:
+    """The echo ceiling in its own process, and its endpoint; terminate the process after."""
+    q: mp.Queue = mp.Queue()
+    proc = mp.Process(target=_bare_router, args=({c: pack(r) for c, r in replies.items()}, q),
+                      daemon=True)
+    proc.start()
+    return proc, q.get(timeout=10)
+
+
 # requests kept in flight per client: below the daemon's default max_in_flight (64), so that
 # none is refused as overloaded and counted as work done
 IN_FLIGHT = 48

@@ -156,7 +156,8 @@ def many_resources(n: int = 10_000, rounds: int = 200) -> list[dict]:
         commands["checkin"].func(call, allocation_id=reply["allocation_id"])
         app.lab.take_events()
     out = _per_call(checkout, rounds)
-    return [{"resources": n, "list_resources_ms": listing / 1000, "checkout_checkin_ms": out / 1000}]
+    return [{"resources": n, "list_resources_ms": listing / 1000,
+             "checkout_checkin_ms": out / 1000}]
 
 
 def run() -> dict:
