@@ -152,7 +152,7 @@ def many_resources(n: int = 10_000, rounds: int = 200) -> list[dict]:
 
     def checkout():
         reply = commands["checkout"].func(call, request=[{"type": "gpus", "slots": 2}],
-                                          lease_s=60.0, wait_s=None, priority=None)
+                                          lease_s=60.0, wait_s=0.0, priority=0)
         commands["checkin"].func(call, allocation_id=reply["allocation_id"])
         app.lab.take_events()
     out = _per_call(checkout, rounds)
