@@ -30,9 +30,10 @@ def start_daemon(config: dict, name: str = "atsd", **kw) -> Daemon:
 
 
 def start_old_daemon(commit: str, config: dict, name: str = "atsd") -> Daemon:
-    """An atsd as of ``commit`` (unpacked from git), for a side-by-side comparison."""
+    """An atsd as of ``commit`` (unpacked from git with the atsclient it imports), for a
+    side-by-side comparison."""
     tree = Path(tempfile.mkdtemp(prefix="atsd-old-"))
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit, "atsd"],
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit, "atsd", "atsclient"],
                              check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
     here = os.getcwd()
