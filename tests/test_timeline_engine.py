@@ -208,6 +208,9 @@ class TimelineMachine(RuleBasedStateMachine):
                               config))
         assert ({id(b) for b in self.tl.overlapping(start, end)}
                 == {id(b) for b in naive_overlapping(self.bookings, start, end)})
+        # check_available asks only for the earliest window: at ``start`` exactly when free
+        assert ((self.tl.earliest_fit(start, end - start, slots, exclusive) == start)
+                == self.tl.fits(start, end, slots, exclusive))
 
     @rule(t=TIMES)
     def at_an_instant(self, t):

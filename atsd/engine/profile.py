@@ -411,24 +411,41 @@ class _Search:
 
     def after(self, n: _Node | None, t: float) -> float | None:
         """Sweep the steps of subtree ``n`` later than ``t`` (``level``: the load before
-        the subtree)."""
-        while n is not None and n.right is not None and n.right.first <= t:
-            # this chunk and all left of it are at or before t
-            self.level += (n.left.total if n.left is not None else 0) + n.chunk_total
-            n = n.right
-        if n is None:
-            self._begin(t)
-            return None
-        if n.xs[0] <= t:            # t falls inside this chunk: its later steps, then right
+        the subtree). The way down to ``t`` is a loop; the chunks it passed on their left
+        (they and their right subtrees come after ``t``) are swept on the way back."""
+        passed = []
+        level = self.level
+        found = None
+        while n is not None:
+            left = n.left
+            if n.xs[0] > t:
+                passed.append(n)
+                n = left
+                continue
+            right = n.right
+            if right is not None and right.first <= t:
+                # this chunk and all left of it are at or before t
+                level += (left.total if left is not None else 0) + n.chunk_total
+                n = right
+                continue
+            # t falls inside this chunk: its later steps, then right
             i = bisect_right(n.xs, t)
-            self.level += (n.left.total if n.left is not None else 0) + sum(n.ds[:i])
+            self.level = level + (left.total if left is not None else 0) + sum(n.ds[:i])
             self._begin(t)
             found = self._steps(n.xs, n.ds, i)
-            return found if found is not None else self.whole(n.right)
-        found = self.after(n.left, t)
-        if found is None:
+            if found is None:
+                found = self.whole(right)
+            break
+        else:
+            self.level = level
+            self._begin(t)
+        for n in reversed(passed):
+            if found is not None:
+                return found
             found = self._chunk(n)
-        return found if found is not None else self.whole(n.right)
+            if found is None:
+                found = self.whole(n.right)
+        return found
 
     def whole(self, n: _Node | None) -> float | None:
         """Sweep all of subtree ``n``, stepping over it when the answer is not in it."""
