@@ -33,23 +33,21 @@ _RNG = random.Random(0)     # treap priorities; seeded so that runs repeat
 
 class Steps:
     """What a run of consecutive steps looks like at each limit ``th`` (relative to the load
-    before its first step). For ``lv[j] <= th < lv[j+1]``: ``pre[j]`` is the first step after
-    which the load exceeds ``th`` (None: never); ``suf[j]`` the start of the low run that
-    lasts to the last step (None: the load after the last step exceeds ``th``); ``best[j]``
-    the longest low run that starts and ends at steps inside with a high step before it."""
+    before its first step). For ``lv[j] <= th < lv[j+1]``, ``rows[j]`` is ``(pre, suf,
+    best)``: ``pre`` the first step after which the load exceeds ``th`` (None: never);
+    ``suf`` the start of the low run that lasts to the last step (None: the load after the
+    last step exceeds ``th``); ``best`` the longest low run that starts and ends at steps
+    inside with a high step before it. A level whose row is the one below it is left out,
+    so a staircase stays as short as what differs in it."""
 
-    __slots__ = ("first", "total", "lv", "pre", "suf", "best")
+    __slots__ = ("first", "total", "lv", "rows")
 
-    def __init__(self, first: float, total: int, lv: list, pre: list, suf: list,
-                 best: list) -> None:
-        self.first, self.total = first, total
-        self.lv, self.pre, self.suf, self.best = lv, pre, suf, best
+    def __init__(self, first: float, total: int, lv: list, rows: list) -> None:
+        self.first, self.total, self.lv, self.rows = first, total, lv, rows
 
     def at(self, th: int) -> tuple:
         j = bisect_right(self.lv, th) - 1
-        if j < 0:
-            return self.first, None, 0.0
-        return self.pre[j], self.suf[j], self.best[j]
+        return self.rows[j] if j >= 0 else (self.first, None, 0.0)
 
 
 def _scan(xs: list, ds: list) -> Steps:
@@ -59,9 +57,9 @@ def _scan(xs: list, ds: list) -> Steps:
     for d in ds:
         level += d
         levels.append(level)
-    lv = sorted(set(levels))
-    pres, sufs, bests = [], [], []
-    for th in lv:
+    lv, rows = [], []
+    last = None
+    for th in sorted(set(levels)):
         pre = run = None
         best = 0.0
         blocked = False
@@ -77,10 +75,12 @@ def _scan(xs: list, ds: list) -> Steps:
                         best = x - run
                     run = None
                 blocked = True
-        pres.append(pre)
-        sufs.append(run)
-        bests.append(best)
-    return Steps(xs[0], level, lv, pres, sufs, bests)
+        row = (pre, run, best)
+        if row != last:
+            lv.append(th)
+            rows.append(row)
+            last = row
+    return Steps(xs[0], level, lv, rows)
 
 
 def _join(a: Steps | None, b: Steps | None) -> Steps | None:
@@ -91,38 +91,43 @@ def _join(a: Steps | None, b: Steps | None) -> Steps | None:
     if b is None:
         return a
     shift = a.total
-    alv, apre, asuf, abest, na = a.lv, a.pre, a.suf, a.best, len(a.lv)
-    blv, bpre, bsuf, bbest, nb = b.lv, b.pre, b.suf, b.best, len(b.lv)
-    first_a, first_b = a.first, b.first
-    lv, pres, sufs, bests = [], [], [], []
-    pre_a, suf_a, best_a = first_a, None, 0.0      # below every level: all too high
-    pre_b, suf_b, best_b = first_b, None, 0.0
+    alv, arows, na = a.lv, a.rows, len(a.lv)
+    blv, brows, nb = b.lv, b.rows, len(b.lv)
+    first_b = b.first
+    lv, rows = [], []
+    last = None
+    row_a = (a.first, None, 0.0)      # below every level: all too high
+    row_b = (first_b, None, 0.0)
     i = j = 0
     while i < na or j < nb:
         next_a = alv[i] if i < na else _INF
         next_b = blv[j] + shift if j < nb else _INF
         if next_a <= next_b:
             th = next_a
-            pre_a, suf_a, best_a = apre[i], asuf[i], abest[i]
+            row_a = arows[i]
             i += 1
         else:
             th = next_b
         if next_b == th:
-            pre_b, suf_b, best_b = bpre[j], bsuf[j], bbest[j]
+            row_b = brows[j]
             j += 1
+        pre_a, suf_a, best_a = row_a
+        pre_b, suf_b, best_b = row_b
         best = best_a if best_a > best_b else best_b
         if pre_a is not None and pre_b is not None:
             across = pre_b - (suf_a if suf_a is not None else first_b)
             if across > best:
                 best = across
-        lv.append(th)
-        pres.append(pre_a if pre_a is not None else pre_b)
         if pre_b is None:
-            sufs.append(suf_a if suf_a is not None else first_b)
+            row = (pre_a if pre_a is not None else pre_b,
+                   suf_a if suf_a is not None else first_b, best)
         else:
-            sufs.append(suf_b)
-        bests.append(best)
-    return Steps(first_a, shift + b.total, lv, pres, sufs, bests)
+            row = (pre_a if pre_a is not None else pre_b, suf_b, best)
+        if row != last:
+            lv.append(th)
+            rows.append(row)
+            last = row
+    return Steps(a.first, shift + b.total, lv, rows)
 
 
 class _Node:
