@@ -66,6 +66,7 @@ def main() -> None:
     if args.plot:
         return plot()
     duration = 1.5 if args.quick else 5.0
+    started = time.monotonic()
     import ceiling
     import cycles
     import fanout
@@ -87,6 +88,7 @@ def main() -> None:
     for name, data in results.items():
         save(name, data)
     plot()
+    print(f"run_all took {(time.monotonic() - started) / 60:.1f} min")
 
 
 if __name__ == "__main__":
