@@ -75,18 +75,18 @@ def main() -> None:
     import restart
     import scaling
     import waiters
-    results = {
-        "ceiling": ceiling.run(duration),
-        "cycles": cycles.run(duration, labgrid=not args.quick),
-        "scaling": scaling.run(),
-        "fanout": fanout.run(),
-        "restart": restart.run(20_000 if args.quick else 100_000),
-        "fuzz_long": fuzz_long.run(20_000 if args.quick else 100_000, seed=1, window=32),
-        "waiters": waiters.run(*((3000, 300) if args.quick else (10_000, 1000))),
-        "pg": pg.run(duration, 5 if args.quick else 20),
+    runs = {
+        "ceiling": lambda: ceiling.run(duration),
+        "cycles": lambda: cycles.run(duration, labgrid=not args.quick),
+        "scaling": scaling.run,
+        "fanout": fanout.run,
+        "restart": lambda: restart.run(20_000 if args.quick else 100_000),
+        "fuzz_long": lambda: fuzz_long.run(20_000 if args.quick else 100_000, seed=1, window=32),
+        "waiters": lambda: waiters.run(*((3000, 300) if args.quick else (10_000, 1000))),
+        "pg": lambda: pg.run(duration, 5 if args.quick else 20),
     }
-    for name, data in results.items():
-        save(name, data)
+    for name, run in runs.items():       # each saved as it ends, kept if a later one fails
+        save(name, run())
     plot()
     print(f"run_all took {(time.monotonic() - started) / 60:.1f} min")
 
