@@ -31,11 +31,12 @@ def plot() -> None:
                 color=["grey", "tab:blue"])
     axes[0].set_title(f"check_available, req/s\natsd / ceiling = {results['ceiling']['ratio']:.2f}")
     cycles = results["cycles"]["results"]
-    labels = [f"{r['system'].split()[0]}\n{r['clients']} client(s)" for r in cycles]
+    labels = [f"{r['system'].split()[0]}\n×{r['clients']}" for r in cycles]
+    colours = {"echo": "grey", "atsd": "tab:blue"}
     axes[1].bar(labels, [r["cycles_per_s"] for r in cycles],
-                color=["tab:blue" if r["system"] == "atsd" else "tab:orange" for r in cycles])
+                color=[colours.get(r["system"].split()[0], "tab:orange") for r in cycles])
     axes[1].set_yscale("log")
-    axes[1].set_title("durable request+claim+release, cycles/s")
+    axes[1].set_title("durable request+claim+release, cycles/s\n(×N: client processes)")
     rows = results["scaling"]["bookings"]
     axes[2].plot([r["bookings"] for r in rows], [r["search_us"] for r in rows], "o-",
                  label="availability search")
@@ -49,7 +50,7 @@ def plot() -> None:
                  label="dense: configured request + release")
     axes[2].set_xscale("log")
     axes[2].set_ylim(bottom=0)
-    axes[2].set_title("one resource with N bookings, µs/call")
+    axes[2].set_title("one resource with N bookings, CPU µs/call")
     axes[2].legend(fontsize="small")
     fig.suptitle(f"atsd benchmarks, {time.strftime('%Y-%m-%d')}, 2 cores")
     fig.tight_layout()
