@@ -475,6 +475,10 @@ def _read(path: Path) -> Any:
         raise ConfigError(path, "(file)", exc.strerror or str(exc)) from None
     try:
         return yaml.load(text, Loader=SAFE_LOADER)
+    except yaml.YAMLError:
+        pass            # told by the pure-Python parser, whose messages say more
+    try:
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
