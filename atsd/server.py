@@ -34,6 +34,7 @@ import zmq
 import zmq.asyncio
 import zmq.utils.monitor
 
+from . import heap
 from . import log as logmod
 from . import protocol
 from . import security
@@ -120,7 +121,9 @@ class Server:
         """The state as the store has it: at the start, and when the lead changes."""
         self.audit = AuditTrail(self.store, self.config.audit_retention_s,
                                 self.config.audit_max_entries)
+        replaced = hasattr(self, "app")      # a standby taking the lead: the old state goes
         self.app = self._build_app(self.config)
+        heap.freeze_state(replaced)
         self.io = DaemonIO(time.time, self.runner.backends, self.audit,
                            lambda: stats(self.app, self.store, self.vitals, len(self._tasks)),
                            self.reload, self.role)
@@ -162,7 +165,7 @@ class Server:
                           self.store.load_events(cfg.event_log_size))
         app = App(cfg, events)
         now = time.time()
-        with self.store.records() as records:
+        with self.store.records() as records, heap.collector_paused():
             app.lab.restore(records, now)
         app.lab.advance(now)
         return app
@@ -477,6 +480,7 @@ class Server:
         app.generation = self.app.generation    # a reload undoes nothing
         old = self.config
         self.app, self.config, self.limits = app, new, new.limits
+        heap.freeze_state(replaced=True)
         self.security.reload(new)
         if new.health_checks != old.health_checks:    # the checks of the new inventory
             retired, self.health = self.health, HealthChecks(self, new)

@@ -8,41 +8,14 @@ and atsd answering ``check_available``, with the same clients in the same run.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import multiprocessing as mp
 
-import msgpack
-import zmq
-import zmq.asyncio
-
-from common import IN_FLIGHT, latency, pack, save, start_daemon, table, throughput
-
-
-def _bare_router(endpoint_out: mp.Queue) -> None:
-    async def serve():
-        ctx = zmq.asyncio.Context()
-        router = ctx.socket(zmq.ROUTER)
-        router.bind("tcp://127.0.0.1:*")
-        endpoint_out.put(router.getsockopt_string(zmq.LAST_ENDPOINT))
-        plain = zmq.Socket.shadow(router.underlying)
-        reply = msgpack.packb({"ok": True, "available": True})
-        while True:
-            await router.poll()
-            while True:
-                try:
-                    frames = plain.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                msgpack.unpackb(frames[-1])
-                plain.send_multipart(frames[:-1] + [reply])
-    asyncio.run(serve())
+from common import (IN_FLIGHT, latency, pack, save, start_bare_router, start_daemon, table,
+                    throughput)
 
 
 def run(duration: float = 3.0) -> dict:
-    q: mp.Queue = mp.Queue()
-    bare = mp.Process(target=_bare_router, args=(q,), daemon=True)
-    bare.start()
-    bare_endpoint = q.get(timeout=10)
+    bare, bare_endpoint = start_bare_router({"check_available": {"ok": True,
+                                                                 "available": True}})
     config = {"resources": [{"name": f"r{i}", "type": "board"} for i in range(16)]}
     d = start_daemon(config, "ceiling")
     try:

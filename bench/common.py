@@ -30,9 +30,10 @@ def start_daemon(config: dict, name: str = "atsd", **kw) -> Daemon:
 
 
 def start_old_daemon(commit: str, config: dict, name: str = "atsd") -> Daemon:
-    """An atsd as of ``commit`` (unpacked from git), for a side-by-side comparison."""
+    """An atsd as of ``commit`` (unpacked from git with the atsclient it imports), for a
+    side-by-side comparison."""
     tree = Path(tempfile.mkdtemp(prefix="atsd-old-"))
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit, "atsd"],
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit, "atsd", "atsclient"],
                              check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
     here = os.getcwd()
@@ -41,6 +42,41 @@ def start_old_daemon(commit: str, config: dict, name: str = "atsd") -> Daemon:
         return start_daemon(config, name, env={"PYTHONPATH": str(tree)})
     finally:
         os.chdir(here)
+
+
+def _bare_router(replies: dict[str, bytes], endpoint_out: mp.Queue) -> None:
+    """The echo ceiling: a bare asyncio pyzmq ROUTER that decodes each msgpack request and
+    answers at once with ``replies[command]``, draining every ready message per wake-up (the
+    fastest plain Python does here)."""
+    import asyncio
+
+    import zmq.asyncio
+
+    async def serve():
+        ctx = zmq.asyncio.Context()
+        router = ctx.socket(zmq.ROUTER)
+        router.bind("tcp://127.0.0.1:*")
+        endpoint_out.put(router.getsockopt_string(zmq.LAST_ENDPOINT))
+        plain = zmq.Socket.shadow(router.underlying)
+        while True:
+            await router.poll()
+            while True:
+                try:
+                    frames = plain.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                command = msgpack.unpackb(frames[-1]).get("command")
+                plain.send_multipart(frames[:-1] + [replies[command]])
+    asyncio.run(serve())
+
+
+def start_bare_router(replies: dict[str, dict]) -> tuple[mp.Process, str]:
+    """The echo ceiling in its own process, and its endpoint; terminate the process after."""
+    q: mp.Queue = mp.Queue()
+    proc = mp.Process(target=_bare_router, args=({c: pack(r) for c, r in replies.items()}, q),
+                      daemon=True)
+    proc.start()
+    return proc, q.get(timeout=10)
 
 
 # requests kept in flight per client: below the daemon's default max_in_flight (64), so that
@@ -151,6 +187,12 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def table(title: str, rows: list[dict], columns: list[str]) -> None:

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from common import save, start_daemon, table
-from cycles import CLIENTS, atsd_cycles
+from cycles import CLIENTS, measure
 
 from daemon import Daemon  # noqa: E402  (tests/, on the path through common)
 from pg_cluster import PgCluster  # noqa: E402
@@ -34,8 +34,9 @@ def cycles(url: str, duration: float) -> list[dict]:
         d = start_daemon(config, "pg-cycles")
         try:
             for n in CLIENTS:
-                rows.append({"store": store, "clients": n,
-                             "cycles_per_s": atsd_cycles(d.listen, n, duration)})
+                rate, errors = measure(d.listen, n, duration)     # ok cycles only
+                rows.append({"store": store, "clients": n, "cycles_per_s": rate,
+                             "errors": errors})
         finally:
             d.stop()
     return rows

@@ -1,5 +1,5 @@
 """Restart with a full calendar: time from start to the first answer with 100k live
-reservations in the state file, and the daemon's RSS holding them (targets: <= 3 s, <= 200 MB).
+reservations in the state file, and the daemon's RSS holding them (targets: <= 1 s, <= 150 MB).
 
     python bench/restart.py [--reservations 100000]
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from common import ROOT, rss_mb, save, table
+from common import ROOT, cpu_s, rss_mb, save, table
 
 from atsclient import ATSClient
 from atsd.engine.calendar import Calendar
@@ -67,19 +67,21 @@ def run(count: int = 100_000) -> dict:
         c = ATSClient(listen, timeout=30)
         c.get_version()
         first_answer = time.perf_counter() - t0
+        cpu = cpu_s(proc.pid)
         live = len(c.list_reservations(resource="r0"))
         rss = rss_mb(proc.pid)
         c.close()
     finally:
         proc.terminate()
         proc.wait()
-    row = {"reservations": count, "first_answer_s": first_answer, "rss_mb": rss,
+    row = {"reservations": count, "first_answer_s": first_answer, "cpu_s": cpu, "rss_mb": rss,
            "per_resource_listed": live, "state_mb": state.stat().st_size / 2**20,
            "build_s": build_s}
     table("Restart with a full calendar", [row],
-          ["reservations", "first_answer_s", "rss_mb", "state_mb"])
-    print("targets: first answer <= 3 s, RSS <= 200 MB")
-    return {"results": [row], "targets": {"first_answer_s": 3, "rss_mb": 200}}
+          ["reservations", "first_answer_s", "cpu_s", "rss_mb", "state_mb"])
+    print("targets: first answer <= 1 s, RSS <= 150 MB (cpu_s: the daemon's CPU time until "
+          "then, what a busy machine does not stretch)")
+    return {"results": [row], "targets": {"first_answer_s": 1, "rss_mb": 150}}
 
 
 if __name__ == "__main__":

@@ -31,11 +31,12 @@ def plot() -> None:
                 color=["grey", "tab:blue"])
     axes[0].set_title(f"check_available, req/s\natsd / ceiling = {results['ceiling']['ratio']:.2f}")
     cycles = results["cycles"]["results"]
-    labels = [f"{r['system'].split()[0]}\n{r['clients']} client(s)" for r in cycles]
+    labels = [f"{r['system'].split()[0]}\n×{r['clients']}" for r in cycles]
+    colours = {"echo": "grey", "atsd": "tab:blue"}
     axes[1].bar(labels, [r["cycles_per_s"] for r in cycles],
-                color=["tab:blue" if r["system"] == "atsd" else "tab:orange" for r in cycles])
+                color=[colours.get(r["system"].split()[0], "tab:orange") for r in cycles])
     axes[1].set_yscale("log")
-    axes[1].set_title("durable request+claim+release, cycles/s")
+    axes[1].set_title("durable request+claim+release, cycles/s\n(×N: client processes)")
     rows = results["scaling"]["bookings"]
     axes[2].plot([r["bookings"] for r in rows], [r["search_us"] for r in rows], "o-",
                  label="availability search")
@@ -49,7 +50,7 @@ def plot() -> None:
                  label="dense: configured request + release")
     axes[2].set_xscale("log")
     axes[2].set_ylim(bottom=0)
-    axes[2].set_title("one resource with N bookings, µs/call")
+    axes[2].set_title("one resource with N bookings, CPU µs/call")
     axes[2].legend(fontsize="small")
     fig.suptitle(f"atsd benchmarks, {time.strftime('%Y-%m-%d')}, 2 cores")
     fig.tight_layout()
@@ -66,6 +67,7 @@ def main() -> None:
     if args.plot:
         return plot()
     duration = 1.5 if args.quick else 5.0
+    started = time.monotonic()
     import ceiling
     import cycles
     import fanout
@@ -74,19 +76,20 @@ def main() -> None:
     import restart
     import scaling
     import waiters
-    results = {
-        "ceiling": ceiling.run(duration),
-        "cycles": cycles.run(duration, labgrid=not args.quick),
-        "scaling": scaling.run(),
-        "fanout": fanout.run(),
-        "restart": restart.run(20_000 if args.quick else 100_000),
-        "fuzz_long": fuzz_long.run(20_000 if args.quick else 100_000, seed=1, window=32),
-        "waiters": waiters.run(*((3000, 300) if args.quick else (10_000, 1000))),
-        "pg": pg.run(duration, 5 if args.quick else 20),
+    runs = {
+        "ceiling": lambda: ceiling.run(duration),
+        "cycles": lambda: cycles.run(duration, labgrid=not args.quick),
+        "scaling": scaling.run,
+        "fanout": fanout.run,
+        "restart": lambda: restart.run(20_000 if args.quick else 100_000),
+        "fuzz_long": lambda: fuzz_long.run(20_000 if args.quick else 100_000, seed=1, window=32),
+        "waiters": lambda: waiters.run(*((3000, 300) if args.quick else (10_000, 1000))),
+        "pg": lambda: pg.run(duration, 5 if args.quick else 20),
     }
-    for name, data in results.items():
-        save(name, data)
+    for name, run in runs.items():       # each saved as it ends, kept if a later one fails
+        save(name, run())
     plot()
+    print(f"run_all took {(time.monotonic() - started) / 60:.1f} min")
 
 
 if __name__ == "__main__":

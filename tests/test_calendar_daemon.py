@@ -60,6 +60,13 @@ def test_shared_bookings_respect_slots_and_config(client):
                                    reservation_mode="shared", next_available=False)
 
 
+def test_availability_of_more_shared_slots_than_there_are_is_unavailable(client):
+    """Not an internal error (found by bench/fuzz_long.py): the daemon says why."""
+    with pytest.raises(ResourceUnavailable, match="slots"):
+        client.call("check_available", resource="build-1", reservation_mode="shared",
+                    slots=1000)
+
+
 def test_reconfigure_adds_lead_time(client):
     now = time.time()
     _, avail, _ = client.request_reservation("dut-1", res_config={"firmware": "v2"},

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from atsclient import AsyncATSClient, BadRequest, Forbidden, ResourceUnavailable
+from atsclient import AsyncATSClient, BadRequest, Forbidden, NotFound, ResourceUnavailable
 from atsclient.cli import main
 from atsclient.events import Subscriber
 from daemon import BASE_CONFIG, wait_for
@@ -93,6 +93,8 @@ def test_only_admins_revoke_restore_and_set_values(daemon, client):
         admin.revoke(["dut-1"], 60)
         with pytest.raises(Forbidden):
             bob.ack_delete_pending(["dut-1"])           # not bob's to give
+        with pytest.raises(NotFound, match="no resource"):  # not internal (bench/fuzz_long)
+            client.ack_delete_pending(["no-such-node"])
         assert client.ack_delete_pending(["dut-1"]) == ["dut-1"]
     assert ended(client, rid)
 

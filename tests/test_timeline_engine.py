@@ -5,6 +5,9 @@ from hypothesis import given, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from atsd.engine import profile
+from atsd.engine.batch import Batch
+from atsd.engine.errors import Unavailable
+from atsd.engine.lab import Lab, ResourceDef
 from atsd.engine.timeline import Booking, Timeline
 
 CONFIGS = st.sampled_from([None, None, {"fw": "a"}, {"fw": "b"}])
@@ -94,6 +97,46 @@ def test_profile_next_fit_matches_a_scan(chunk, spans, dropped, rebuild, queries
         profile.CHUNK = 32
 
 
+@settings(max_examples=200, deadline=None)
+@given(chunk=st.sampled_from([1, 2, 8]),
+       spans=st.lists(st.tuples(st.integers(0, 3), st.integers(1, 40)), min_size=1,
+                      max_size=120),
+       changes=st.lists(st.tuples(st.integers(0, 2500), st.integers(1, 40), st.booleans(),
+                                  st.floats(-5, 2500), st.sampled_from([2, 4, 6, 50])),
+                        max_size=15))
+def test_profile_crowded_next_fit_matches_a_scan(chunk, spans, changes):
+    """A crowded calendar (gaps shorter than the window asked), answered from the whole
+    profile's staircase, stays right as bookings come and go anywhere in it (each change
+    rebuilds the staircases on its path only)."""
+    profile.CHUNK = chunk
+    try:
+        steps: dict = {}
+        t = 0
+        for gap, length in spans:
+            for x, d in ((t + gap, 2), (t + gap + length, -2)):
+                steps[x] = steps.get(x, 0) + d
+            t += gap + length
+        steps = {x: d for x, d in steps.items() if d}
+        p = profile.Profile()
+        p.build(steps)
+        made = []
+        for s, length, remove, after, window in changes:
+            if remove and made:
+                s, length = made.pop()
+                pair = [(s, -2), (s + length, 2)]
+            else:
+                made.append((s, length))
+                pair = [(s, 2), (s + length, -2)]
+            p.add(pair)
+            for x, d in pair:
+                steps[x] = steps.get(x, 0) + d
+            steps = {x: d for x, d in steps.items() if d}
+            assert p.next_fit(after, window, 0) == scan_next_fit(steps, after, window, 0)
+            assert p.next_fit(after, window, 2) == scan_next_fit(steps, after, window, 2)
+    finally:
+        profile.CHUNK = 32
+
+
 class TimelineMachine(RuleBasedStateMachine):
     @initialize(capacity=st.sampled_from([1, 3]), chunk=st.sampled_from([1, 2, 32]))
     def setup(self, capacity, chunk):
@@ -165,6 +208,9 @@ class TimelineMachine(RuleBasedStateMachine):
                               config))
         assert ({id(b) for b in self.tl.overlapping(start, end)}
                 == {id(b) for b in naive_overlapping(self.bookings, start, end)})
+        # check_available asks only for the earliest window: at ``start`` exactly when free
+        assert ((self.tl.earliest_fit(start, end - start, slots, exclusive) == start)
+                == self.tl.fits(start, end, slots, exclusive))
 
     @rule(t=TIMES)
     def at_an_instant(self, t):
@@ -185,3 +231,38 @@ class TimelineMachine(RuleBasedStateMachine):
 TestTimelineMachine = TimelineMachine.TestCase
 TestTimelineMachine.settings = settings(max_examples=200, stateful_step_count=40,
                                         deadline=None)
+
+
+@settings(max_examples=200, deadline=None)
+@given(hosts=st.integers(1, 4), count=st.integers(1, 4),
+       spans=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 200), st.integers(1, 60)),
+                      max_size=40),
+       now=st.integers(0, 150), wall=st.sampled_from([1.0, 10.0, 30.0, 100.0]),
+       deadline=st.integers(0, 400))
+def test_batch_earliest_matches_a_scan_of_booking_ends(hosts, count, spans, now, wall,
+                                                       deadline):
+    """The batch search by each host's next fit finds what trying every booking end does."""
+    names = [f"h{i}" for i in range(hosts)]
+    lab = Lab([ResourceDef(n, "host") for n in names])
+    batch = Batch(lab, {"q": names}, set())
+    booked = {n: [] for n in names}
+    for i, (h, s, length) in enumerate(spans):
+        name = names[h % hosts]
+        b = Booking(f"b{i}", name, float(s), float(s + length), 1, True)
+        if naive_fits(booked[name], 1, b.start, b.end, 1, True, None):
+            lab.resources[name].timeline.add(b)
+            booked[name].append(b)
+    expect = None
+    latest = deadline - wall
+    for t in sorted({float(now)} | {b.end for bs in booked.values() for b in bs}):
+        free = [n for n in names if naive_fits(booked[n], 1, t, t + wall, 1, True, None)]
+        if t >= now and t <= latest and len(free) >= count:
+            expect = (t, free[:count])
+            break
+    if count > hosts:
+        return
+    try:
+        found = batch.earliest("q", count, wall, float(now), float(deadline))
+    except Unavailable:
+        found = None
+    assert found == expect

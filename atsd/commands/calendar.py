@@ -13,7 +13,7 @@ SLOTS = count(1, 1_000_000)
 COUNT = count(1, 64)
 
 
-@command("check_available", errors=("bad_request", "not_found"),
+@command("check_available", errors=("bad_request", "not_found", "unavailable"),
          replies=("available", "avail_start", "avail_end", "resources"),
          resource=optional(TEXT), start_time=optional(TIME),
          end_time=optional(TIME), reservation_mode=optional(MODE, "exclusive"),

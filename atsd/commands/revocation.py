@@ -45,7 +45,7 @@ def revoke(call: Call, nodelist: list[dict], max_wait_time: float | None,
     return {"revocation_id": rev.id, "deadline": rev.deadline}
 
 
-@command("ack_delete_pending", errors=("bad_request", "forbidden"),
+@command("ack_delete_pending", errors=("bad_request", "forbidden", "not_found"),
          replies=("acknowledged",), mutating=True, nodelist=required(NODES))
 def ack_delete_pending(call: Call, nodelist: list[dict]) -> dict:
     """Let nodes you hold that are being revoked go now.

@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from . import states
+from .calendar import MAX_SEARCH_STEPS
 from .errors import BadRequest, at, Conflict, NotFound, Unavailable, shown
 from .events import JobStatus
 from .lab import JOB, Caller, Lab, Reservation, new_id, settles
@@ -91,18 +92,26 @@ class Batch:
 
     def earliest(self, queue: str, host_count: int, wall_time: float, now: float,
                  deadline: float) -> tuple[float, list[str]]:
-        """The earliest window that ends by ``deadline`` with enough free hosts. Hosts free up
-        only where a booking ends, so those ends (and now) are the only candidate starts."""
+        """The earliest window that ends by ``deadline`` with enough free hosts. Each host's
+        timeline finds its own next free window in O(log n); when fewer than ``host_count``
+        are free at ``t``, no window starts before the ``host_count``-th earliest of those,
+        which becomes the next ``t`` (the selector search, without reconfiguration)."""
         self.check_queue(queue, host_count)
         latest = deadline - wall_time
-        candidates = {now}
-        for h in self.queue_hosts(queue):
-            timeline = self.lab.resources[h].timeline
-            candidates.update(b.end for b in timeline.overlapping(now, latest))
-        for t in sorted(c for c in candidates if c <= latest):
-            free = self.free_hosts(queue, t, t + wall_time)
-            if len(free) >= host_count:
-                return t, free[:host_count]
+        timelines = [(h, self.lab.resources[h].timeline) for h in self.queue_hosts(queue)
+                     if self.lab.resources[h].bookable]
+        t = now
+        for _ in range(MAX_SEARCH_STEPS):
+            if t > latest:
+                break
+            starts = [(s, h) for h, timeline in timelines
+                      if (s := timeline.earliest_fit(t, wall_time, 1, True)) is not None]
+            here = [h for s, h in starts if s == t]
+            if len(here) >= host_count:
+                return t, here[:host_count]
+            if len(starts) < host_count:
+                break
+            t = sorted(s for s, _ in starts)[host_count - 1]
         raise Unavailable(f"queue {queue}: no {host_count} hosts free for {wall_time:g}s "
                           f"ending by {at(deadline)}")
 

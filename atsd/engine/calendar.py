@@ -103,9 +103,10 @@ class Calendar:
                         slots: int | None) -> dict:
         res = self.lab.resource(resource)
         want = self._want(res, mode, slots, None, end - start)
-        if res.bookable and res.timeline.fits(start, end, want.slots, want.exclusive):
-            return {"available": True, "avail_start": start, "avail_end": end}
+        # one search: the earliest window is at ``start`` exactly when it is free then
         t = self.earliest([(res, want)], start)
+        if t == start:
+            return {"available": True, "avail_start": start, "avail_end": end}
         return {"available": False, "avail_start": t,
                 "avail_end": None if t is None else t + (end - start)}
 
@@ -124,12 +125,12 @@ class Calendar:
         for name in resources:
             res = self.lab.resource(name)
             picks.append((res, self._want(res, mode, slots, config, duration)))
-        if self._fits_at(picks, time_needed):
-            t = time_needed
-        elif next_available:
+        if next_available:        # one search: it finds time_needed itself when that fits
             t = self.earliest(picks, time_needed)
             if t is None:
                 raise Unavailable(f"{', '.join(resources)}: no window of {duration:g}s fits")
+        elif self._fits_at(picks, time_needed):
+            t = time_needed
         else:
             raise Unavailable(f"{', '.join(resources)}: busy at the time needed")
         return self._book(caller, picks, t, mode, config, now, claim, request_id)

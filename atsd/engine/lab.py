@@ -18,6 +18,7 @@ import heapq
 import secrets
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from sys import intern
 from typing import TYPE_CHECKING, Callable, Iterable
 
 from . import states
@@ -135,8 +136,12 @@ class Reservation:
 
     @classmethod
     def from_record(cls, rec: dict) -> Reservation:
+        """The few distinct kinds, states, modes, owners and resource names are shared
+        (interned), not a copy in each of 100k restored reservations (~27 MB)."""
         rid = rec["id"]
-        rec["bookings"] = [Booking(rid, *b) for b in rec["bookings"]]
+        for key in ("kind", "owner", "state", "mode"):
+            rec[key] = intern(rec[key])
+        rec["bookings"] = [Booking(rid, intern(b[0]), *b[1:]) for b in rec["bookings"]]
         return cls(**rec)
 
 

@@ -33,23 +33,21 @@ _RNG = random.Random(0)     # treap priorities; seeded so that runs repeat
 
 class Steps:
     """What a run of consecutive steps looks like at each limit ``th`` (relative to the load
-    before its first step). For ``lv[j] <= th < lv[j+1]``: ``pre[j]`` is the first step after
-    which the load exceeds ``th`` (None: never); ``suf[j]`` the start of the low run that
-    lasts to the last step (None: the load after the last step exceeds ``th``); ``best[j]``
-    the longest low run that starts and ends at steps inside with a high step before it."""
+    before its first step). For ``lv[j] <= th < lv[j+1]``, ``rows[j]`` is ``(pre, suf,
+    best)``: ``pre`` the first step after which the load exceeds ``th`` (None: never);
+    ``suf`` the start of the low run that lasts to the last step (None: the load after the
+    last step exceeds ``th``); ``best`` the longest low run that starts and ends at steps
+    inside with a high step before it. A level whose row is the one below it is left out,
+    so a staircase stays as short as what differs in it."""
 
-    __slots__ = ("first", "total", "lv", "pre", "suf", "best")
+    __slots__ = ("first", "total", "lv", "rows")
 
-    def __init__(self, first: float, total: int, lv: list, pre: list, suf: list,
-                 best: list) -> None:
-        self.first, self.total = first, total
-        self.lv, self.pre, self.suf, self.best = lv, pre, suf, best
+    def __init__(self, first: float, total: int, lv: list, rows: list) -> None:
+        self.first, self.total, self.lv, self.rows = first, total, lv, rows
 
     def at(self, th: int) -> tuple:
         j = bisect_right(self.lv, th) - 1
-        if j < 0:
-            return self.first, None, 0.0
-        return self.pre[j], self.suf[j], self.best[j]
+        return self.rows[j] if j >= 0 else (self.first, None, 0.0)
 
 
 def _scan(xs: list, ds: list) -> Steps:
@@ -59,9 +57,9 @@ def _scan(xs: list, ds: list) -> Steps:
     for d in ds:
         level += d
         levels.append(level)
-    lv = sorted(set(levels))
-    pres, sufs, bests = [], [], []
-    for th in lv:
+    lv, rows = [], []
+    last = None
+    for th in sorted(set(levels)):
         pre = run = None
         best = 0.0
         blocked = False
@@ -77,10 +75,12 @@ def _scan(xs: list, ds: list) -> Steps:
                         best = x - run
                     run = None
                 blocked = True
-        pres.append(pre)
-        sufs.append(run)
-        bests.append(best)
-    return Steps(xs[0], level, lv, pres, sufs, bests)
+        row = (pre, run, best)
+        if row != last:
+            lv.append(th)
+            rows.append(row)
+            last = row
+    return Steps(xs[0], level, lv, rows)
 
 
 def _join(a: Steps | None, b: Steps | None) -> Steps | None:
@@ -91,38 +91,43 @@ def _join(a: Steps | None, b: Steps | None) -> Steps | None:
     if b is None:
         return a
     shift = a.total
-    alv, apre, asuf, abest, na = a.lv, a.pre, a.suf, a.best, len(a.lv)
-    blv, bpre, bsuf, bbest, nb = b.lv, b.pre, b.suf, b.best, len(b.lv)
-    first_a, first_b = a.first, b.first
-    lv, pres, sufs, bests = [], [], [], []
-    pre_a, suf_a, best_a = first_a, None, 0.0      # below every level: all too high
-    pre_b, suf_b, best_b = first_b, None, 0.0
+    alv, arows, na = a.lv, a.rows, len(a.lv)
+    blv, brows, nb = b.lv, b.rows, len(b.lv)
+    first_b = b.first
+    lv, rows = [], []
+    last = None
+    row_a = (a.first, None, 0.0)      # below every level: all too high
+    row_b = (first_b, None, 0.0)
     i = j = 0
     while i < na or j < nb:
         next_a = alv[i] if i < na else _INF
         next_b = blv[j] + shift if j < nb else _INF
         if next_a <= next_b:
             th = next_a
-            pre_a, suf_a, best_a = apre[i], asuf[i], abest[i]
+            row_a = arows[i]
             i += 1
         else:
             th = next_b
         if next_b == th:
-            pre_b, suf_b, best_b = bpre[j], bsuf[j], bbest[j]
+            row_b = brows[j]
             j += 1
+        pre_a, suf_a, best_a = row_a
+        pre_b, suf_b, best_b = row_b
         best = best_a if best_a > best_b else best_b
         if pre_a is not None and pre_b is not None:
             across = pre_b - (suf_a if suf_a is not None else first_b)
             if across > best:
                 best = across
-        lv.append(th)
-        pres.append(pre_a if pre_a is not None else pre_b)
         if pre_b is None:
-            sufs.append(suf_a if suf_a is not None else first_b)
+            row = (pre_a if pre_a is not None else pre_b,
+                   suf_a if suf_a is not None else first_b, best)
         else:
-            sufs.append(suf_b)
-        bests.append(best)
-    return Steps(first_a, shift + b.total, lv, pres, sufs, bests)
+            row = (pre_a if pre_a is not None else pre_b, suf_b, best)
+        if row != last:
+            lv.append(th)
+            rows.append(row)
+            last = row
+    return Steps(a.first, shift + b.total, lv, rows)
 
 
 class _Node:
@@ -131,12 +136,13 @@ class _Node:
     a booking made and released before the next search costs one recomputation, not two)."""
 
     __slots__ = ("xs", "ds", "prio", "left", "right", "chunk_total", "first", "total",
-                 "_own", "_all")
+                 "_own", "_all", "_head", "_head_of")
 
     def __init__(self, xs: list, ds: list, prio: float) -> None:
         self.xs, self.ds, self.prio = xs, ds, prio
         self.left = self.right = None
-        self._own = self._all = None
+        self._own = self._all = self._head = None
+        self._head_of = (None, None)
         self.chunk_total = sum(ds)
         if xs:
             self.pull()
@@ -163,10 +169,16 @@ class _Node:
 
     @property
     def all(self) -> Steps:
+        """The subtree's staircase. The left subtree joined with this chunk (``_head``) is
+        kept apart, for the staircases it was made from: a change on the right (where new
+        bookings go) then costs one join here, not two."""
         if self._all is None:
             left, right = self.left, self.right
-            self._all = _join(_join(left.all if left is not None else None, self.own),
-                              right.all if right is not None else None)
+            of = (left.all if left is not None else None, self.own)
+            head_of = self._head_of
+            if head_of[0] is not of[0] or head_of[1] is not of[1]:
+                self._head, self._head_of = _join(*of), of
+            self._all = _join(self._head, right.all if right is not None else None)
         return self._all
 
 
@@ -200,6 +212,17 @@ def _rotate_left(n: _Node) -> _Node:
     top.left = n
     top.pull()
     return top
+
+
+def _settle(n: _Node) -> _Node:
+    """``n`` after a change below it: a chunk split off below may belong above it, so it
+    is rotated up (treap order); the subtree's new head."""
+    if n.left is not None and n.left.prio > n.prio:
+        return _rotate_right(n)
+    if n.right is not None and n.right.prio > n.prio:
+        return _rotate_left(n)
+    n.pull()
+    return n
 
 
 def _put_first(t: _Node | None, n: _Node) -> _Node:
@@ -245,10 +268,11 @@ def _apply(n: _Node, changes: list) -> None:
 class Profile:
     """The load of one resource over time (0 before the first step and after the last)."""
 
-    __slots__ = ("_root",)
+    __slots__ = ("_root", "_crowded")
 
     def __init__(self) -> None:
         self._root: _Node | None = None
+        self._crowded = True      # whether the last search was answered by the whole staircase
 
     def _nodes(self, n):
         if n is not None:
@@ -284,6 +308,28 @@ class Profile:
             self._root = self._add(self._root, changes)
 
     def _add(self, n: _Node | None, changes: list) -> _Node | None:
+        """Apply ``changes`` in subtree ``n``; its new head. The way down to where the
+        changes part (often a chunk holding them all) is a loop, not one call per level."""
+        path = []
+        while n is not None:
+            if n.left is not None and changes[-1][0] < n.xs[0]:
+                path.append((n, True))
+                n = n.left
+            elif n.right is not None and changes[0][0] >= n.right.first:
+                path.append((n, False))
+                n = n.right
+            else:
+                break
+        n = self._add_here(n, changes)
+        for parent, went_left in reversed(path):
+            if went_left:
+                parent.left = n
+            else:
+                parent.right = n
+            n = _settle(parent)
+        return n
+
+    def _add_here(self, n: _Node | None, changes: list) -> _Node | None:
         if n is None:
             n = _Node([], [], _RNG.random())
         lo, hi = 0, len(changes)
@@ -311,17 +357,25 @@ class Profile:
                 n.chunk_total -= tail.chunk_total
                 n.right = _put_first(n.right, tail)
             n._own = None
-        # a chunk split off below may belong above: rotate it up (treap order)
-        if n.left is not None and n.left.prio > n.prio:
-            return _rotate_right(n)
-        if n.right is not None and n.right.prio > n.prio:
-            return _rotate_left(n)
-        n.pull()
-        return n
+        return _settle(n)
 
     def next_fit(self, after: float, length: float, limit: int) -> float | None:
         """The earliest ``t >= after`` with the load at most ``limit`` throughout
-        ``[t, t + length)``; None only if the load never comes down to ``limit``."""
+        ``[t, t + length)``; None only if the load never comes down to ``limit``.
+
+        When no low run between two too-high steps is long enough anywhere (a crowded
+        calendar), the whole profile's staircase answers at once: the window is at
+        ``after`` if the load stays low long enough from there, else after the last
+        too-high step. That staircase costs a join per node a change passed since it was
+        last worked out, so it is asked only while it is known or was of use last time."""
+        root = self._root
+        if root is not None and (self._crowded or root._all is not None):
+            pre, suf, best = root.all.at(limit)
+            self._crowded = best < length - ROUNDING and suf is not None
+            if self._crowded:
+                if pre is None or after >= suf or (after < pre and pre >= after + length):
+                    return after
+                return suf
         return self._sweep(_Search(length, limit, False), after)
 
     def low_throughout(self, start: float, length: float, limit: int) -> bool:
@@ -362,24 +416,41 @@ class _Search:
 
     def after(self, n: _Node | None, t: float) -> float | None:
         """Sweep the steps of subtree ``n`` later than ``t`` (``level``: the load before
-        the subtree)."""
-        while n is not None and n.right is not None and n.right.first <= t:
-            # this chunk and all left of it are at or before t
-            self.level += (n.left.total if n.left is not None else 0) + n.chunk_total
-            n = n.right
-        if n is None:
-            self._begin(t)
-            return None
-        if n.xs[0] <= t:            # t falls inside this chunk: its later steps, then right
+        the subtree). The way down to ``t`` is a loop; the chunks it passed on their left
+        (they and their right subtrees come after ``t``) are swept on the way back."""
+        passed = []
+        level = self.level
+        found = None
+        while n is not None:
+            left = n.left
+            if n.xs[0] > t:
+                passed.append(n)
+                n = left
+                continue
+            right = n.right
+            if right is not None and right.first <= t:
+                # this chunk and all left of it are at or before t
+                level += (left.total if left is not None else 0) + n.chunk_total
+                n = right
+                continue
+            # t falls inside this chunk: its later steps, then right
             i = bisect_right(n.xs, t)
-            self.level += (n.left.total if n.left is not None else 0) + sum(n.ds[:i])
+            self.level = level + (left.total if left is not None else 0) + sum(n.ds[:i])
             self._begin(t)
             found = self._steps(n.xs, n.ds, i)
-            return found if found is not None else self.whole(n.right)
-        found = self.after(n.left, t)
-        if found is None:
+            if found is None:
+                found = self.whole(right)
+            break
+        else:
+            self.level = level
+            self._begin(t)
+        for n in reversed(passed):
+            if found is not None:
+                return found
             found = self._chunk(n)
-        return found if found is not None else self.whole(n.right)
+            if found is None:
+                found = self.whole(n.right)
+        return found
 
     def whole(self, n: _Node | None) -> float | None:
         """Sweep all of subtree ``n``, stepping over it when the answer is not in it."""
