@@ -261,7 +261,7 @@ class Server:
         self.notifier.ready()
         while not self.stopping:
             await self._sleep()
-            await self.step(time.time())
+            await self.step(time.time)
         loop.remove_reader(fd)
         loop.remove_reader(self.monitor.get(zmq.FD))
         counting.cancel()
@@ -276,28 +276,25 @@ class Server:
         self.stopping = True
         self.wake()
 
-    async def step(self, now: float) -> None:
-        """One wake-up: answer what is ready, advance the clock, commit, send."""
+    async def step(self, clock: Callable[[], float]) -> None:
+        """One wake-up: take what is ready, read the clock, answer, advance, commit, send.
+
+        The clock is read once, after the requests are taken, so that no request is
+        answered at a time before it was sent: a claim sent after its pre-reservation's
+        expire_time must not be judged, and lapsed, at a time before it (read before the
+        taking, the reading is older than every request that came in meanwhile)."""
         if self.leadership is not None:
             self.leadership.settle()
         out: list[Outgoing] = []
         self._received.clear()
-        frames_left = MAX_STEP_FRAMES
+        messages = self._take()
+        now = clock()
         jumped = self.clock.jump(now)
         if jumped:          # before this wake-up's requests start durations on the new clock
             log.warning("clock_jump", seconds=round(jumped, 3))
             self._caused_by_jump(jumped, lambda: self._move_durations(jumped, now))
         self._peers_gone(now)
-        for _ in range(MAX_BATCH):
-            if frames_left <= 0:        # replies to others wait no longer for a storm
-                break
-            try:
-                frames, count = self._receive()
-            except zmq.Again:
-                break
-            frames_left -= count
-            if frames is None:
-                continue
+        for frames in messages:
             started = time.perf_counter()
             request = Request.read(frames, now)
             reply = self.handle(request)
@@ -316,6 +313,20 @@ class Server:
         else:
             self.app.lab.advance(now, MAX_TIMERS)
         await self.flush(out, now)
+
+    def _take(self) -> list[list]:
+        """The messages ready now (their frames), up to a wake-up's share."""
+        messages = []
+        frames_left = MAX_STEP_FRAMES
+        while len(messages) < MAX_BATCH and frames_left > 0:   # replies to others wait no
+            try:                                                # longer for a storm
+                frames, count = self._receive()
+            except zmq.Again:
+                break
+            frames_left -= count
+            if frames is not None:
+                messages.append(frames)
+        return messages
 
     def _receive(self) -> tuple[list | None, int]:
         """One message's frames, or None for one of more than MAX_FRAMES: the rest of it is
@@ -719,7 +730,7 @@ class Server:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.step(time.time())
+        await self.step(time.time)
         self.router.disable_monitor()
         for sock in (self.monitor_socket, self.router, self.pub):
             sock.close()

@@ -1,13 +1,14 @@
 """A wall-clock jump: logged with its size, the expiries it brings due published as such,
 and durations (waits, leases, the countdown between revocation notices, the reply cache's
-ages) kept as long as they were asked to be. The daemon reads the wall clock once per
-wake-up and hands it to ``step``; the tests hand it a reading an hour ahead or behind, as
-a clock set forward or back would give (the machine's own clock is not ours to set)."""
+ages) kept as long as they were asked to be. ``step`` reads the wall clock it is given
+once per wake-up; the tests give it one that reads an hour ahead or behind, as a clock set
+forward or back would (the machine's own clock is not ours to set)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from types import SimpleNamespace
 
 import msgpack
 import pytest
@@ -54,7 +55,7 @@ def server(tmp_path):
 
 def step(server, now: float) -> None:
     """One wake-up of the server at ``now`` (the fixture's loop runs it)."""
-    asyncio.get_event_loop().run_until_complete(server.step(now))
+    asyncio.get_event_loop().run_until_complete(server.step(lambda: now))
 
 
 def published(server, since: int) -> list[dict]:
@@ -156,3 +157,61 @@ def test_jump_back_keeps_durations_and_leaves_no_waiter_behind(server):
     assert ANSWER_MARGIN_S > ClockWatch.THRESHOLD_S
     server.replies.expire(now - HOUR + server.replies.ttl_s + 1)
     assert server.replies.get(("alice", "r1")) is None
+
+
+def test_a_claim_sent_after_expire_time_is_judged_after_it(server, monkeypatch):
+    """A wake-up answers its requests at one reading of the clock. Taken before the requests,
+    that reading is older than one that came in meanwhile: a claim sent just after its
+    pre-reservation's expire_time was judged at a time before it, and the pre-reservation
+    lapsed (published) before the expire_time its holder was told. The daemon's loop runs
+    here on a wall clock whose next reading, once armed, is taken just before expire_time,
+    while the claim is sent just after it."""
+    app = server.app
+    now = time.time()
+    pre = app.calendar.request(Caller("alice"), ["dut-1"], now, 30, None, "exclusive", False,
+                               None, now)
+    # booked right after it, so that a claim after time_available cannot have its whole 30 s
+    app.calendar.request(Caller("bob"), ["dut-1"], pre.end, 600, None, "exclusive", False,
+                         None, now, claim=True)
+    expire = pre.expire_time
+    client = server.ctx.socket(zmq.DEALER)
+    client.connect(server.endpoints["listen"])
+    claim = msgpack.packb({"command": "claim_reservation", "user": "alice",
+                           "pre_reservation_id": pre.id})
+    sent: list[float] = []
+    armed = False
+
+    def wall() -> float:
+        if not armed:
+            return time.time()
+        if not sent:            # this reading is taken, then the claim is sent
+            sent.append(expire + 0.001)
+            zmq.Socket.shadow(client.underlying).send_multipart([b"", claim])
+            assert server.router_sync.poll(10_000), "the claim never reached the daemon"
+            return expire - 0.001
+        return sent[0]          # the daemon's clock reads the time it was sent, or later
+
+    monkeypatch.setattr("atsd.server.time", SimpleNamespace(
+        time=wall, perf_counter=time.perf_counter))
+
+    async def scenario() -> dict:
+        running = asyncio.ensure_future(server.run())
+        # answered: the loop has gone to sleep (it yields only there)
+        await client.send_multipart([b"", msgpack.packb({"command": "get_version"})])
+        await asyncio.wait_for(client.recv_multipart(), 10)
+        nonlocal armed
+        armed = True
+        server.wake()
+        _, reply = await asyncio.wait_for(client.recv_multipart(), 10)
+        client.close(0)
+        server.stop()
+        await asyncio.wait_for(running, 30)
+        return msgpack.unpackb(reply)
+
+    reply = asyncio.get_event_loop().run_until_complete(scenario())
+    assert sent, "the armed reading was never taken"
+    assert reply["error"]["code"] == "claim_late"
+    lapse = [e for e in published(server, 0) if e.get("reservation_id") == pre.id
+             and e.get("reason") == "lapsed"]
+    assert len(lapse) == 1 and lapse[0]["ts"] >= expire, (lapse, expire)
+    assert pre.ended_at >= expire
