@@ -227,14 +227,7 @@ class Store:
     def load_events(self, limit: int) -> list[dict]:
         rows = self.db.execute("SELECT seq, data FROM events ORDER BY seq DESC LIMIT ?",
                                (limit,))
-        events = []
-        for seq, data in reversed(rows.fetchall()):
-            try:
-                events.append(_unpack_stored(data))
-            except NotMsgpack as exc:
-                raise StoreError(f"{self.path}: damaged record in table events, seq {seq}: "
-                                 f"{_why(exc)}; it was left as it is") from None
-        return events
+        return unpack_events(self.path, reversed(rows.fetchall()))
 
     def last_seq(self) -> int:
         return last_seq(self.db)
@@ -341,6 +334,19 @@ def _unpack_stored(data: bytes):
         return unpack(data)
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         raise NotMsgpack(f"not valid msgpack ({_detail(exc)})") from None
+
+
+def unpack_events(store_name, rows) -> list[dict]:
+    """Stored events from (seq, blob) rows; one that does not unpack stops the start,
+    named by its seq, since subscribers would otherwise miss it without a gap to see."""
+    events = []
+    for seq, data in rows:
+        try:
+            events.append(_unpack_stored(data))
+        except NotMsgpack as exc:
+            raise StoreError(f"{store_name}: damaged record in table events, seq {seq}: "
+                             f"{_why(exc)}; it was left as it is") from None
+    return events
 
 
 def _why(exc: Exception) -> str:

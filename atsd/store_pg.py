@@ -29,7 +29,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
-from .store import RECORD_ERRORS, NotMsgpack, StoreError, _unpack_stored, _why, pack, unpack
+from .store import (RECORD_ERRORS, StoreError, _unpack_stored, _why, pack, unpack,
+                    unpack_events)
 
 SCHEMA_VERSION = 1
 LOCK_KEY = 0x61747364           # "atsd": the advisory lock whose holder leads
@@ -242,14 +243,7 @@ class PgStore:
                              f"key {str(key)[:100]!r}: {_why(exc)}; it was left as it is") from None
 
     def load_events(self, limit: int) -> list[dict]:
-        events = []
-        for seq, data in self.snapshot.events[-limit:]:
-            try:
-                events.append(_unpack_stored(data))
-            except NotMsgpack as exc:
-                raise StoreError(f"{self.name}: damaged record in table events, seq {seq}: "
-                                 f"{_why(exc)}; it was left as it is") from None
-        return events
+        return unpack_events(self.name, self.snapshot.events[-limit:])
 
     def last_seq(self) -> int:
         return self.snapshot.last_seq
