@@ -299,7 +299,7 @@ class PgStore:
         async def commit(conn):
             # one pipeline, one round trip: BEGIN, the whole group and COMMIT go out, and
             # their answers come back, at the pipeline's one Sync (psycopg's transaction()
-            # would sync after BEGIN's block and again after COMMIT)
+            # syncs after BEGIN, after the block and again after COMMIT)
             async with conn.pipeline():
                 cur = conn.cursor()
                 await cur.execute("BEGIN")
