@@ -299,7 +299,9 @@ class PgStore:
         async def commit(conn):
             # one pipeline, one round trip: BEGIN, the whole group and COMMIT go out, and
             # their answers come back, at the pipeline's one Sync (psycopg's transaction()
-            # syncs after BEGIN, after the block and again after COMMIT)
+            # syncs after BEGIN, after the block and again after COMMIT). BEGIN is said,
+            # not left to the pipeline's implicit transaction, which any Sync on the way
+            # would commit part way
             async with conn.pipeline():
                 cur = conn.cursor()
                 await cur.execute("BEGIN")
