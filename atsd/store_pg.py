@@ -297,9 +297,14 @@ class PgStore:
         deletes = [(k, key) for k, key, rec in records if rec is None]
 
         async def commit(conn):
-            # one pipeline: the whole group goes out, and its answer comes back, at once
-            async with conn.pipeline(), conn.transaction():
+            # one pipeline, one round trip: BEGIN, the whole group and COMMIT go out, and
+            # their answers come back, at the pipeline's one Sync (psycopg's transaction()
+            # syncs after BEGIN, after the block and again after COMMIT). BEGIN is said,
+            # not left to the pipeline's implicit transaction, which any Sync on the way
+            # would commit part way
+            async with conn.pipeline():
                 cur = conn.cursor()
+                await cur.execute("BEGIN")
                 if upserts:
                     await cur.executemany(
                         "INSERT INTO records VALUES (%s, %s, %s) ON CONFLICT (kind, key)"
@@ -336,6 +341,7 @@ class PgStore:
                                               " ON CONFLICT DO NOTHING", ids)
                 if trim_audit is not None:
                     await _trim_audit(cur, *trim_audit)
+                await cur.execute("COMMIT")
         await self._op(commit)
 
     async def close(self) -> None:

@@ -100,6 +100,26 @@ async def test_store_keeps_a_group_and_gives_it_back_when_taking_the_lead(pg_url
         assert conn.execute("SELECT endpoint FROM leader").fetchone() == ("tcp://b:1",)
 
 
+async def test_a_group_that_fails_part_way_commits_nothing_and_ends_the_session(pg_url):
+    """A group is one transaction, though it goes out in one pipeline: a statement that
+    fails after the record's upsert (an event seq already there) leaves the upsert undone,
+    and the session is not written on again."""
+    store = PgStore(pg_url, event_log_size=10)
+    try:
+        assert await store.try_lead("tcp://a:1")
+        await store.write([], [{"seq": 1, "topic": "t"}], [], keep_events=10)
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            await store.write([("reservation", "r1", {"id": "r1"})],
+                              [{"seq": 1, "topic": "t"}], [], keep_events=10)
+        with pytest.raises(SessionLost):
+            await store.write([("reservation", "r2", {"id": "r2"})], [], [], keep_events=10)
+    finally:
+        await store.close()
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT kind, key FROM records").fetchall() == []
+        assert conn.execute("SELECT seq FROM events").fetchall() == [(1,)]
+
+
 async def test_only_one_store_holds_the_lead(pg_url):
     first, second = PgStore(pg_url, 10), PgStore(pg_url, 10)
     try:
