@@ -48,6 +48,7 @@ class Leadership:
         self.server = server
         self.store = store
         self.leader: str | None = None      # the leader's endpoint, as the database says
+        self.endpoint = ""                  # ours, as clients are told it (set at start)
         self.reachable = True               # did the last attempt reach the database?
         self._taken = False                 # the lock is ours and the state read: lead
         self._lost: BaseException | None = None     # the session failed while leading
@@ -55,7 +56,9 @@ class Leadership:
 
     async def start(self) -> None:
         """Try the lock once before any request is read (a lone atsd never answers
-        ``standby`` at its start), then keep at it in a task."""
+        ``standby`` at its start), then keep at it in a task. Our endpoint is worked out
+        once: naming a wildcard address may ask DNS, which must not stall the loop."""
+        self.endpoint = advertised(self.server.endpoints["listen"])
         await self._try()
         self.settle()
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -79,7 +82,7 @@ class Leadership:
             self.server.lose_lead(lost)
         elif self._taken and not self.server.stopping:
             self._taken = False
-            self.leader = advertised(self.server.endpoints["listen"])
+            self.leader = self.endpoint
             self.server.take_lead()
 
     def lost(self, exc: BaseException) -> None:
@@ -106,13 +109,12 @@ class Leadership:
                 self.server.wake()
 
     async def _try(self) -> None:
-        endpoint = advertised(self.server.endpoints["listen"])
         try:
-            self._taken = await self.store.try_lead(endpoint)
+            self._taken = await self.store.try_lead(self.endpoint)
             if not self._taken:
                 named = await self.store.leader()
                 # our own name there is stale (we led before): nobody is known to lead
-                self.leader = None if named == endpoint else named
+                self.leader = None if named == self.endpoint else named
         except StoreError as exc:       # not our database, or a newer schema
             log.error("cannot_lead", error=str(exc))
             self.server.failure = str(exc)

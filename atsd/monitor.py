@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter, deque
+from typing import Callable
 
 import zmq
 from zmq.utils.monitor import parse_monitor_message
@@ -26,12 +27,10 @@ class Monitor:
         self.commit_s: deque[float] = deque(maxlen=COMMIT_SAMPLES)
         self.commits = 0
         self.last_commit_error: dict | None = None
-        self.peers: Counter[str] = Counter()     # "connections" / "subscribers" -> open now
+        self.peers: Counter[str] = Counter()     # attached socket's name -> peers open now
         self._watched: list[tuple] = []          # (socket, its monitor socket, name)
-
-    def connections(self) -> int:
-        """Peers of an attached "connections" socket; the server may count them instead."""
-        return self.peers["connections"]
+        # clients connected now: the server counts them (its ROUTER has its own monitor)
+        self.connections: Callable[[], int] = lambda: 0
 
     def committed(self, seconds: float) -> None:
         self.commits += 1

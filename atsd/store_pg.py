@@ -74,10 +74,6 @@ CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied DOUBLE PREC
 """
 
 
-def is_url(state) -> bool:
-    return isinstance(state, str) and state.startswith(("postgresql://", "postgres://"))
-
-
 def shown_url(url: str) -> str:
     """The URL without its password, for logs and messages."""
     parts = urlsplit(url)

@@ -11,6 +11,7 @@ these keys: a field is never renamed or dropped.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from functools import cache
 from types import MappingProxyType
 from typing import ClassVar, Mapping
 
@@ -33,10 +34,16 @@ class Event:
     def payload(self) -> Mapping:
         """The keys the event carries on the wire, in order; read-only (a change goes to
         the event's fields)."""
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "clock_jump_s"}
+        out = {name: getattr(self, name) for name in _wire_fields(type(self))}
         if self.clock_jump_s is not None:
             out["clock_jump_s"] = self.clock_jump_s
         return MappingProxyType(out)
+
+
+@cache
+def _wire_fields(event_type: type) -> tuple[str, ...]:
+    """An event type's wire keys but the optional last one, worked out once per type."""
+    return tuple(f.name for f in fields(event_type) if f.name != "clock_jump_s")
 
 
 @dataclass(slots=True)

@@ -485,7 +485,8 @@ class Lab:
     def take_dirty(self) -> list[tuple[str, str, dict | None]]:
         """Changed records as (kind, key, record or None when deleted), for the store."""
         dirty, self._dirty = self._dirty, set()
-        return [(kind, key, self.tables[kind][0](key)) for kind, key in sorted(dirty)]
+        tables = self.tables
+        return [(kind, key, tables[kind][0](key)) for kind, key in sorted(dirty)]
 
     # --- persistence ---
 
@@ -585,8 +586,9 @@ class Lab:
         """Put records back as the store has them (``None``: it has none), after a commit of
         changes to them failed. Costs what those records cost, whatever the lab's size. Their
         timers are set again, so what fell due since happens at the next ``advance``."""
+        tables = self.tables
         for kind, key, _ in stored:
-            self.tables[kind][2](key)
+            tables[kind][2](key)
         for kind, _, rec in stored:
             if rec is not None:
-                self.tables[kind][1]([rec], now)
+                tables[kind][1]([rec], now)

@@ -110,6 +110,7 @@ class Pool:
         # every waiter of its priority or higher)
         self.waiters = SortedKeyList(key=attrgetter("order"))
         self._waiting: dict[str, Waiter] = {}                       # id -> queued waiter
+        self._by_request: dict[tuple[str, str], Waiter] = {}  # (owner, request_id) -> it
         self._starving = SortedKeyList(key=attrgetter("order"))     # bypassed MAX_BYPASS
         self._arrivals = 0
         lab.pool = self
@@ -211,15 +212,24 @@ class Pool:
         w = Waiter(new_id(), caller.user, list(request), lease_s, priority, now, now + wait_s,
                    order, request_id)
         self._arrivals += 1
+        self._enqueue(w)
+        return w
+
+    def _enqueue(self, w: Waiter) -> None:
         self.waiters.add(w)
         self._waiting[w.id] = w
+        if w.request_id is not None:
+            self._by_request[w.owner, w.request_id] = w
+        if w.bypassed >= MAX_BYPASS:
+            self._starving.add(w)
         self.lab.hold(w.owner, 1)
         self.lab.schedule(w.deadline, self._on_wait_end, w.id)
-        return w
 
     def _dequeue(self, w: Waiter) -> None:
         self.waiters.remove(w)
         del self._waiting[w.id]
+        if w.request_id is not None:
+            self._by_request.pop((w.owner, w.request_id), None)
         self.lab.hold(w.owner, -1)
         if w.bypassed >= MAX_BYPASS:
             self._starving.remove(w)
@@ -257,14 +267,14 @@ class Pool:
         """Stop ``owner``'s request ``request_id``: take its waiter out of the queue, or
         release what it booked (an allocation, a calendar reservation). False when neither
         is left."""
-        for w in self.waiters:
-            if w.owner == owner and w.request_id == request_id:
-                starving = w.bypassed >= MAX_BYPASS
-                self._dequeue(w)
-                self._resolve(w, Conflict(f"the wait was cancelled: {reason}"))
-                if starving:
-                    self.serve(now)     # it held back later requests for its types
-                return True
+        w = self._by_request.get((owner, request_id))
+        if w is not None:
+            starving = w.bypassed >= MAX_BYPASS
+            self._dequeue(w)
+            self._resolve(w, Conflict(f"the wait was cancelled: {reason}"))
+            if starving:
+                self.serve(now)     # it held back later requests for its types
+            return True
         booked = self.lab.booked_by(owner, request_id)
         if booked is None:
             return False
@@ -330,12 +340,7 @@ class Pool:
         """Take over the waiters of the pool this one replaces (a config reload), in their
         order, with their deadlines; serve those the new inventory fits at once."""
         for w in old.waiters:
-            self.waiters.add(w)
-            self._waiting[w.id] = w
-            if w.bypassed >= MAX_BYPASS:
-                self._starving.add(w)
-            self.lab.hold(w.owner, 1)
-            self.lab.schedule(w.deadline, self._on_wait_end, w.id)
+            self._enqueue(w)
         self._arrivals = old._arrivals
         self.serve(now)
 
