@@ -40,13 +40,14 @@ def parse(address) -> tuple[str, ...]:
         raise BadAddress("no endpoint given (write tcp://HOST:PORT)")
     for n, item in enumerate(items, 1):
         if not isinstance(item, str) or not item:
-            raise BadAddress(f"endpoint {n} of {address!r} is empty (separate endpoints "
-                             "by one comma: tcp://a:5555,tcp://b:5555)")
+            raise BadAddress(f"endpoint {n} of {str(address)[:120]!r} is empty (separate "
+                             "endpoints by one comma: tcp://a:5555,tcp://b:5555)")
         problem = _problem(item)
         if problem:
             raise BadAddress(f"{item!r} is not a ZeroMQ endpoint: {problem}")
     if len(set(items)) != len(items):
-        raise BadAddress(f"{address!r} lists an endpoint twice")
+        twice = next(item for n, item in enumerate(items) if item in items[:n])
+        raise BadAddress(f"the address lists an endpoint twice ({twice!r})")
     return tuple(items)
 
 

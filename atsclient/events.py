@@ -268,7 +268,7 @@ def default_events_endpoint(server) -> str:
         if not m:
             raise ValueError(f"cannot tell the event endpoint of {endpoint}; give it")
         found.append(f"{m.group(1)}{int(m.group(2)) + 1}")
-    return ",".join(found)
+    return endpoints.joined(found)     # a port + 1 past 65535 is refused here
 
 
 class ElasticEndpoint(_Stoppable):

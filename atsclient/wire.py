@@ -105,7 +105,8 @@ ERROR_CODES: dict[str, str] = {
     "conflict": "the reservation is in a state that does not allow this (ended, active ...)",
     "too_early": "claimed before time_available (the reply carries time_available)",
     "claim_late": "claimed after expire_time; the reply may carry a fresh offer",
-    "forbidden": "someone else's reservation, or an admin command",
+    "forbidden": "someone else's reservation, an admin command, or over a per-user limit "
+                 "(limits.*; the message names it)",
     "unauthenticated": "the request carries no identity the daemon accepts",
     "overloaded": "too many requests in flight on this connection; try again",
     "backend_error": "the batch backend (Slurm) failed; the message says how",

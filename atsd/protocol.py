@@ -169,7 +169,7 @@ def one_of(*choices: str) -> Callable[[Any, str], str]:
         if value not in choices:
             raise BadRequest(f"{key} must be one of {', '.join(choices)}, not {shown(value)}")
         return value
-    check.described = " or ".join(map(repr, choices))
+    check.described = " or ".join(f'"{c}"' for c in choices)
     return check
 
 

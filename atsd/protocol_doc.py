@@ -71,7 +71,7 @@ def _command(cmd, paths: dict[str, str]) -> list[str]:
         lines += ["| argument | kind | |", "|---|---|---|"]
         for key, arg in cmd.args.items():
             need = ("required" if arg.required else
-                    "optional" if arg.default is None else f"default `{arg.default!r}`")
+                    "optional" if arg.default is None else f"default `{json.dumps(arg.default)}`")
             lines.append(f"| `{key}` | {describe(arg.kind)} | {need} |")
     else:
         lines.append("No arguments.")
